@@ -1,0 +1,92 @@
+#pragma once
+// A thin RAII layer over libpq. One Connection per thread, never shared.
+// Broken infrastructure is an exception (DbError); SQL input only ever travels as parameters.
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace catwalk::pg {
+
+// A failed database operation. `sqlstate` is empty when the server was never reached.
+class DbError : public std::runtime_error {
+ public:
+  DbError(const std::string& what, std::string sqlstate)
+      : std::runtime_error(what), sqlstate_(std::move(sqlstate)) {}
+  const std::string& sqlstate() const { return sqlstate_; }
+  // True when the connection itself is gone (server restart, network), not just the statement.
+  bool connection_lost() const {
+    return sqlstate_.empty() || sqlstate_.starts_with("08") || sqlstate_ == "57P01" ||
+           sqlstate_ == "57P02" || sqlstate_ == "57P03";
+  }
+
+ private:
+  std::string sqlstate_;
+};
+
+class Result {
+ public:
+  Result() = default;
+  explicit Result(PGresult* r) : r_(r) {}
+  int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+  int columns() const { return r_ ? PQnfields(r_.get()) : 0; }
+  bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
+  std::string_view get(int row, int col) const {
+    return {PQgetvalue(r_.get(), row, col),
+            static_cast<std::size_t>(PQgetlength(r_.get(), row, col))};
+  }
+  std::optional<std::string_view> get_opt(int row, int col) const {
+    if (is_null(row, col)) return std::nullopt;
+    return get(row, col);
+  }
+  long long get_int(int row, int col) const;
+  PGresult* raw() const { return r_.get(); }
+
+ private:
+  struct Clear {
+    void operator()(PGresult* r) const { PQclear(r); }
+  };
+  std::unique_ptr<PGresult, Clear> r_;
+};
+
+// Parameters are passed as text; std::nullopt is SQL NULL.
+using Params = std::vector<std::optional<std::string>>;
+
+class Connection {
+ public:
+  // Connects with a libpq conninfo string or URI ("" = libpq defaults from PG* variables).
+  // Throws DbError naming the server libpq tried when the connection fails.
+  explicit Connection(const std::string& conninfo);
+  Connection(Connection&&) = default;
+  Connection& operator=(Connection&&) = default;
+
+  Result exec(const std::string& sql);
+  Result exec(const std::string& sql, const Params& params);
+  void prepare(const std::string& name, const std::string& sql);
+  Result exec_prepared(const std::string& name, const Params& params);
+  // Same, with parameters already as C strings (no allocation on a hot path).
+  Result exec_prepared(const char* name, int n, const char* const* values);
+
+  // COPY ... FROM STDIN: start with exec() of the COPY statement, then put_copy, then end_copy.
+  void put_copy(const char* data, std::size_t size);
+  void end_copy();  // throws DbError if the server rejected the data
+  void abort_copy(const std::string& reason);
+
+  std::string quote_ident(std::string_view name) const;
+  bool ok() const;
+  std::string error_message() const;
+  PGconn* raw() const { return c_.get(); }
+
+ private:
+  Result check(PGresult* r, const char* what);
+  struct Finish {
+    void operator()(PGconn* c) const { PQfinish(c); }
+  };
+  std::unique_ptr<PGconn, Finish> c_;
+};
+
+}  // namespace catwalk::pg

@@ -1,0 +1,65 @@
+-- catwalk: catalog pre-data
+-- The catalog tables, created bare: every load replays this file into a fresh schema,
+-- COPYs into it, then replays the post-data files (keys, indexes, documents) and swaps it in.
+-- `pos` is the row's physical line number in its export file: the API returns photos, skus,
+-- features and related ids in export order, which is pos order.
+
+CREATE TABLE products (
+  id            integer       NOT NULL,
+  name          text          NOT NULL,
+  slogan        text          NOT NULL,
+  description   text          NOT NULL,
+  category      text          NOT NULL,
+  default_price numeric(14,2) NOT NULL,
+  pos           integer       NOT NULL
+);
+
+CREATE TABLE features (
+  id         integer NOT NULL,
+  product_id integer NOT NULL,
+  feature    text    NOT NULL,
+  value      text,
+  pos        integer NOT NULL
+);
+
+CREATE TABLE styles (
+  id             integer       NOT NULL,
+  product_id     integer       NOT NULL,
+  name           text          NOT NULL,
+  sale_price     numeric(14,2),
+  original_price numeric(14,2) NOT NULL,
+  default_style  boolean       NOT NULL,
+  pos            integer       NOT NULL
+);
+
+CREATE TABLE photos (
+  id            integer NOT NULL,
+  style_id      integer NOT NULL,
+  url           text    NOT NULL,
+  thumbnail_url text    NOT NULL,
+  pos           integer NOT NULL
+);
+
+CREATE TABLE skus (
+  id       integer NOT NULL,
+  style_id integer NOT NULL,
+  size     text    NOT NULL,
+  quantity integer NOT NULL,
+  pos      integer NOT NULL
+);
+
+CREATE TABLE related (
+  id                 integer NOT NULL,
+  current_product_id integer NOT NULL,
+  related_product_id integer NOT NULL,
+  pos                integer NOT NULL
+);
+
+-- cart.csv rows of this load; merged into public.cart when the load is published.
+CREATE TABLE cart_import (
+  id           bigint  NOT NULL,
+  user_session integer NOT NULL,
+  product_id   integer NOT NULL,
+  active       boolean NOT NULL,
+  pos          integer NOT NULL
+);
