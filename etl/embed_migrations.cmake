@@ -1,0 +1,15 @@
+# Generates a C++ source holding every migration file's text (cmake -P, at build time).
+# Inputs: OUT (generated file), FILES (;-separated absolute paths, in order).
+string(REPLACE "|" ";" FILES "${FILES}")
+set(content "// Generated from migrations/*.sql by etl/embed_migrations.cmake. Do not edit.\n")
+string(APPEND content "#include \"catwalk/etl/migrations.hpp\"\nnamespace catwalk::etl {\n")
+string(APPEND content "const std::vector<EmbeddedMigration>& embedded_migrations() {\n")
+string(APPEND content "  static const std::vector<EmbeddedMigration> all = {\n")
+foreach(f IN LISTS FILES)
+  get_filename_component(name "${f}" NAME)
+  file(READ "${f}" sql)
+  string(APPEND content "    {\"${name}\", R\"catwalk_sql(${sql})catwalk_sql\"},\n")
+endforeach()
+string(APPEND content "  };\n  return all;\n}\n}  // namespace catwalk::etl\n")
+file(WRITE "${OUT}.tmp" "${content}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)

@@ -1,0 +1,30 @@
+#pragma once
+// A whole run of `load` or `check`: read and validate every file, write the rejects, and (load)
+// COPY into a fresh schema, build keys, indexes and the API's documents, then publish it in one
+// transaction. Until that commit the previously published data stays exactly as it was.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "catwalk/etl/summary.hpp"
+
+namespace catwalk::etl {
+
+struct LoadOptions {
+  std::string dir;             // folder holding the export files
+  bool use_database = true;    // false: `check`, validation only
+  std::string db_url;          // libpq conninfo/URI; "" = libpq defaults
+  int jobs = 2;                // files read and copied at once (one connection each)
+  std::string rejects_dir = "rejects";
+  std::optional<std::uint64_t> max_rejects;  // more rejected lines than this: stop, publish nothing
+  enum class Progress { kAuto, kTerminal, kLines, kOff } progress = Progress::kAuto;
+};
+
+// Never throws: failures are reported in the summary (ok = false, error, exit_code).
+RunSummary run(const LoadOptions& options);
+
+// The schema a load is built in, and the published one.
+inline constexpr const char* kStagingSchema = "catwalk_next";
+inline constexpr const char* kPublishedSchema = "catwalk";
+
+}  // namespace catwalk::etl

@@ -1,0 +1,75 @@
+#pragma once
+// Reading an export file: physical lines -> records of fields. One record per physical line
+// (the exports never put a newline inside a field), read with fast-cpp-csv-parser's LineReader.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace io {
+class LineReader;
+}
+
+namespace catwalk::etl {
+
+// Lines longer than this are rejected as line_too_long (csv-exports.md).
+inline constexpr std::size_t kMaxLineBytes = 1 << 20;
+
+struct Field {
+  std::string_view text;
+  bool quoted = false;
+};
+
+enum class SplitStatus { kOk, kRepaired, kMalformed };
+
+struct SplitResult {
+  SplitStatus status = SplitStatus::kOk;
+  std::size_t bad_field = 0;  // 0-based field index, for kMalformed
+};
+
+// Splits one line (no line terminator) into RFC 4180 fields. `""` inside a quoted field is one
+// quote. A quoted field still open at the end of the line is closed there (kRepaired), the
+// photos.csv quirk. Text after a closing quote other than a comma is kMalformed.
+// Field texts point into `line` or into `scratch`, which must outlive them.
+SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std::string& scratch);
+
+// True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF).
+bool valid_utf8(std::string_view s);
+
+// A header name as the loader matches it: trimmed, camelCase to snake_case, lower case.
+// "productId" -> "product_id", " Name " -> "name".
+std::string normalize_column_name(std::string_view raw);
+
+// Reads the first line of a file (the header), BOM and CR removed. Throws InputError when the
+// file cannot be opened or is empty.
+std::string read_header_line(const std::string& path);
+
+// Physical lines of one file, streamed with flat memory. Lines over kMaxLineBytes are cut to
+// kMaxLineBytes + 1 bytes before they reach the line reader (so the reader never fails and the
+// caller sees an over-long line to reject); NUL bytes become 0xFF so they fail UTF-8 validation.
+class LineSource {
+ public:
+  explicit LineSource(const std::string& path);
+  ~LineSource();
+  LineSource(const LineSource&) = delete;
+  LineSource& operator=(const LineSource&) = delete;
+
+  // The next line, without its terminator (LF or CRLF; a leading UTF-8 BOM is dropped).
+  // Returns false at the end of the file. The view stays valid until the next call.
+  bool next(std::string_view& line);
+  // 1-based physical line number of the line last returned (the header is line 1).
+  std::uint64_t line_number() const { return line_number_; }
+  // Bytes read from the file so far (for progress), and the file's size.
+  std::uint64_t bytes_read() const { return bytes_read_->load(std::memory_order_relaxed); }
+  std::uint64_t file_size() const { return file_size_; }
+
+ private:
+  std::shared_ptr<std::atomic<std::uint64_t>> bytes_read_;
+  std::unique_ptr<io::LineReader> reader_;
+  std::uint64_t line_number_ = 0;
+  std::uint64_t file_size_ = 0;
+};
+
+}  // namespace catwalk::etl

@@ -1,0 +1,78 @@
+#pragma once
+// Row validation: a record becomes a COPY text line, or a RowError. Bad data is a value.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "catwalk/etl/record.hpp"
+#include "catwalk/etl/table_spec.hpp"
+
+namespace catwalk::etl {
+
+// The closed list of reasons a line is rejected (csv-exports.md).
+enum class RejectKind { kColumnCount, kBadValue, kDuplicateId, kOrphan, kEncoding, kLineTooLong };
+inline constexpr int kRejectKindCount = 6;
+std::string_view reject_kind_name(RejectKind k);
+
+struct RowError {
+  std::uint64_t line = 0;
+  std::string column;  // header name, or "" when the whole line is at fault
+  RejectKind kind = RejectKind::kBadValue;
+  std::string message;
+};
+
+// A set of ids: a bitmap for the dense ids exports use, a hash set past that, so memory stays
+// proportional to the largest id (a few MB for the full catalogue), not to the row count.
+class IdSet {
+ public:
+  bool contains(std::int64_t id) const;
+  // Returns false when the id was already there.
+  bool insert(std::int64_t id);
+  std::size_t size() const { return count_; }
+
+ private:
+  static constexpr std::int64_t kBitmapLimit = std::int64_t{1} << 28;  // 32 MiB of bits at most
+  std::vector<std::uint64_t> bits_;
+  std::unordered_set<std::int64_t> sparse_;
+  std::size_t count_ = 0;
+};
+
+// Where each spec column sits in a file's records. Built from the header line; throws
+// InputError naming the file and the missing (or doubled) column.
+struct HeaderMap {
+  std::vector<std::size_t> index;  // per spec column: field index in a record
+  std::size_t field_count = 0;     // fields in the header = fields every record must have
+};
+HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const std::string& path);
+
+// Validates the records of one file. Not thread-safe: one per file task.
+class RowValidator {
+ public:
+  // `parents` holds, per spec column with a parent, the accepted ids of that parent table
+  // (nullptr for other columns). `own_ids` collects this file's accepted ids.
+  RowValidator(const TableSpec& spec, HeaderMap header, std::vector<const IdSet*> parents,
+               IdSet& own_ids);
+
+  // Checks one line. On success appends one COPY text row (with the line number as `pos`)
+  // to `copy_out` and returns true; `repaired` tells whether a quote had to be closed.
+  // On failure fills `error` and leaves `copy_out` as it was.
+  bool validate(std::uint64_t line_number, std::string_view line, std::string& copy_out,
+                bool& repaired, RowError& error);
+
+ private:
+  bool fail(RowError& e, std::uint64_t line, std::size_t spec_col, RejectKind kind,
+            std::string message);
+  const TableSpec& spec_;
+  HeaderMap header_;
+  std::vector<const IdSet*> parents_;
+  IdSet& own_ids_;
+  std::vector<Field> fields_;
+  std::string scratch_;
+};
+
+// Appends `text` to `out` escaped for COPY's text format.
+void append_copy_text(std::string& out, std::string_view text);
+
+}  // namespace catwalk::etl

@@ -1,0 +1,236 @@
+#include <libfccp/csv.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "catwalk/etl/errors.hpp"
+#include "catwalk/etl/record.hpp"
+
+namespace catwalk::etl {
+
+SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std::string& scratch) {
+  fields.clear();
+  scratch.clear();
+  // Unescaped text is never longer than the line: with this reservation the views into
+  // `scratch` stay valid while it grows.
+  if (scratch.capacity() < line.size()) scratch.reserve(line.size());
+  SplitResult result;
+  const char* p = line.data();
+  const char* end = p + line.size();
+  while (true) {
+    if (p < end && *p == '"') {
+      ++p;
+      const char* start = p;
+      std::size_t scratch_begin = scratch.size();
+      bool escaped = false;
+      bool closed = false;
+      while (p < end) {
+        const char* q = static_cast<const char*>(std::memchr(p, '"', end - p));
+        if (q == nullptr) break;
+        if (q + 1 < end && q[1] == '"') {
+          // A doubled quote: copy what came before plus one quote.
+          if (!escaped) scratch.append(start, q - start), escaped = true;
+          else scratch.append(p, q - p);
+          scratch.push_back('"');
+          p = q + 2;
+          continue;
+        }
+        if (escaped) scratch.append(p, q - p);
+        fields.push_back({escaped ? std::string_view(scratch).substr(scratch_begin)
+                                  : std::string_view(start, q - start),
+                          true});
+        p = q + 1;
+        closed = true;
+        break;
+      }
+      if (!closed) {
+        // The quirk: the closing quote is missing; the field ends with the line.
+        if (escaped) scratch.append(p, end - p);
+        fields.push_back({escaped ? std::string_view(scratch).substr(scratch_begin)
+                                  : std::string_view(start, end - start),
+                          true});
+        result.status = SplitStatus::kRepaired;
+        return result;
+      }
+      if (p == end) return result;
+      if (*p != ',') {
+        result.status = SplitStatus::kMalformed;
+        result.bad_field = fields.size() - 1;
+        return result;
+      }
+      ++p;
+    } else {
+      const char* comma = static_cast<const char*>(std::memchr(p, ',', end - p));
+      const char* stop = comma ? comma : end;
+      fields.push_back({std::string_view(p, stop - p), false});
+      if (comma == nullptr) return result;
+      p = comma + 1;
+    }
+    if (p == end) {  // a trailing comma: one more, empty field
+      fields.push_back({std::string_view(p, 0), false});
+      return result;
+    }
+  }
+}
+
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    // Fast path: eight ASCII bytes at a time.
+    if (end - p >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p, 8);
+      if ((w & 0x8080808080808080ULL) == 0) {
+        p += 8;
+        continue;
+      }
+    }
+    unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int n;
+    std::uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
+    else return false;
+    if (end - p <= n) return false;
+    for (int i = 1; i <= n; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 3 && (cp < 0x10000 || cp > 0x10FFFF))) {
+      return false;
+    }
+    p += n + 1;
+  }
+  return true;
+}
+
+std::string normalize_column_name(std::string_view raw) {
+  std::size_t b = 0, e = raw.size();
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (b < e && space(raw[b])) ++b;
+  while (e > b && space(raw[e - 1])) --e;
+  std::string out;
+  char prev = 0;
+  for (std::size_t i = b; i < e; ++i) {
+    char c = raw[i];
+    if (c >= 'A' && c <= 'Z') {
+      if ((prev >= 'a' && prev <= 'z') || (prev >= '0' && prev <= '9')) out.push_back('_');
+      out.push_back(static_cast<char>(c - 'A' + 'a'));
+    } else {
+      out.push_back(c == ' ' || c == '-' ? '_' : c);
+    }
+    prev = c;
+  }
+  return out;
+}
+
+std::string read_header_line(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(path + ": cannot open the file (does it exist and is it readable?)");
+  std::string line;
+  line.reserve(256);
+  char c;
+  while (in.get(c) && c != '\n') {
+    line.push_back(c);
+    if (line.size() > kMaxLineBytes) throw InputError(path + ": the header line is over 1 MiB");
+  }
+  if (line.empty() && !in) throw InputError(path + ": the file is empty; expected a header line");
+  if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+namespace {
+
+// Feeds the line reader. Cuts over-long lines and replaces NUL bytes (see LineSource).
+class FilteringSource : public io::ByteSourceBase {
+ public:
+  FilteringSource(FILE* f, std::shared_ptr<std::atomic<std::uint64_t>> counter)
+      : file_(f), counter_(std::move(counter)), in_(kChunk) {}
+  ~FilteringSource() override { std::fclose(file_); }
+
+  int read(char* out, int size) override {
+    int produced = 0;
+    while (produced < size) {
+      if (pos_ == end_) {
+        end_ = std::fread(in_.data(), 1, in_.size(), file_);
+        pos_ = 0;
+        if (end_ == 0) break;
+        counter_->fetch_add(end_, std::memory_order_relaxed);
+      }
+      const char* chunk = in_.data() + pos_;
+      std::size_t avail = end_ - pos_;
+      const char* nl = static_cast<const char*>(std::memchr(chunk, '\n', avail));
+      if (dropping_) {
+        if (nl == nullptr) {
+          pos_ = end_;
+          continue;
+        }
+        pos_ += nl - chunk;  // keep the '\n' itself
+        dropping_ = false;
+        continue;
+      }
+      std::size_t seg = nl ? static_cast<std::size_t>(nl - chunk) + 1 : avail;  // incl. '\n'
+      std::size_t text = nl ? seg - 1 : seg;
+      std::size_t room_in_line = kMaxLineBytes + 1 - line_len_;
+      std::size_t take;
+      if (text > room_in_line) {
+        take = room_in_line;  // cut here, drop the rest up to the '\n'
+        dropping_ = true;
+      } else {
+        take = seg;
+      }
+      take = std::min<std::size_t>(take, static_cast<std::size_t>(size - produced));
+      std::memcpy(out + produced, chunk, take);
+      for (char* z = out + produced; (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
+        *z = '\xFF';
+      }
+      if (take > 0 && out[produced + take - 1] == '\n') line_len_ = 0;
+      else line_len_ += take;
+      produced += static_cast<int>(take);
+      pos_ += take;
+    }
+    return produced;
+  }
+
+ private:
+  static constexpr std::size_t kChunk = 1 << 20;
+  FILE* file_;
+  std::shared_ptr<std::atomic<std::uint64_t>> counter_;
+  std::vector<char> in_;
+  std::size_t pos_ = 0, end_ = 0;
+  std::size_t line_len_ = 0;
+  bool dropping_ = false;
+};
+
+}  // namespace
+
+LineSource::LineSource(const std::string& path)
+    : bytes_read_(std::make_shared<std::atomic<std::uint64_t>>(0)) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw InputError(path + ": cannot open the file: " + std::strerror(errno));
+  std::error_code ec;
+  file_size_ = std::filesystem::file_size(path, ec);
+  std::unique_ptr<io::ByteSourceBase> source = std::make_unique<FilteringSource>(f, bytes_read_);
+  reader_ = std::make_unique<io::LineReader>(path, std::move(source));
+}
+
+LineSource::~LineSource() = default;
+
+bool LineSource::next(std::string_view& line) {
+  char* l = reader_->next_line();
+  if (l == nullptr) return false;
+  line_number_ = reader_->get_file_line();
+  line = std::string_view(l);
+  return true;
+}
+
+}  // namespace catwalk::etl

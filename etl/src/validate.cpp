@@ -1,0 +1,287 @@
+#include "catwalk/etl/validate.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "catwalk/etl/errors.hpp"
+
+namespace catwalk::etl {
+
+std::string_view reject_kind_name(RejectKind k) {
+  switch (k) {
+    case RejectKind::kColumnCount: return "column_count";
+    case RejectKind::kBadValue: return "bad_value";
+    case RejectKind::kDuplicateId: return "duplicate_id";
+    case RejectKind::kOrphan: return "orphan";
+    case RejectKind::kEncoding: return "encoding";
+    case RejectKind::kLineTooLong: return "line_too_long";
+  }
+  return "bad_value";
+}
+
+bool IdSet::contains(std::int64_t id) const {
+  if (id >= 0 && id < kBitmapLimit) {
+    auto w = static_cast<std::size_t>(id >> 6);
+    return w < bits_.size() && (bits_[w] >> (id & 63) & 1);
+  }
+  return sparse_.count(id) != 0;
+}
+
+bool IdSet::insert(std::int64_t id) {
+  if (id >= 0 && id < kBitmapLimit) {
+    auto w = static_cast<std::size_t>(id >> 6);
+    if (w >= bits_.size()) bits_.resize(std::max(w + 1, bits_.size() * 2), 0);
+    std::uint64_t mask = std::uint64_t{1} << (id & 63);
+    if (bits_[w] & mask) return false;
+    bits_[w] |= mask;
+  } else if (!sparse_.insert(id).second) {
+    return false;
+  }
+  ++count_;
+  return true;
+}
+
+HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const std::string& path) {
+  std::vector<Field> fields;
+  std::string scratch;
+  split_fields(header_line, fields, scratch);
+  std::vector<std::string> names;
+  for (const auto& f : fields) names.push_back(normalize_column_name(f.text));
+  HeaderMap map;
+  map.field_count = names.size();
+  for (const auto& col : spec.columns) {
+    std::size_t found = names.size();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (names[i] != col.name) continue;
+      if (found != names.size()) {
+        throw InputError(fmt::format("{}: column \"{}\" appears twice in the header; keep one",
+                                     path, col.name));
+      }
+      found = i;
+    }
+    if (found == names.size()) {
+      std::string have;
+      for (const auto& n : names) have += (have.empty() ? "" : ",") + n;
+      throw InputError(fmt::format(
+          "{}: required column \"{}\" is missing from the header (found: {}). Possible fixes: "
+          "add the column, or check the file is the {} export",
+          path, col.name, have, spec.file));
+    }
+    map.index.push_back(found);
+  }
+  return map;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool parse_int(std::string_view s, std::int64_t& out) {
+  if (s.empty() || s.size() > 19) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+// Up to 12 integer digits and 2 decimals: what numeric(14,2) holds exactly.
+bool valid_money(std::string_view s) {
+  std::size_t dot = s.find('.');
+  std::string_view whole = s.substr(0, dot);
+  if (whole.empty() || whole.size() > 12) return false;
+  for (char c : whole) {
+    if (c < '0' || c > '9') return false;
+  }
+  if (dot == std::string_view::npos) return true;
+  std::string_view frac = s.substr(dot + 1);
+  if (frac.empty() || frac.size() > 2) return false;
+  for (char c : frac) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool is_zero_money(std::string_view s) {
+  for (char c : s) {
+    if (c != '0' && c != '.') return false;
+  }
+  return true;
+}
+
+bool equals_ci(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char c = a[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != b[i]) return false;
+  }
+  return true;
+}
+
+std::string shown(std::string_view v) {
+  constexpr std::size_t kMax = 40;
+  if (v.size() <= kMax) return fmt::format("\"{}\"", v);
+  return fmt::format("\"{}...\"", v.substr(0, kMax));
+}
+
+}  // namespace
+
+void append_copy_text(std::string& out, std::string_view text) {
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    char esc;
+    switch (c) {
+      case '\\': esc = '\\'; break;
+      case '\t': esc = 't'; break;
+      case '\n': esc = 'n'; break;
+      case '\r': esc = 'r'; break;
+      default: continue;
+    }
+    out.append(text.data() + start, i - start);
+    out.push_back('\\');
+    out.push_back(esc);
+    start = i + 1;
+  }
+  out.append(text.data() + start, text.size() - start);
+}
+
+RowValidator::RowValidator(const TableSpec& spec, HeaderMap header,
+                           std::vector<const IdSet*> parents, IdSet& own_ids)
+    : spec_(spec), header_(std::move(header)), parents_(std::move(parents)), own_ids_(own_ids) {}
+
+bool RowValidator::fail(RowError& e, std::uint64_t line, std::size_t spec_col, RejectKind kind,
+                        std::string message) {
+  e.line = line;
+  e.column = spec_col < spec_.columns.size() ? spec_.columns[spec_col].name : "";
+  e.kind = kind;
+  e.message = std::move(message);
+  return false;
+}
+
+bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
+                            std::string& copy_out, bool& repaired, RowError& error) {
+  constexpr std::size_t kWholeLine = static_cast<std::size_t>(-1);
+  repaired = false;
+  if (line.size() > kMaxLineBytes) {
+    return fail(error, line_number, kWholeLine, RejectKind::kLineTooLong,
+                fmt::format("line is longer than {} bytes; split or shorten the record",
+                            kMaxLineBytes));
+  }
+  if (!valid_utf8(line)) {
+    return fail(error, line_number, kWholeLine, RejectKind::kEncoding,
+                "line is not valid UTF-8 (or holds a NUL byte); re-export it as UTF-8");
+  }
+  SplitResult split = split_fields(line, fields_, scratch_);
+  if (split.status == SplitStatus::kMalformed) {
+    return fail(error, line_number, kWholeLine, RejectKind::kColumnCount,
+                fmt::format("text after the closing quote of field {}; quote the whole field",
+                            split.bad_field + 1));
+  }
+  if (fields_.size() != header_.field_count) {
+    return fail(error, line_number, kWholeLine, RejectKind::kColumnCount,
+                fmt::format("expected {} fields as in the header, found {}", header_.field_count,
+                            fields_.size()));
+  }
+  std::size_t mark = copy_out.size();
+  std::int64_t row_id = 0;
+  std::size_t orphan_col = kWholeLine;
+  std::int64_t orphan_value = 0;
+  for (std::size_t c = 0; c < spec_.columns.size(); ++c) {
+    const ColumnSpec& col = spec_.columns[c];
+    const Field& f = fields_[header_.index[c]];
+    std::string_view v = f.text;
+    auto bad = [&](std::string_view why) {
+      copy_out.resize(mark);
+      return fail(error, line_number, c, RejectKind::kBadValue,
+                  fmt::format("column {}: {} is not {}", col.name, shown(v), why));
+    };
+    switch (col.type) {
+      case ColumnType::kId:
+      case ColumnType::kBigId:
+      case ColumnType::kRef:
+      case ColumnType::kPositiveInt:
+      case ColumnType::kQuantity: {
+        v = trim(v);
+        std::int64_t n = 0;
+        std::int64_t max = col.type == ColumnType::kBigId ? INT64_MAX : INT32_MAX;
+        bool nonneg = col.type == ColumnType::kRef || col.type == ColumnType::kQuantity;
+        if (!parse_int(v, n) || n > max || (!nonneg && n == 0)) {
+          return bad(nonneg ? "a whole number from 0 to 2147483647"
+                            : (col.type == ColumnType::kBigId
+                                   ? "a positive whole number"
+                                   : "a whole number from 1 to 2147483647"));
+        }
+        if (c == 0) row_id = n;
+        if (col.type == ColumnType::kRef && orphan_col == kWholeLine &&
+            !parents_[c]->contains(n)) {
+          orphan_col = c;
+          orphan_value = n;
+        }
+        copy_out.append(v);
+        break;
+      }
+      case ColumnType::kMoney:
+        v = trim(v);
+        if (!valid_money(v)) return bad("an amount like 140 or 99.50");
+        copy_out.append(v);
+        break;
+      case ColumnType::kMoneyOrNull:
+        v = trim(v);
+        if (v.empty() || (!f.quoted && equals_ci(v, "null")) ||
+            (valid_money(v) && is_zero_money(v))) {
+          copy_out.append("\\N");
+        } else if (!valid_money(v)) {
+          return bad("an amount like 140 or 99.50, or null");
+        } else {
+          copy_out.append(v);
+        }
+        break;
+      case ColumnType::kBool: {
+        std::string_view t = trim(v);
+        if (t == "1" || equals_ci(t, "true")) copy_out.push_back('t');
+        else if (t == "0" || equals_ci(t, "false")) copy_out.push_back('f');
+        else return bad("one of 0, 1, true, false");
+        break;
+      }
+      case ColumnType::kTextOrNull:
+        if (!f.quoted && (v.empty() || v == "null")) {
+          copy_out.append("\\N");
+          break;
+        }
+        append_copy_text(copy_out, v);
+        break;
+      case ColumnType::kText:
+        append_copy_text(copy_out, v);
+        break;
+    }
+    copy_out.push_back('\t');
+  }
+  if (own_ids_.contains(row_id)) {
+    copy_out.resize(mark);
+    return fail(error, line_number, 0, RejectKind::kDuplicateId,
+                fmt::format("id {} already appeared on an earlier line; the first one is kept",
+                            row_id));
+  }
+  if (orphan_col != kWholeLine) {
+    copy_out.resize(mark);
+    const ColumnSpec& col = spec_.columns[orphan_col];
+    return fail(error, line_number, orphan_col, RejectKind::kOrphan,
+                fmt::format("column {}: {} {} does not exist (absent from {} or rejected there)",
+                            col.name, col.parent == "products" ? "product" : "style",
+                            orphan_value, find_spec_by_table(col.parent)->file));
+  }
+  own_ids_.insert(row_id);
+  fmt::format_to(std::back_inserter(copy_out), "{}\n", line_number);
+  repaired = split.status == SplitStatus::kRepaired;
+  return true;
+}
+
+}  // namespace catwalk::etl

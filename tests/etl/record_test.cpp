@@ -1,0 +1,125 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "catwalk/etl/errors.hpp"
+#include "catwalk/etl/record.hpp"
+#include "pg_server.hpp"
+
+using namespace catwalk::etl;
+
+namespace {
+std::vector<std::string> split(std::string_view line, SplitStatus expect = SplitStatus::kOk) {
+  std::vector<Field> fields;
+  std::string scratch;
+  auto r = split_fields(line, fields, scratch);
+  CHECK(r.status == expect);
+  std::vector<std::string> out;
+  for (auto& f : fields) out.emplace_back(f.text);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("split_fields: plain, quoted, escaped and empty fields") {
+  struct Case {
+    std::string line;
+    std::vector<std::string> fields;
+  };
+  std::vector<Case> cases = {
+      {"1,2,3", {"1", "2", "3"}},
+      {R"(1,"Camo Onesie","Blend in",140)", {"1", "Camo Onesie", "Blend in", "140"}},
+      {R"(1,"a, b","c ""q"" d",x)", {"1", "a, b", "c \"q\" d", "x"}},
+      {R"(1,"Two  spaces")", {"1", "Two  spaces"}},
+      {"1,,3", {"1", "", "3"}},
+      {"1,2,", {"1", "2", ""}},
+      {"", {""}},
+      {R"("",x)", {"", "x"}},
+      {R"(1,"""quoted""")", {"1", "\"quoted\""}},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.line);
+    CHECK(split(c.line) == c.fields);
+  }
+}
+
+TEST_CASE("split_fields: a missing closing quote is closed at the end of the line") {
+  CHECK(split(R"(10,6,"https://a/b?x=1","https://a/c?w=300)", SplitStatus::kRepaired) ==
+        std::vector<std::string>{"10", "6", "https://a/b?x=1", "https://a/c?w=300"});
+  CHECK(split(R"(1,"a ""b"" c)", SplitStatus::kRepaired) ==
+        std::vector<std::string>{"1", "a \"b\" c"});
+  // Open on a middle field: the rest of the line is swallowed, so the count comes out short.
+  CHECK(split(R"(1,"open,2,3)", SplitStatus::kRepaired).size() == 2);
+}
+
+TEST_CASE("split_fields: text after a closing quote is malformed") {
+  std::vector<Field> fields;
+  std::string scratch;
+  auto r = split_fields(R"(1,"ab"cd,3)", fields, scratch);
+  CHECK(r.status == SplitStatus::kMalformed);
+  CHECK(r.bad_field == 1);
+}
+
+TEST_CASE("valid_utf8") {
+  CHECK(valid_utf8("plain ascii text that is long enough for the fast path"));
+  CHECK(valid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x91\x9F"));
+  CHECK_FALSE(valid_utf8("bad \xFF byte"));
+  CHECK_FALSE(valid_utf8("truncated \xE2\x82"));
+  CHECK_FALSE(valid_utf8("overlong \xC0\xAF"));
+  CHECK_FALSE(valid_utf8("surrogate \xED\xA0\x80"));
+  CHECK_FALSE(valid_utf8("too big \xF4\x90\x80\x80"));
+}
+
+TEST_CASE("normalize_column_name") {
+  CHECK(normalize_column_name("productId") == "product_id");
+  CHECK(normalize_column_name(" name ") == "name");
+  CHECK(normalize_column_name("styleId") == "style_id");
+  CHECK(normalize_column_name("thumbnail_url") == "thumbnail_url");
+  CHECK(normalize_column_name("Default_Price") == "default_price");
+  CHECK(normalize_column_name("ID") == "id");
+}
+
+TEST_CASE("LineSource: BOM, CRLF, line numbers, long lines cut, NUL bytes flagged") {
+  std::string dir = catwalk::test::make_temp_dir("catwalk-record");
+  std::string path = dir + "/f.csv";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "\xEF\xBB\xBFid,name\r\n";
+    out << "1,a\r\n";
+    out << "2," << std::string(kMaxLineBytes + 10, 'x') << "\n";
+    out << std::string("3,nul\0byte", 10) << "\n";
+    out << "4,last-without-newline";
+  }
+  LineSource src(path);
+  std::string_view line;
+  REQUIRE(src.next(line));
+  CHECK(line == "id,name");
+  CHECK(src.line_number() == 1);
+  REQUIRE(src.next(line));
+  CHECK(line == "1,a");
+  REQUIRE(src.next(line));
+  CHECK(src.line_number() == 3);
+  CHECK(line.size() == kMaxLineBytes + 1);  // cut, so validation rejects it as line_too_long
+  REQUIRE(src.next(line));
+  CHECK(src.line_number() == 4);
+  CHECK_FALSE(valid_utf8(line));
+  REQUIRE(src.next(line));
+  CHECK(line == "4,last-without-newline");
+  CHECK(src.line_number() == 5);
+  CHECK_FALSE(src.next(line));
+  CHECK(src.bytes_read() == std::filesystem::file_size(path));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("read_header_line") {
+  std::string dir = catwalk::test::make_temp_dir("catwalk-header");
+  {
+    std::ofstream(dir + "/a.csv", std::ios::binary) << "\xEF\xBB\xBFid, name\r\n1,x\n";
+    std::ofstream(dir + "/empty.csv", std::ios::binary) << "";
+  }
+  CHECK(read_header_line(dir + "/a.csv") == "id, name");
+  CHECK_THROWS_AS(read_header_line(dir + "/empty.csv"), InputError);
+  CHECK_THROWS_AS(read_header_line(dir + "/missing.csv"), InputError);
+  std::filesystem::remove_all(dir);
+}

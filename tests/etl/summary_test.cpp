@@ -1,0 +1,63 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "catwalk/etl/rejects.hpp"
+#include "catwalk/etl/summary.hpp"
+#include "pg_server.hpp"
+
+using namespace catwalk::etl;
+
+TEST_CASE("rejects file: header, one row per rejected line, raw line quoted") {
+  std::string dir = catwalk::test::make_temp_dir("catwalk-rejects");
+  std::string path = dir + "/product.rejects.csv";
+  RejectsWriter w(path);
+  w.write({15, "default_price", RejectKind::kBadValue, "column default_price: \"12abc\" is not an amount"},
+          R"(13,"Bad Price","x","y","z",12abc)");
+  w.write({16, "", RejectKind::kColumnCount, "expected 6 fields as in the header, found 4"},
+          R"(14,"Too Few","x","y")");
+  w.close();
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  CHECK(ss.str() ==
+        "line,column,kind,message,raw\n"
+        "15,default_price,bad_value,\"column default_price: \"\"12abc\"\" is not an amount\","
+        "\"13,\"\"Bad Price\"\",\"\"x\"\",\"\"y\"\",\"\"z\"\",12abc\"\n"
+        "16,,column_count,\"expected 6 fields as in the header, found 4\","
+        "\"14,\"\"Too Few\"\",\"\"x\"\",\"\"y\"\"\"\n");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("summary: table has a row per file and a total; JSON has the documented keys") {
+  RunSummary s;
+  s.seconds = 1.5;
+  FileStats f;
+  f.file = "product.csv";
+  f.table = "products";
+  f.read = 8;
+  f.loaded = 4;
+  f.rejected = 4;
+  f.rejects[static_cast<int>(RejectKind::kDuplicateId)] = 1;
+  f.rejects[static_cast<int>(RejectKind::kBadValue)] = 2;
+  f.rejects[static_cast<int>(RejectKind::kColumnCount)] = 1;
+  f.bytes = 634;
+  f.seconds = 0.01;
+  s.files.push_back(f);
+  std::string table = render_table(s);
+  CHECK(table.find("product.csv") != std::string::npos);
+  CHECK(table.find("total") != std::string::npos);
+  CHECK(table.find("1 column_count, 2 bad_value, 1 duplicate_id") != std::string::npos);
+  CHECK(render_json(s) ==
+        "{\"ok\": true, \"seconds\": 1.500, \"files\": [{\"file\": \"product.csv\", \"table\": "
+        "\"products\", \"read\": 8, \"loaded\": 4, \"rejected\": 4, \"repaired\": 0, \"rejects\": "
+        "{\"column_count\": 1, \"bad_value\": 2, \"duplicate_id\": 1}, \"bytes\": 634, "
+        "\"seconds\": 0.010}]}\n");
+  s.ok = false;
+  s.error = "boom \"quoted\"";
+  s.exit_code = 4;
+  CHECK(render_json(s).starts_with(
+      "{\"ok\": false, \"error\": \"boom \\\"quoted\\\"\", \"exit_code\": 4, "));
+}

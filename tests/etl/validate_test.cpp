@@ -1,0 +1,162 @@
+#include <doctest/doctest.h>
+
+#include "catwalk/etl/errors.hpp"
+#include "catwalk/etl/validate.hpp"
+
+using namespace catwalk::etl;
+
+namespace {
+
+struct Outcome {
+  bool ok;
+  std::string copy;
+  RowError error;
+  bool repaired;
+};
+
+// Validates lines of `table` against a header, with parent ids 1..10 present.
+struct Harness {
+  const TableSpec& spec;
+  IdSet parent, own;
+  RowValidator validator;
+  Harness(std::string_view table, std::string_view header)
+      : spec(*find_spec_by_table(table)),
+        validator(spec, map_header(spec, header, "test.csv"), parents(), own) {}
+  std::vector<const IdSet*> parents() {
+    for (int i = 1; i <= 10; ++i) parent.insert(i);
+    std::vector<const IdSet*> out;
+    for (auto& c : spec.columns) out.push_back(c.parent.empty() ? nullptr : &parent);
+    return out;
+  }
+  Outcome check(std::string_view line, std::uint64_t n = 2) {
+    Outcome o;
+    o.ok = validator.validate(n, line, o.copy, o.repaired, o.error);
+    return o;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("products: a valid row becomes one COPY line ending with its position") {
+  Harness h("products", "id,name,slogan,description,category,default_price");
+  auto o = h.check(R"(1,"Camo Onesie","Blend in","A, b ""c""","Jackets",140)", 2);
+  REQUIRE(o.ok);
+  CHECK(o.copy == "1\tCamo Onesie\tBlend in\tA, b \"c\"\tJackets\t140\t2\n");
+  CHECK_FALSE(o.repaired);
+}
+
+TEST_CASE("header: names trimmed, camelCase matched, any order; a missing column throws") {
+  Harness h("styles", "name , productId,ID,default_style,original_price,sale_price");
+  auto o = h.check(R"("Red",3,7,1,140,null)");
+  REQUIRE(o.ok);
+  CHECK(o.copy == "7\t3\tRed\t\\N\t140\tt\t2\n");
+  const TableSpec& spec = *find_spec_by_table("styles");
+  CHECK_THROWS_AS(map_header(spec, "id,productId,name,sale_price,original_price", "s.csv"),
+                  InputError);
+  CHECK_THROWS_AS(map_header(spec, "id,id,productId,name,sale_price,original_price,default_style",
+                             "s.csv"),
+                  InputError);
+}
+
+TEST_CASE("rejections name the kind and the column") {
+  struct Case {
+    std::string table, header, line;
+    RejectKind kind;
+    std::string column;
+  };
+  std::vector<Case> cases = {
+      {"products", "id,name,slogan,description,category,default_price", R"(1,"a","b","c")",
+       RejectKind::kColumnCount, ""},
+      {"products", "id,name,slogan,description,category,default_price",
+       R"(1,"a","b","c","d",12abc)", RejectKind::kBadValue, "default_price"},
+      {"products", "id,name,slogan,description,category,default_price",
+       R"(x1,"a","b","c","d",12)", RejectKind::kBadValue, "id"},
+      {"products", "id,name,slogan,description,category,default_price",
+       R"(0,"a","b","c","d",12)", RejectKind::kBadValue, "id"},
+      {"products", "id,name,slogan,description,category,default_price",
+       R"(99999999999,"a","b","c","d",12)", RejectKind::kBadValue, "id"},
+      {"products", "id,name,slogan,description,category,default_price",
+       "1,\"a\xFF\",\"b\",\"c\",\"d\",12", RejectKind::kEncoding, ""},
+      {"products", "id,name,slogan,description,category,default_price",
+       R"(1,"a"x,"b","c","d",12)", RejectKind::kColumnCount, ""},
+      {"products", "id,name,slogan,description,category,default_price",
+       R"(1,"a","b","c","d",1234567890123)", RejectKind::kBadValue, "default_price"},
+      {"styles", "id,productId,name,sale_price,original_price,default_style",
+       R"(1,1,"a",null,140,2)", RejectKind::kBadValue, "default_style"},
+      {"styles", "id,productId,name,sale_price,original_price,default_style",
+       R"(1,1,"a",null,-5,0)", RejectKind::kBadValue, "original_price"},
+      {"styles", "id,productId,name,sale_price,original_price,default_style",
+       R"(1,1,"a",abc,5,0)", RejectKind::kBadValue, "sale_price"},
+      {"styles", "id,productId,name,sale_price,original_price,default_style",
+       R"(1,77,"a",null,5,0)", RejectKind::kOrphan, "product_id"},
+      {"skus", "id,styleId,size,quantity", R"(1,1,"XS",-1)", RejectKind::kBadValue, "quantity"},
+      {"skus", "id,styleId,size,quantity", R"(1,1,"XS",1.5)", RejectKind::kBadValue, "quantity"},
+      {"related", "id,current_product_id,related_product_id", "1,1,0", RejectKind::kOrphan,
+       "related_product_id"},
+      {"related", "id,current_product_id,related_product_id", "1,11,2", RejectKind::kOrphan,
+       "current_product_id"},
+      {"related", "id,current_product_id,related_product_id", "1,1,-2", RejectKind::kBadValue,
+       "related_product_id"},
+      {"cart_import", "id,user_session,product_id,active", "1,1234,x,1", RejectKind::kBadValue,
+       "product_id"},
+      {"products", "id,name,slogan,description,category,default_price",
+       "1," + std::string(kMaxLineBytes + 1, 'x'), RejectKind::kLineTooLong, ""},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.line.substr(0, 80));
+    Harness h(c.table, c.header);
+    auto o = h.check(c.line);
+    CHECK_FALSE(o.ok);
+    CHECK(reject_kind_name(o.error.kind) == reject_kind_name(c.kind));
+    CHECK(o.error.column == c.column);
+    CHECK(o.error.line == 2);
+    CHECK_FALSE(o.error.message.empty());
+    CHECK(o.copy.empty());
+  }
+}
+
+TEST_CASE("duplicate ids: the first is kept, later ones rejected") {
+  Harness h("photos", "id,styleId,url,thumbnail_url");
+  CHECK(h.check(R"(1,1,"u","t")", 2).ok);
+  auto dup = h.check(R"(1,2,"u2","t2")", 3);
+  CHECK_FALSE(dup.ok);
+  CHECK(dup.error.kind == RejectKind::kDuplicateId);
+  CHECK(dup.error.column == "id");
+}
+
+TEST_CASE("an orphan's id does not count as seen") {
+  Harness h("photos", "id,styleId,url,thumbnail_url");
+  CHECK_FALSE(h.check(R"(5,99,"u","t")", 2).ok);
+  CHECK(h.check(R"(5,1,"u","t")", 3).ok);
+}
+
+TEST_CASE("photos: a missing closing quote is repaired") {
+  Harness h("photos", "id,styleId,url,thumbnail_url");
+  auto o = h.check(R"(10,6,"https://x/a","https://x/b)");
+  REQUIRE(o.ok);
+  CHECK(o.repaired);
+  CHECK(o.copy == "10\t6\thttps://x/a\thttps://x/b\t2\n");
+}
+
+TEST_CASE("nulls, zero sale price, booleans, COPY escaping") {
+  Harness styles("styles", "id,productId,name,sale_price,original_price,default_style");
+  CHECK(styles.check(R"(1,1,"a",0,140,true)").copy == "1\t1\ta\t\\N\t140\tt\t2\n");
+  CHECK(styles.check(R"(2,1,"a",,140,FALSE)").copy == "2\t1\ta\t\\N\t140\tf\t2\n");
+  CHECK(styles.check(R"(3,1,"a",0.00,140,0)").copy == "3\t1\ta\t\\N\t140\tf\t2\n");
+  CHECK(styles.check(R"(4,1,"a",99.5,140,1)").copy == "4\t1\ta\t99.5\t140\tt\t2\n");
+  Harness features("features", "id,product_id,feature,value");
+  CHECK(features.check(R"(1,1,"UV",null)").copy == "1\t1\tUV\t\\N\t2\n");
+  CHECK(features.check(R"(2,1,"UV",)").copy == "2\t1\tUV\t\\N\t2\n");
+  CHECK(features.check(R"(3,1,"Tab	here","back\slash")").copy ==
+        "3\t1\tTab\\there\tback\\\\slash\t2\n");
+}
+
+TEST_CASE("IdSet: dense and sparse ids") {
+  IdSet s;
+  CHECK(s.insert(1));
+  CHECK_FALSE(s.insert(1));
+  CHECK(s.insert(5'000'000'000LL));
+  CHECK(s.contains(5'000'000'000LL));
+  CHECK_FALSE(s.contains(2));
+  CHECK(s.size() == 2);
+}
