@@ -1,0 +1,44 @@
+#pragma once
+// The Catwalk HTTP API server: every route of the contract (shared/api-contract.md), at the root
+// and under /catwalk, on cpp-httplib, reading the documents the loader precomputed at publish time.
+//
+// Thread-safety: construct, bind() and run() from one thread; stop() may be called from any
+// thread (a signal-handling thread, a test) and makes run() return after in-flight requests end.
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace catwalk::api {
+
+struct ServerOptions {
+  std::string db_url;           // libpq conninfo or URI; "" = libpq defaults (PG* variables)
+  std::string host = "0.0.0.0";
+  int port = 3000;              // 0 = any free port (tests)
+  int threads = 128;            // HTTP workers: one per concurrent keep-alive connection
+  int db_pool = 6;              // database connections, each borrowed by one request at a time
+  std::size_t cache_mb = 256;   // in-process document cache budget; 0 disables it
+  int publish_poll_ms = 250;    // how often catwalk_publish.version is checked (<= 500 ms)
+  bool access_log = true;       // one stderr line per request
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the listening socket (backlog 1024). Returns the bound port, or throws
+  // std::runtime_error naming the address when it is taken. Does not touch the database:
+  // the API starts (and answers /health, and 503 on data routes) while PostgreSQL is down.
+  int bind();
+  // Serves until stop(). Returns after in-flight requests finish.
+  void run();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace catwalk::api

@@ -1,0 +1,101 @@
+// catwalk-api: serves the published catalogue and the carts over HTTP (see openapi.yaml).
+#include <CLI/CLI.hpp>
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+#include "catwalk/api/server.hpp"
+#include "catwalk/config.hpp"
+#include "catwalk/log.hpp"
+
+namespace {
+// Exit codes (documented in the README).
+constexpr int kExitOk = 0;
+constexpr int kExitUsage = 2;
+constexpr int kExitCannotListen = 3;
+
+int port_from_env(int fallback) {
+  const char* p = std::getenv("PORT");
+  if (p == nullptr || *p == '\0') return fallback;
+  char* end = nullptr;
+  long v = std::strtol(p, &end, 10);
+  if (*end != '\0' || v < 1 || v > 65535) {
+    catwalk::log("PORT=\"{}\" is not a port number (1-65535); using {}", p, fallback);
+    return fallback;
+  }
+  return static_cast<int>(v);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  catwalk::api::ServerOptions opt;
+  std::string db_flag;
+  int port = 0;
+  CLI::App app{"catwalk-api: the Catwalk products and cart HTTP API"};
+  app.add_option("--db", db_flag, "PostgreSQL URL or conninfo (default: DATABASE_URL, else libpq PG* variables)");
+  app.add_option("--port", port, "TCP port (default: PORT, else 3000)")->check(CLI::Range(1, 65535));
+  app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
+  app.add_option("--threads", opt.threads,
+                 "HTTP worker threads: at least the number of concurrent client connections")
+      ->check(CLI::Range(2, 4096))
+      ->capture_default_str();
+  app.add_option("--db-pool", opt.db_pool, "database connections (a few per CPU core is best)")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--cache-mb", opt.cache_mb, "document cache budget in MiB (0 disables the cache)")
+      ->capture_default_str();
+  bool quiet = false;
+  app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  opt.access_log = !quiet;
+  opt.port = port != 0 ? port : port_from_env(3000);
+  opt.db_url = catwalk::resolve_db_url(db_flag);
+  // Never hang on the database: a connect gives up after 3 s and a statement after 5 s, unless
+  // the operator chose otherwise through libpq's own variables.
+  setenv("PGCONNECT_TIMEOUT", "3", 0);
+  setenv("PGOPTIONS", "-c statement_timeout=5000", 0);
+
+  // SIGTERM/SIGINT are taken by a thread of ours (blocked everywhere else, inherited by every
+  // thread created below), which stops the server: run() returns once in-flight requests end.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  catwalk::api::Server server(opt);
+  int bound = 0;
+  try {
+    bound = server.bind();
+  } catch (const std::exception& e) {
+    catwalk::log("catwalk-api: {}", e.what());
+    return kExitCannotListen;
+  }
+  catwalk::log("catwalk-api listening on http://{}:{} (database {}, {} threads, {} db connections)",
+               opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
+               opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
+               opt.db_pool);
+
+  std::atomic<bool> done{false};
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    if (!done.load()) {
+      catwalk::log("catwalk-api: signal {} received, finishing in-flight requests", sig);
+      server.stop();
+    }
+  });
+  server.run();
+  done.store(true);
+  pthread_kill(signals.native_handle(), SIGTERM);  // wakes the signal thread if no signal came
+  signals.join();
+  catwalk::log("catwalk-api stopped");
+  return kExitOk;
+}

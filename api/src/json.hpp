@@ -1,0 +1,29 @@
+#pragma once
+// The little JSON the API writes and reads itself: error bodies, cart lines, and the POST /cart
+// request body. Catalogue bodies are never built here: they are precomputed text in the database.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace catwalk::api {
+
+// Appends `s` as a JSON string literal (quotes included), escaping what RFC 8259 requires.
+void append_json_string(std::string& out, std::string_view s);
+
+// {"error":"<code>","message":"<message>"}
+std::string error_body(std::string_view code, std::string_view message);
+
+inline constexpr std::int64_t kMaxCartCount = 1000;
+
+struct CartAdd {
+  std::int32_t sku_id = 0;
+  std::int32_t count = 1;
+};
+
+// Parses a POST /cart body: a JSON object with "sku_id" (required) and "count" (default 1),
+// each a JSON integer or a string of digits; "product_id" and unknown fields are ignored.
+// Returns the request, or a message saying what is wrong, for a 400.
+std::variant<CartAdd, std::string> parse_cart_add(std::string_view body);
+
+}  // namespace catwalk::api

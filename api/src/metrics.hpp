@@ -1,0 +1,34 @@
+#pragma once
+// Request counters and latency histograms per route, rendered in the Prometheus text format.
+// Recording is lock-free (relaxed atomics): it runs once per request on every worker.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "routes.hpp"
+
+namespace catwalk::api {
+
+class Metrics {
+ public:
+  static constexpr std::array<double, 13> kBucketsSeconds = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+
+  void record(Route route, int status, std::int64_t micros);
+  // Appends the request and latency families.
+  void render(std::string& out) const;
+
+ private:
+  static constexpr int kRoutes = static_cast<int>(Route::kCount);
+  static constexpr int kStatuses = 600;
+  struct PerRoute {
+    std::array<std::atomic<std::uint64_t>, kStatuses> by_status{};
+    std::array<std::atomic<std::uint64_t>, kBucketsSeconds.size() + 1> buckets{};
+    std::atomic<std::uint64_t> count{0};
+    std::atomic<std::uint64_t> sum_micros{0};
+  };
+  std::array<PerRoute, kRoutes> routes_{};
+};
+
+}  // namespace catwalk::api

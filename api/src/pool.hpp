@@ -1,0 +1,97 @@
+#pragma once
+// A bounded pool of PostgreSQL connections. Each connection is lent to one borrower at a time
+// (libpq connections are not thread-safe); borrowers beyond the pool size wait, with a deadline.
+// Connections are opened lazily and reopened after a loss, at most one attempt per back-off
+// interval, so a down database costs requests a fast failure, never a hang.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "catwalk/pg.hpp"
+
+namespace catwalk::api {
+
+// The statements every pooled connection prepares (lazily, on first use: the catalogue may
+// not be loaded yet when the API starts). Only ever executed with parameters.
+enum class Stmt : int { kDetail, kStyles, kRelated, kPage, kCartGet, kCartAdd, kPing, kCount };
+
+// A pooled connection and which of its statements are already prepared.
+class PooledConnection {
+ public:
+  explicit PooledConnection(const std::string& conninfo) : conn_(conninfo) {}
+  pg::Result exec(Stmt s, int n, const char* const* values);
+  pg::Connection& raw() { return conn_; }
+
+ private:
+  pg::Connection conn_;
+  bool prepared_[static_cast<int>(Stmt::kCount)] = {};
+};
+
+// No connection became free before the borrower's deadline (all busy), or the database could not
+// be reached. Both mean 503 to a client.
+class PoolUnavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct PoolStats {
+  int size = 0;
+  int in_use = 0;
+  std::uint64_t borrows = 0;
+  std::uint64_t waits = 0;      // borrows that had to wait for a free connection
+  std::uint64_t timeouts = 0;   // borrows that gave up
+  std::uint64_t connects = 0;
+  std::uint64_t connect_failures = 0;
+};
+
+class ConnectionPool {
+ public:
+  ConnectionPool(std::string conninfo, int size, std::chrono::milliseconds borrow_timeout);
+
+  // A borrowed connection; returned to the pool when destroyed.
+  class Lease {
+   public:
+    Lease(ConnectionPool* pool, int slot, bool fresh) : pool_(pool), slot_(slot), fresh_(fresh) {}
+    Lease(Lease&& o) noexcept : pool_(o.pool_), slot_(o.slot_), fresh_(o.fresh_) { o.pool_ = nullptr; }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease();
+    PooledConnection& conn() { return *pool_->slots_[slot_]; }
+    // True when the connection was opened for this borrower (a failure on it is not a stale
+    // connection left over from a server restart).
+    bool fresh() const { return fresh_; }
+    // Closes the connection: the next borrower of the slot reconnects.
+    void discard();
+
+   private:
+    ConnectionPool* pool_;
+    int slot_;
+    bool fresh_;
+  };
+
+  // Throws PoolUnavailable (all busy past the deadline, or the database is unreachable).
+  Lease borrow();
+  PoolStats stats() const;
+
+ private:
+  void give_back(int slot);
+
+  const std::string conninfo_;
+  const std::chrono::milliseconds borrow_timeout_;
+  std::vector<std::unique_ptr<PooledConnection>> slots_;  // a slot is touched only by its borrower
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int> free_;  // LIFO: the hottest connection is reused first
+  std::chrono::steady_clock::time_point next_connect_{};  // back-off after a failed connect
+
+  std::atomic<std::uint64_t> borrows_{0}, waits_{0}, timeouts_{0}, connects_{0}, connect_failures_{0};
+};
+
+}  // namespace catwalk::api

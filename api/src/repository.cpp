@@ -1,0 +1,107 @@
+#include "repository.hpp"
+
+#include <charconv>
+
+namespace catwalk::api {
+
+namespace {
+// Formats an int32 into a caller-provided buffer: no allocation on the hot path.
+struct IntText {
+  char buf[16];
+  explicit IntText(std::int64_t v) {
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf - 1, v);
+    *end = '\0';
+  }
+  const char* c_str() const { return buf; }
+};
+
+Stmt doc_stmt(DocKind k) {
+  switch (k) {
+    case DocKind::kDetail: return Stmt::kDetail;
+    case DocKind::kStyles: return Stmt::kStyles;
+    default: return Stmt::kRelated;
+  }
+}
+}  // namespace
+
+bool is_unavailable(const std::exception& e) {
+  if (dynamic_cast<const PoolUnavailable*>(&e)) return true;
+  if (auto* db = dynamic_cast<const pg::DbError*>(&e)) {
+    const auto& st = db->sqlstate();
+    // Lost connection, server shutting down/starting, statement timeout, catalogue not loaded.
+    return db->connection_lost() || st == "57014" || st == "42P01" || st == "3F000" || st == "53300";
+  }
+  return false;
+}
+
+template <typename F>
+auto Repository::read(F&& f) {
+  for (int attempt = 0;; ++attempt) {
+    auto lease = pool_.borrow();
+    try {
+      return f(lease.conn());
+    } catch (const pg::DbError& e) {
+      bool lost = e.connection_lost() || !lease.conn().raw().ok();
+      if (lost) lease.discard();
+      if (lost && !lease.fresh() && attempt == 0) continue;
+      throw;
+    }
+  }
+}
+
+std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id) {
+  IntText p(id);
+  const char* values[] = {p.c_str()};
+  return read([&](PooledConnection& c) -> std::optional<std::string> {
+    auto r = c.exec(doc_stmt(kind), 1, values);
+    if (r.rows() == 0) return std::nullopt;
+    return std::string(r.get(0, 0));
+  });
+}
+
+std::string Repository::product_page(std::int32_t lo, std::int32_t hi) {
+  IntText a(lo), b(hi);
+  const char* values[] = {a.c_str(), b.c_str()};
+  return read([&](PooledConnection& c) {
+    auto r = c.exec(Stmt::kPage, 2, values);
+    return std::string(r.get(0, 0));
+  });
+}
+
+std::vector<CartLine> Repository::cart(std::int32_t session) {
+  IntText p(session);
+  const char* values[] = {p.c_str()};
+  return read([&](PooledConnection& c) {
+    auto r = c.exec(Stmt::kCartGet, 1, values);
+    std::vector<CartLine> out;
+    out.reserve(static_cast<std::size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) out.push_back({r.get_int(i, 0), r.get_int(i, 1)});
+    return out;
+  });
+}
+
+std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::int32_t sku, std::int32_t count) {
+  IntText a(session), b(sku), n(count);
+  const char* values[] = {a.c_str(), b.c_str(), n.c_str()};
+  // Not retried: a connection lost mid-statement may or may not have committed, and a retry
+  // could add the units twice. The client sees 503 and decides.
+  auto lease = pool_.borrow();
+  try {
+    auto r = lease.conn().exec(Stmt::kCartAdd, 3, values);
+    std::int64_t inserted = r.get_int(0, 0);
+    if (inserted == 0) return std::nullopt;
+    return inserted + r.get_int(0, 1);
+  } catch (const pg::DbError& e) {
+    if (e.connection_lost() || !lease.conn().raw().ok()) lease.discard();
+    throw;
+  }
+}
+
+void Repository::ping() {
+  read([&](PooledConnection& c) {
+    c.exec(Stmt::kPing, 0, nullptr);
+    return 0;
+  });
+}
+
+}  // namespace catwalk::api

@@ -1,0 +1,50 @@
+#pragma once
+// All the SQL of the API, behind typed calls. The repository never knows about HTTP; its
+// callers never build SQL. Every call borrows one pooled connection for one prepared statement.
+//
+// Errors: PoolUnavailable or pg::DbError (classify with is_unavailable()) when the database
+// cannot answer; values (std::nullopt) for "no such product" / "no such sku".
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pool.hpp"
+
+namespace catwalk::api {
+
+enum class DocKind : int { kDetail = 0, kStyles = 1, kRelated = 2 };
+
+struct CartLine {
+  std::int64_t sku_id = 0;
+  std::int64_t count = 0;
+};
+
+class Repository {
+ public:
+  explicit Repository(ConnectionPool& pool) : pool_(pool) {}
+
+  // The precomputed body of /products/:id, /styles or /related; nullopt for an unknown product.
+  std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
+  // The JSON array of list items with rn in (lo, hi].
+  std::string product_page(std::int32_t lo, std::int32_t hi);
+  std::vector<CartLine> cart(std::int32_t session);
+  // Adds `count` units; returns the session's count for the sku after the (committed) write,
+  // or nullopt when the sku does not exist (nothing written).
+  std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku, std::int32_t count);
+  void ping();
+
+ private:
+  // Runs a read; a connection found dead (e.g. PostgreSQL restarted since its last use) is
+  // discarded and the read retried once on a fresh one, so a restart costs no client a 503
+  // once the server is back.
+  template <typename F>
+  auto read(F&& f);
+
+  ConnectionPool& pool_;
+};
+
+// True when an exception means "the database cannot answer now" (503), as opposed to a bug.
+bool is_unavailable(const std::exception& e);
+
+}  // namespace catwalk::api

@@ -1,0 +1,44 @@
+#include "json.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace catwalk::api;
+
+namespace {
+CartAdd ok(const char* body) {
+  auto r = parse_cart_add(body);
+  REQUIRE_MESSAGE(std::holds_alternative<CartAdd>(r), body);
+  return std::get<CartAdd>(r);
+}
+}  // namespace
+
+TEST_CASE("parse_cart_add: numbers, numeric strings, defaults, ignored fields") {
+  auto a = ok(R"({"sku_id": 1281032, "count": 2})");
+  CHECK(a.sku_id == 1281032);
+  CHECK(a.count == 2);
+  auto b = ok(R"({"sku_id":"5","count":"3"})");
+  CHECK(b.sku_id == 5);
+  CHECK(b.count == 3);
+  CHECK(ok(R"({"sku_id":5})").count == 1);
+  CHECK(ok(R"( {"product_id": {"x":[1,2,null]}, "sku_id": 9, "note": "a\"b\u0041"} )").sku_id == 9);
+  CHECK(ok(R"({"sku_id":9,"count":1000})").count == 1000);
+}
+
+TEST_CASE("parse_cart_add: every bad body is a message, never a throw") {
+  for (const char* bad : {"", "null", "[]", "{", "{}", R"({"count":2})", R"({"sku_id":0})", R"({"sku_id":-1})",
+                          R"({"sku_id":1.5})", R"({"sku_id":"abc"})", R"({"sku_id":99999999999})",
+                          R"({"sku_id":1,"count":0})", R"({"sku_id":1,"count":1001})", R"({"sku_id":1,"count":null})",
+                          R"({"sku_id":1,"count":true})", R"({"sku_id":1} x)", R"({"sku_id":1,})", R"({'sku_id':1})",
+                          R"({"sku_id":1e2})", "{\"sku_id\":\"1\x01\"}"}) {
+    CAPTURE(bad);
+    auto r = parse_cart_add(bad);
+    CHECK(std::holds_alternative<std::string>(r));
+  }
+  std::string deep(10000, '[');
+  auto r = parse_cart_add(std::string(R"({"x":)") + deep);
+  CHECK(std::holds_alternative<std::string>(r));
+}
+
+TEST_CASE("error_body escapes") {
+  CHECK(error_body("bad", "a \"b\"\n") == R"({"error":"bad","message":"a \"b\"\n"})");
+}
