@@ -73,24 +73,27 @@ ConnectionPool::Lease ConnectionPool::borrow() {
   auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(mu_);
-    if (now < next_connect_) {
-      free_.push_back(slot);
-      cv_.notify_one();
-      throw PoolUnavailable("the database is unreachable; retrying in the background");
+    if (db_down_) {
+      // After a failed connect, one borrower at a time probes, once per back-off interval;
+      // the others fail fast, so a down database is not hammered by every request.
+      if (now < next_connect_) {
+        free_.push_back(slot);
+        cv_.notify_one();
+        throw PoolUnavailable("the database is unreachable; retrying in the background");
+      }
+      next_connect_ = std::chrono::steady_clock::time_point::max();
     }
-    // One borrower at a time tries; others fail fast while it does and for a back-off after
-    // it fails, so a down database is not hammered by every request.
-    next_connect_ = std::chrono::steady_clock::time_point::max();
   }
   try {
     c = std::make_unique<PooledConnection>(conninfo_);
     connects_.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(mu_);
-    next_connect_ = {};
+    db_down_ = false;
   } catch (const pg::DbError& e) {
     connect_failures_.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard lock(mu_);
+      db_down_ = true;
       next_connect_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
     }
     give_back(slot);

@@ -89,7 +89,8 @@ class ConnectionPool {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<int> free_;  // LIFO: the hottest connection is reused first
-  std::chrono::steady_clock::time_point next_connect_{};  // back-off after a failed connect
+  bool db_down_ = false;                                  // the last connect failed
+  std::chrono::steady_clock::time_point next_connect_{};  // earliest next probe while down
 
   std::atomic<std::uint64_t> borrows_{0}, waits_{0}, timeouts_{0}, connects_{0}, connect_failures_{0};
 };

@@ -1,0 +1,581 @@
+// Integration tests of catwalk-api against a PostgreSQL of the tests' own, with data-samples/
+// loaded the real way (`catwalk-etl migrate` then `catwalk-etl load`). Most cases run the server
+// in-process (catwalk_api library) on a free port; the signal test runs the built binary.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catwalk/api/server.hpp"
+#include "pg_server.hpp"
+
+namespace fs = std::filesystem;
+using catwalk::test::binary_path;
+using catwalk::test::run_command;
+using catwalk::test::shared_server;
+using catwalk::test::source_path;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string shell_quote(const std::string& s) { return "'" + s + "'"; }
+
+// Loads an export folder into the shared test database with the real loader; returns its result.
+catwalk::test::CommandResult etl_load(const std::string& dir) {
+  std::string rejects = catwalk::test::make_temp_dir("catwalk-api-rejects");
+  auto r = run_command(binary_path("catwalk-etl") + " load --db " + shell_quote(shared_server().url()) +
+                       " --rejects-dir " + shell_quote(rejects) + " " + shell_quote(dir));
+  fs::remove_all(rejects);
+  return r;
+}
+
+// The shared fixture: database migrated and loaded once, one in-process API on a free port.
+struct Api {
+  std::unique_ptr<catwalk::api::Server> server;
+  std::thread thread;
+  int port = 0;
+
+  Api() {
+    auto& pg = shared_server();
+    auto m = run_command(binary_path("catwalk-etl") + " migrate --db " + shell_quote(pg.url()));
+    if (m.exit_code != 0) throw std::runtime_error("catwalk-etl migrate failed: " + m.err);
+    auto l = etl_load(source_path("data-samples"));
+    if (l.exit_code != 0) throw std::runtime_error("catwalk-etl load failed: " + l.err);
+    catwalk::api::ServerOptions opt;
+    opt.db_url = pg.url();
+    opt.port = 0;
+    opt.host = "127.0.0.1";
+    opt.threads = 64;
+    opt.db_pool = 4;
+    opt.access_log = false;
+    server = std::make_unique<catwalk::api::Server>(opt);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~Api() {
+    server->stop();
+    thread.join();
+  }
+};
+
+Api& api() {
+  static Api instance;
+  return instance;
+}
+
+httplib::Client client() {
+  httplib::Client c("127.0.0.1", api().port);
+  c.set_connection_timeout(5);
+  c.set_read_timeout(10);
+  return c;
+}
+
+httplib::Result get(const std::string& path, httplib::Headers headers = {}) {
+  auto c = client();
+  return c.Get(path.c_str(), headers);
+}
+
+httplib::Result post_cart(const std::string& body, const std::string& session = "") {
+  auto c = client();
+  httplib::Headers h;
+  if (!session.empty()) h.emplace("user_session", session);
+  return c.Post("/cart", h, body, "application/json");
+}
+
+// Checks the contract's error shape and content type.
+void check_error(const httplib::Result& r, int status, const std::string& code) {
+  REQUIRE(r);
+  CHECK(r->status == status);
+  CHECK(r->get_header_value("Content-Type") == "application/json; charset=utf-8");
+  CHECK(r->get_header_value("Access-Control-Allow-Origin") == "*");
+  CHECK(r->body.starts_with("{\"error\":\"" + code + "\",\"message\":\""));
+  CHECK(r->body.ends_with("\"}"));
+  CHECK(r->body.size() > code.size() + 30);  // the message says something
+}
+
+std::size_t occurrences(const std::string& s, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto p = s.find(needle); p != std::string::npos; p = s.find(needle, p + 1)) ++n;
+  return n;
+}
+
+// The text of one style object inside a styles body (up to the next style or the end).
+std::string style_text(const std::string& body, int style_id) {
+  auto start = body.find("{\"style_id\":" + std::to_string(style_id) + ",");
+  if (start == std::string::npos) return {};
+  auto next = body.find("{\"style_id\":", start + 1);
+  return body.substr(start, next == std::string::npos ? std::string::npos : next - start);
+}
+
+}  // namespace
+
+TEST_CASE("GET /products/1 is exactly the contract's body, at the root and under /catwalk") {
+  const std::string expected =
+      R"({"id":1,"name":"Camo Onesie","slogan":"Blend in to your crowd","description":"The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.","category":"Jackets","default_price":"140","features":[{"feature":"Fabric","value":"Canvas"},{"feature":"Buttons","value":"Brass"}]})";
+  for (const char* path : {"/products/1", "/catwalk/products/1"}) {
+    CAPTURE(path);
+    auto r = get(path);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->body == expected);
+    CHECK(r->get_header_value("Content-Type") == "application/json; charset=utf-8");
+    CHECK(r->get_header_value("Access-Control-Allow-Origin") == "*");
+  }
+  auto p12 = get("/products/12");
+  REQUIRE(p12);
+  CHECK(p12->body.find(R"("default_price":"99.50")") != std::string::npos);
+}
+
+TEST_CASE("GET /products/1/styles: styles, prices, skus in export order") {
+  auto r = get("/products/1/styles");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  const auto& b = r->body;
+  CHECK(b.starts_with(R"({"product_id":"1","results":[)"));
+  CHECK(occurrences(b, "{\"style_id\":") == 6);
+  auto s1 = style_text(b, 1);
+  CHECK(s1.starts_with(
+      R"({"style_id":1,"name":"Forest Green & Black","original_price":"140","sale_price":null,"default?":true,"photos":[{"thumbnail_url":)"));
+  CHECK(s1.find(
+            R"("skus":{"1":{"quantity":8,"size":"XS"},"2":{"quantity":16,"size":"S"},"3":{"quantity":17,"size":"M"},"4":{"quantity":10,"size":"L"},"5":{"quantity":15,"size":"XL"},"6":{"quantity":4,"size":"XL"}}})") !=
+        std::string::npos);
+  auto s2 = style_text(b, 2);
+  auto skus2 = s2.find(R"("skus":{)");
+  REQUIRE(skus2 != std::string::npos);
+  CHECK(s2.substr(skus2).starts_with(R"("skus":{"8":)"));
+  CHECK(s2.find(R"("7":)") > s2.find(R"("8":)"));
+  CHECK(style_text(b, 3).find(R"("sale_price":"100")") != std::string::npos);
+  CHECK(style_text(b, 2).find(R"("default?":false)") != std::string::npos);
+}
+
+TEST_CASE("GET /products/:id/styles: empty shapes, no styles") {
+  auto r2 = get("/products/2/styles");
+  REQUIRE(r2);
+  CHECK(r2->body.starts_with(R"({"product_id":"2","results":[)"));
+  auto s7 = style_text(r2->body, 7);
+  CHECK(s7.find(R"("photos":[{"thumbnail_url":null,"url":null}])") != std::string::npos);
+  CHECK(s7.find(R"("skus":{"null":{"quantity":null,"size":null}})") != std::string::npos);
+  auto r11 = get("/catwalk/products/11/styles");
+  REQUIRE(r11);
+  CHECK(r11->status == 200);
+  CHECK(r11->body == R"({"product_id":"11","results":[]})");
+}
+
+TEST_CASE("GET /products/:id/related in export order") {
+  const std::pair<const char*, const char*> cases[] = {{"/products/1/related", "[2,3,8,7]"},
+                                                       {"/products/2/related", "[3,7,6,5]"},
+                                                       {"/products/3/related", "[5,9,7,2,1]"},
+                                                       {"/catwalk/products/4/related", "[4,5,5]"}};
+  for (auto [path, body] : cases) {
+    CAPTURE(path);
+    auto r = get(path);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->body == body);
+  }
+}
+
+TEST_CASE("GET /products pages") {
+  auto r = get("/products?page=2&count=5");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  CHECK(r->body.starts_with(R"([{"id":6,"name":)"));
+  CHECK(occurrences(r->body, "{\"id\":") == 5);
+  for (int id = 6; id <= 10; ++id) CHECK(r->body.find("{\"id\":" + std::to_string(id) + ",") != std::string::npos);
+  CHECK(r->body.find("\"features\"") == std::string::npos);
+  auto d = get("/products");
+  REQUIRE(d);
+  CHECK(d->body.starts_with(R"([{"id":1,"name":"Camo Onesie")"));
+  CHECK(occurrences(d->body, "{\"id\":") == 5);
+  auto all = get("/products?count=1000");
+  REQUIRE(all);
+  CHECK(occurrences(all->body, "{\"id\":") == 12);
+  CHECK(all->body.ends_with(R"("default_price":"99.50"}])"));
+  for (const char* past : {"/products?page=3&count=10", "/products?page=9223372036854775807&count=1000",
+                           "/products?page=429496731&count=5"}) {
+    CAPTURE(past);
+    auto p = get(past);
+    REQUIRE(p);
+    CHECK(p->status == 200);
+    CHECK(p->body == "[]");
+  }
+}
+
+TEST_CASE("bad path ids are 400, unknown products 404, for every product route") {
+  for (std::string suffix : {"", "/styles", "/related"}) {
+    for (std::string bad : {"abc", "-1", "1.5", "99999999999", ":product_id", "", "+1", "0", "2147483648", "1e3",
+                            "%201"}) {
+      std::string path = "/products/" + bad + suffix;
+      CAPTURE(path);
+      check_error(get(path), 400, "invalid_id");
+      check_error(get("/catwalk" + path), 400, "invalid_id");
+    }
+    CAPTURE(suffix);
+    check_error(get("/products/99" + suffix), 404, "not_found");
+    check_error(get("/products/2147483647" + suffix), 404, "not_found");
+  }
+}
+
+TEST_CASE("bad query parameters are 400") {
+  for (const char* q : {"page=0", "page=abc", "page=-1", "page=", "count=0", "count=1001", "count=-5", "count=2.5",
+                        "page=1&count=x", "page=99999999999999999999999"}) {
+    CAPTURE(q);
+    check_error(get(std::string("/products?") + q), 400, "invalid_query");
+  }
+}
+
+TEST_CASE("unknown routes 404, other methods 405, big bodies 413") {
+  for (const char* path : {"/", "/nope", "/products/1/reviews", "/catwalk", "/catwalk/nope", "/cartx"}) {
+    CAPTURE(path);
+    check_error(get(path), 404, "not_found");
+  }
+  auto c = client();
+  check_error(c.Post("/products/1", "{}", "application/json"), 405, "method_not_allowed");
+  auto del = c.Delete("/cart");
+  check_error(del, 405, "method_not_allowed");
+  CHECK(del->get_header_value("Allow") == "GET, HEAD, POST, OPTIONS");
+  check_error(c.Put("/catwalk/products", "{}", "application/json"), 405, "method_not_allowed");
+  check_error(c.Patch("/products/1/styles", "{}", "application/json"), 405, "method_not_allowed");
+  check_error(c.Post("/nope", "{}", "application/json"), 404, "not_found");
+  httplib::Headers h{{"user_session", "1"}};
+  std::string big = R"({"sku_id":1,"pad":")" + std::string(64 * 1024, 'x') + "\"}";
+  check_error(c.Post("/cart", h, big, "application/json"), 413, "payload_too_large");
+  // The server still answers afterwards.
+  auto after = get("/health");
+  REQUIRE(after);
+  CHECK(after->status == 200);
+  CHECK(after->body == R"({"status":"ok"})");
+}
+
+TEST_CASE("CORS: OPTIONS preflight and the allow-origin header everywhere") {
+  auto c = client();
+  httplib::Headers h{{"Origin", "http://localhost:8080"},
+                     {"Access-Control-Request-Method", "POST"},
+                     {"Access-Control-Request-Headers", "content-type,user_session"}};
+  auto r = c.Options("/catwalk/cart", h);
+  REQUIRE(r);
+  CHECK(r->status == 204);
+  CHECK(r->get_header_value("Access-Control-Allow-Origin") == "*");
+  CHECK(r->get_header_value("Access-Control-Allow-Methods").find("POST") != std::string::npos);
+  CHECK(r->get_header_value("Access-Control-Allow-Headers") == "content-type,user_session");
+  auto p = c.Options("/products/1/styles", h);
+  REQUIRE(p);
+  CHECK(p->status == 204);
+  CHECK(p->get_header_value("Access-Control-Allow-Methods").find("POST") == std::string::npos);
+  for (const char* path : {"/products/1", "/products/abc", "/nope", "/ready", "/metrics"}) {
+    CAPTURE(path);
+    auto g = get(path);
+    REQUIRE(g);
+    CHECK(g->get_header_value("Access-Control-Allow-Origin") == "*");
+  }
+}
+
+TEST_CASE("GET /cart: the samples' carts, session header checks") {
+  auto r = get("/cart", {{"user_session", "1234"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == R"([{"sku_id":1,"count":2}])");
+  auto r2 = get("/catwalk/cart", {{"user_session", "5678"}});
+  REQUIRE(r2);
+  CHECK(r2->body == R"([{"sku_id":8,"count":1}])");
+  auto empty = get("/cart", {{"user_session", "424242"}});
+  REQUIRE(empty);
+  CHECK(empty->status == 200);
+  CHECK(empty->body == "[]");
+  check_error(get("/cart"), 400, "invalid_session");
+  for (const char* bad : {"abc", "-1", "0", "1.5", "99999999999", "", " "}) {
+    CAPTURE(bad);
+    check_error(get("/cart", {{"user_session", bad}}), 400, "invalid_session");
+  }
+}
+
+TEST_CASE("POST /cart adds units and answers the session's line") {
+  const std::string session = "31337";
+  auto a = post_cart(R"({"sku_id":1,"count":2})", session);
+  REQUIRE(a);
+  CHECK(a->status == 201);
+  CHECK(a->body == R"({"sku_id":1,"count":2})");
+  auto b = post_cart(R"({"sku_id":"1","product_id":1})", session);
+  REQUIRE(b);
+  CHECK(b->status == 201);
+  CHECK(b->body == R"({"sku_id":1,"count":3})");
+  auto c = post_cart(R"({"sku_id":8,"count":"4"})", session);
+  REQUIRE(c);
+  CHECK(c->body == R"({"sku_id":8,"count":4})");
+  auto g = get("/cart", {{"user_session", session}});
+  REQUIRE(g);
+  CHECK(g->body == R"([{"sku_id":1,"count":3},{"sku_id":8,"count":4}])");
+
+  check_error(post_cart(R"({"sku_id":999999,"count":1})", session), 400, "unknown_sku");
+  check_error(post_cart(R"({"sku_id":1})"), 400, "invalid_session");
+  check_error(post_cart(R"({"sku_id":1})", "x"), 400, "invalid_session");
+  for (const char* bad : {"", "not json", "{", "[]", R"({"count":1})", R"({"sku_id":0})", R"({"sku_id":"a"})",
+                          R"({"sku_id":1,"count":0})", R"({"sku_id":1,"count":1001})", R"({"sku_id":1,"count":-1})",
+                          R"({"sku_id":1.5})", R"({"sku_id":99999999999})"}) {
+    CAPTURE(bad);
+    check_error(post_cart(bad, session), 400, "invalid_body");
+  }
+  // None of the failures wrote anything.
+  auto after = get("/cart", {{"user_session", session}});
+  REQUIRE(after);
+  CHECK(after->body == R"([{"sku_id":1,"count":3},{"sku_id":8,"count":4}])");
+}
+
+TEST_CASE("POST /cart: concurrent adds for one session and sku lose nothing") {
+  const std::string session = "777";
+  constexpr int kThreads = 24;
+  constexpr int kEach = 3;
+  std::atomic<int> created{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      for (int j = 0; j < kEach; ++j) {
+        auto r = post_cart(R"({"sku_id":2,"count":2})", session);
+        if (r && r->status == 201) created.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(created.load() == kThreads * kEach);
+  auto g = get("/cart", {{"user_session", session}});
+  REQUIRE(g);
+  CHECK(g->body == "[{\"sku_id\":2,\"count\":" + std::to_string(kThreads * kEach * 2) + "}]");
+}
+
+TEST_CASE("/health, /ready and /metrics") {
+  auto h = get("/catwalk/health");
+  REQUIRE(h);
+  CHECK(h->body == R"({"status":"ok"})");
+  auto r = get("/ready");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  get("/products/1/styles");
+  get("/products/1/styles");
+  auto m = get("/metrics");
+  REQUIRE(m);
+  CHECK(m->status == 200);
+  CHECK(m->get_header_value("Content-Type").starts_with("text/plain; version=0.0.4"));
+  for (const char* family :
+       {"catwalk_http_requests_total{route=\"styles\",status=\"200\"}", "catwalk_http_request_duration_seconds_bucket",
+        "catwalk_db_pool_size 4", "catwalk_db_pool_in_use", "catwalk_cache_hits_total", "catwalk_publish_version"}) {
+    CAPTURE(family);
+    CHECK(m->body.find(family) != std::string::npos);
+  }
+}
+
+TEST_CASE("a reload is served within 1 s, without restart, and keeps API carts") {
+  // Warm the cache with the old document first: the reload must invalidate it.
+  auto before = get("/products/1");
+  REQUIRE(before);
+  REQUIRE(before->body.find("\"Camo Onesie\"") != std::string::npos);
+  auto cart = post_cart(R"({"sku_id":5,"count":1})", "8080");
+  REQUIRE(cart);
+  REQUIRE(cart->status == 201);
+
+  std::string dir = catwalk::test::make_temp_dir("catwalk-api-reload");
+  fs::copy(source_path("data-samples"), dir, fs::copy_options::recursive);
+  {
+    std::ifstream in(dir + "/product.csv", std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    auto p = text.find("\"Camo Onesie\"");
+    REQUIRE(p != std::string::npos);
+    text.replace(p, 13, "\"Camo Onesie Reloaded\"");
+    std::ofstream out(dir + "/product.csv", std::ios::binary | std::ios::trunc);
+    out << text;
+  }
+  auto load = etl_load(dir);
+  auto loaded_at = Clock::now();
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  bool seen = false;
+  while (Clock::now() - loaded_at < std::chrono::milliseconds(1000)) {
+    auto r = get("/products/1");
+    if (r && r->body.find("\"Camo Onesie Reloaded\"") != std::string::npos) {
+      seen = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(seen);
+  auto list = get("/products?count=1");
+  REQUIRE(list);
+  CHECK(list->body.find("\"Camo Onesie Reloaded\"") != std::string::npos);
+  auto kept = get("/cart", {{"user_session", "8080"}});
+  REQUIRE(kept);
+  CHECK(kept->body == R"([{"sku_id":5,"count":1}])");
+
+  // Back to the original samples for the tests that follow.
+  auto restore = etl_load(source_path("data-samples"));
+  CHECK(restore.exit_code == 0);
+  fs::remove_all(dir);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  auto again = get("/products/1");
+  REQUIRE(again);
+  CHECK(again->body.find("\"Camo Onesie\"") != std::string::npos);
+}
+
+TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API restart") {
+  auto ok = get("/products/1/styles");
+  REQUIRE(ok);
+  REQUIRE(ok->status == 200);
+  auto& pg = shared_server();
+  pg.stop();
+  // Down: every data route answers 503 JSON, quickly (the cache must not hide the outage).
+  bool down_seen = false;
+  auto stopped_at = Clock::now();
+  while (Clock::now() - stopped_at < std::chrono::seconds(5)) {
+    auto r = get("/products/1/styles");
+    REQUIRE(r);
+    if (r->status == 503) {
+      down_seen = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(down_seen);
+  for (const char* path : {"/products/1", "/products/2/related", "/products?page=1", "/ready"}) {
+    CAPTURE(path);
+    auto t0 = Clock::now();
+    check_error(get(path), 503, "unavailable");
+    CHECK(Clock::now() - t0 < std::chrono::seconds(2));
+  }
+  check_error(get("/cart", {{"user_session", "1234"}}), 503, "unavailable");
+  check_error(post_cart(R"({"sku_id":1})", "1234"), 503, "unavailable");
+  auto health = get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  // Bad input is still 400, not 503.
+  check_error(get("/products/abc"), 400, "invalid_id");
+
+  pg.start();
+  bool back = false;
+  auto started_at = Clock::now();
+  while (Clock::now() - started_at < std::chrono::seconds(10)) {
+    auto r = get("/products/1/styles");
+    if (r && r->status == 200) {
+      back = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(back);
+  auto ready = get("/ready");
+  REQUIRE(ready);
+  CHECK(ready->status == 200);
+  auto cart = get("/cart", {{"user_session", "1234"}});
+  REQUIRE(cart);
+  CHECK(cart->status == 200);
+}
+
+namespace {
+int free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  ::close(s);
+  return port;
+}
+}  // namespace
+
+TEST_CASE("the binary: flags, access log, SIGTERM finishes in-flight requests and exits 0") {
+  api();  // the database is loaded
+  const int port = free_port();
+  std::string log_dir = catwalk::test::make_temp_dir("catwalk-api-log");
+  std::string log_file = log_dir + "/stderr";
+  // Everything the child needs is prepared before fork(): the test process has threads, so the
+  // child only calls async-signal-safe functions until exec.
+  const std::string bin = binary_path("catwalk-api");
+  const std::string url = shared_server().url();
+  const std::string port_text = std::to_string(port);
+  int log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(log_fd >= 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(log_fd, STDERR_FILENO);
+    ::execl(bin.c_str(), bin.c_str(), "--db", url.c_str(), "--port", port_text.c_str(), "--threads", "16",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(1);
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    auto r = c.Get("/health");
+    up = r && r->status == 200;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(up);
+  auto expected = c.Get("/products/1/styles");
+  REQUIRE(expected);
+  REQUIRE(expected->status == 200);
+
+  // Clients hammer the server while it is told to stop: every answer they get is complete.
+  std::atomic<bool> go{true};
+  std::atomic<int> good{0}, bad{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&] {
+      httplib::Client cc("127.0.0.1", port);
+      cc.set_connection_timeout(1);
+      while (go.load()) {
+        auto r = cc.Get("/products/1/styles");
+        if (!r) break;  // refused once the listener is closed
+        if (r->status == 200 && r->body == expected->body) {
+          good.fetch_add(1);
+        } else {
+          bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(::kill(pid, SIGTERM) == 0);
+  int status = 0;
+  pid_t done = 0;
+  auto t0 = Clock::now();
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 && Clock::now() - t0 < std::chrono::seconds(15)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  go.store(false);
+  for (auto& t : clients) t.join();
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  CHECK(done == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(good.load() > 0);
+  CHECK(bad.load() == 0);
+
+  std::ifstream in(log_file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string log = ss.str();
+  CHECK(log.find("GET /health 200 15 ") != std::string::npos);
+  CHECK(log.find("GET /products/1/styles 200 " + std::to_string(expected->body.size()) + " ") != std::string::npos);
+  fs::remove_all(log_dir);
+}
