@@ -2,20 +2,41 @@
 -- Keys and indexes, built after the COPY (much faster than maintaining them row by row).
 -- The loader already rejected duplicates and orphans; these constraints make the database
 -- guarantee it too, for every other tool that reads these tables.
+-- "-- step: NAME after: A, B" splits a post-data file into steps: a load runs the steps of all
+-- post-data files as a graph over its --jobs connections; `migrate` runs them in file order.
+-- Indexes are built with CREATE INDEX (a SHARE lock: the document steps may read meanwhile) and
+-- attached as primary keys at the end of the step.
 
-ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY (id);
-ALTER TABLE styles   ADD CONSTRAINT styles_pkey   PRIMARY KEY (id);
-ALTER TABLE features ADD CONSTRAINT features_pkey PRIMARY KEY (id);
-ALTER TABLE related  ADD CONSTRAINT related_pkey  PRIMARY KEY (id);
-ALTER TABLE photos   ADD CONSTRAINT photos_pkey   PRIMARY KEY (id);
-ALTER TABLE skus     ADD CONSTRAINT skus_pkey     PRIMARY KEY (id);
+-- step: products_keys
+CREATE UNIQUE INDEX products_pkey ON products (id);
+ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY USING INDEX products_pkey;
 
-CREATE INDEX styles_product_id_idx   ON styles   (product_id, id);
+-- step: styles_keys
+CREATE INDEX styles_product_id_idx ON styles (product_id, id);
+CREATE UNIQUE INDEX styles_pkey ON styles (id);
+ALTER TABLE styles ADD CONSTRAINT styles_pkey PRIMARY KEY USING INDEX styles_pkey;
+
+-- step: features_keys
 CREATE INDEX features_product_id_idx ON features (product_id, pos);
-CREATE INDEX related_product_id_idx  ON related  (current_product_id, pos);
-CREATE INDEX photos_style_id_idx     ON photos   (style_id, pos);
-CREATE INDEX skus_style_id_idx       ON skus     (style_id, pos);
+CREATE UNIQUE INDEX features_pkey ON features (id);
+ALTER TABLE features ADD CONSTRAINT features_pkey PRIMARY KEY USING INDEX features_pkey;
 
+-- step: related_keys
+CREATE INDEX related_product_id_idx ON related (current_product_id, pos);
+CREATE UNIQUE INDEX related_pkey ON related (id);
+ALTER TABLE related ADD CONSTRAINT related_pkey PRIMARY KEY USING INDEX related_pkey;
+
+-- step: photos_keys
+CREATE INDEX photos_style_id_idx ON photos (style_id, pos);
+CREATE UNIQUE INDEX photos_pkey ON photos (id);
+ALTER TABLE photos ADD CONSTRAINT photos_pkey PRIMARY KEY USING INDEX photos_pkey;
+
+-- step: skus_keys
+CREATE INDEX skus_style_id_idx ON skus (style_id, pos);
+CREATE UNIQUE INDEX skus_pkey ON skus (id);
+ALTER TABLE skus ADD CONSTRAINT skus_pkey PRIMARY KEY USING INDEX skus_pkey;
+
+-- step: foreign_keys after: products_keys, styles_keys, features_keys, related_keys, photos_keys, skus_keys
 ALTER TABLE styles   ADD CONSTRAINT styles_product_id_fkey   FOREIGN KEY (product_id) REFERENCES products (id);
 ALTER TABLE features ADD CONSTRAINT features_product_id_fkey FOREIGN KEY (product_id) REFERENCES products (id);
 ALTER TABLE related  ADD CONSTRAINT related_current_product_id_fkey FOREIGN KEY (current_product_id) REFERENCES products (id);

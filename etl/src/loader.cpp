@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "catwalk/etl/dag.hpp"
 #include "catwalk/etl/errors.hpp"
 #include "catwalk/etl/migrations.hpp"
 #include "catwalk/etl/record.hpp"
@@ -39,7 +40,6 @@ struct FileTask {
   HeaderMap header;
   std::uint64_t size = 0;
   std::vector<std::size_t> parent_tasks;  // indices of tasks that must finish first
-  enum class State { kPending, kRunning, kDone } state = State::kPending;
   IdSet ids;  // accepted ids; read by child tasks once this one is done
   FileStats stats;
   // Live progress, written by the worker, read by the progress thread.
@@ -182,26 +182,53 @@ class Run {
 
   void load_files() {
     Progress progress(tasks_, o_.progress);
-    std::vector<std::thread> workers;
-    int n = std::max(1, std::min<int>(o_.jobs, static_cast<int>(tasks_.size())));
-    for (int i = 0; i < n; ++i) workers.emplace_back([this] { worker(); });
-    for (auto& w : workers) w.join();
+    std::vector<DagTask> dag;
+    for (auto& t : tasks_) dag.push_back({t->parent_tasks, static_cast<double>(t->size)});
+    worker_conns_.resize(o_.jobs);
+    try {
+      run_dag(dag, o_.jobs, [this](std::size_t i, int w) { run_task(*tasks_[i], w); }, cancelled_);
+    } catch (const Cancelled&) {
+      // Only raised when another task failed first, and that failure is what run_dag rethrows.
+    }
     progress.stop();
-    if (failure_) std::rethrow_exception(failure_);
   }
 
-  void build_and_publish(RunSummary& summary) {
-    main_->exec("SET maintenance_work_mem = '1GB'");
-    main_->exec("SET work_mem = '256MB'");
-    main_->exec(fmt::format("SET search_path = {}, public", kStagingSchema));
-    for (const auto& m : migrations()) {
-      if (m.scope != MigrationScope::kCatalogPostData) continue;
-      log("building {}", m.name);
-      auto t = Clock::now();
-      main_->exec(m.sql);
-      summary.phases.push_back({m.name, since(t)});
+  // Keys, indexes and documents: the post-data steps, in parallel over the workers'
+  // connections, each step's time reported as a phase.
+  void build_post_data(RunSummary& summary) {
+    auto steps = post_data_steps();
+    std::vector<DagTask> dag;
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      DagTask t;
+      for (const auto& name : steps[i].after) {
+        for (std::size_t j = 0; j < i; ++j) {
+          if (steps[j].name == name) t.after.push_back(j);
+        }
+      }
+      dag.push_back(std::move(t));
     }
-    main_->exec("RESET search_path");
+    // Critical path first: a step's priority is the longest chain of steps waiting on it
+    // (dependencies only point backwards, so one reverse pass computes it); ties in file order.
+    std::vector<int> chain(steps.size(), 0);
+    for (std::size_t i = steps.size(); i-- > 0;) {
+      for (auto d : dag[i].after) chain[d] = std::max(chain[d], chain[i] + 1);
+    }
+    for (std::size_t i = 0; i < steps.size(); ++i) dag[i].priority = chain[i] * 1000.0 - i;
+    std::vector<double> seconds(steps.size());
+    auto start = Clock::now();
+    log("building keys, indexes and documents: {} steps on {} connections", steps.size(), o_.jobs);
+    run_dag(dag, o_.jobs, [&](std::size_t i, int w) {
+      pg::Connection& c = worker_connection(w);
+      auto t = Clock::now();
+      c.exec(steps[i].sql);
+      seconds[i] = since(t);
+      log("built {} in {:.2f} s", steps[i].name, seconds[i]);
+    }, cancelled_);
+    for (std::size_t i = 0; i < steps.size(); ++i) summary.phases.push_back({steps[i].name, seconds[i]});
+    summary.phases.push_back({"post-data (wall)", since(start)});
+  }
+
+  void publish(RunSummary& summary) {
     log("publishing");
     auto t = Clock::now();
     main_->exec("BEGIN");
@@ -237,51 +264,24 @@ class Run {
   }
 
  private:
-  void worker() {
-    while (true) {
-      FileTask* task = nullptr;
-      {
-        std::unique_lock lock(m_);
-        cv_.wait(lock, [&] { return failure_ || (task = pick_ready()) || all_started(); });
-        if (failure_ || task == nullptr) return;
-        task->state = FileTask::State::kRunning;
-      }
-      try {
-        run_task(*task);
-      } catch (const Cancelled&) {
-        return;
-      } catch (...) {
-        std::lock_guard lock(m_);
-        if (!failure_) failure_ = std::current_exception();
-        cancelled_ = true;
-        cv_.notify_all();
-        return;
-      }
-      std::lock_guard lock(m_);
-      task->state = FileTask::State::kDone;
-      cv_.notify_all();
+  // The worker's own connection, made on first use, with the staging schema first in its path.
+  pg::Connection& worker_connection(int w) {
+    auto& c = worker_conns_[w];
+    if (!c) {
+      c = std::make_unique<pg::Connection>(o_.db_url);
+      c->exec(fmt::format("SET search_path = {}, public", kStagingSchema));
+      c->exec("SET maintenance_work_mem = '1GB'");
+      c->exec("SET work_mem = '256MB'");
+      // The work tables have no statistics yet: estimates are far off and would trigger JIT
+      // compilation that costs more than it saves.
+      c->exec("SET jit = off");
+      // Large documents are TOASTed: lz4 compresses several times faster than the default pglz.
+      c->exec("SET default_toast_compression = 'lz4'");
     }
+    return *c;
   }
 
-  // Called with m_ held: the largest pending file whose parents are done.
-  FileTask* pick_ready() {
-    FileTask* best = nullptr;
-    for (auto& t : tasks_) {
-      if (t->state != FileTask::State::kPending) continue;
-      bool ready = true;
-      for (auto p : t->parent_tasks) ready &= tasks_[p]->state == FileTask::State::kDone;
-      if (ready && (!best || t->size > best->size)) best = t.get();
-    }
-    return best;
-  }
-  bool all_started() const {
-    for (auto& t : tasks_) {
-      if (t->state == FileTask::State::kPending) return false;
-    }
-    return true;
-  }
-
-  void run_task(FileTask& task) {
+  void run_task(FileTask& task, int worker) {
     auto start = Clock::now();
     task.live_running = true;
     FileStats& st = task.stats;
@@ -297,14 +297,12 @@ class Run {
     std::string stem = fs::path(task.spec->file).stem().string();
     RejectsWriter rejects((fs::path(o_.rejects_dir) / (stem + ".rejects.csv")).string());
 
-    std::unique_ptr<pg::Connection> conn;
-    if (o_.use_database) {
-      conn = std::make_unique<pg::Connection>(o_.db_url);
+    pg::Connection* conn = o_.use_database ? &worker_connection(worker) : nullptr;
+    if (conn) {
       std::string table = conn->quote_ident(task.spec->table);
       std::string cols;
       for (const auto& c : task.spec->columns) cols += conn->quote_ident(c.name) + ", ";
       conn->exec("BEGIN");
-      conn->exec(fmt::format("SET LOCAL search_path = {}, public", kStagingSchema));
       // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
       conn->exec("TRUNCATE " + table);
       conn->exec(fmt::format("COPY {} ({}pos) FROM STDIN WITH (FREEZE)", table, cols));
@@ -355,7 +353,10 @@ class Run {
         conn->exec("COMMIT");
       }
     } catch (...) {
-      if (conn && conn->ok()) conn->abort_copy("load cancelled");
+      if (conn && conn->ok()) {
+        conn->abort_copy("load cancelled");
+        conn->exec("ROLLBACK");
+      }
       rejects.close();
       throw;
     }
@@ -370,9 +371,7 @@ class Run {
   const LoadOptions& o_;
   std::vector<std::unique_ptr<FileTask>> tasks_;
   std::unique_ptr<pg::Connection> main_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::exception_ptr failure_;
+  std::vector<std::unique_ptr<pg::Connection>> worker_conns_;
   std::atomic<bool> cancelled_{false};
   std::atomic<std::uint64_t> total_rejects_{0};
 };
@@ -387,7 +386,10 @@ RunSummary run(const LoadOptions& options) {
     r.plan();
     if (options.use_database) r.prepare_database();
     r.load_files();
-    if (options.use_database) r.build_and_publish(summary);
+    if (options.use_database) {
+      r.build_post_data(summary);
+      r.publish(summary);
+    }
   } catch (const InputError& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitBadInput;
   } catch (const TooManyRejects& e) {

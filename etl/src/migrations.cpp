@@ -63,6 +63,69 @@ std::vector<std::string> apply_missing_migrations(pg::Connection& conn) {
   return applied;
 }
 
+namespace {
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\r' || s.back() == ',')) s.pop_back();
+  while (!s.empty() && s.front() == ' ') s.erase(0, 1);
+  return s;
+}
+}  // namespace
+
+std::vector<Step> post_data_steps() {
+  std::vector<Step> steps;
+  auto known = [&](const std::string& name) {
+    for (const auto& st : steps) {
+      if (st.name == name) return true;
+    }
+    return false;
+  };
+  for (const auto& m : migrations()) {
+    if (m.scope != MigrationScope::kCatalogPostData) continue;
+    std::size_t first_step = steps.size();
+    std::size_t pos = 0;
+    std::string preamble;
+    while (pos < m.sql.size()) {
+      std::size_t eol = m.sql.find('\n', pos);
+      if (eol == std::string::npos) eol = m.sql.size();
+      std::string line = m.sql.substr(pos, eol - pos);
+      pos = eol + 1;
+      if (line.starts_with("-- step:")) {
+        Step st;
+        std::string spec = line.substr(8);
+        std::size_t a = spec.find(" after:");
+        st.name = trim(spec.substr(0, a));
+        if (a != std::string::npos) {
+          std::string deps = spec.substr(a + 7);
+          std::size_t p = 0;
+          while (p <= deps.size()) {
+            std::size_t c = deps.find(',', p);
+            if (c == std::string::npos) c = deps.size();
+            std::string d = trim(deps.substr(p, c - p));
+            if (!d.empty()) {
+              if (!known(d)) {
+                throw std::logic_error(m.name + ": step " + st.name + " comes after unknown step " + d);
+              }
+              st.after.push_back(d);
+            }
+            p = c + 1;
+          }
+        }
+        if (st.name.empty() || known(st.name)) throw std::logic_error(m.name + ": bad step name");
+        steps.push_back(std::move(st));
+      } else if (steps.size() > first_step) {
+        steps.back().sql += line + "\n";
+      } else if (!line.starts_with("--")) {
+        preamble += line + "\n";
+      }
+    }
+    if (steps.size() == first_step) steps.push_back({m.name, {}, m.sql});
+    else if (preamble.find_first_not_of(" \n\r\t") != std::string::npos) {
+      throw std::logic_error(m.name + ": SQL before the first step marker");
+    }
+  }
+  return steps;
+}
+
 void replay_catalog_phase(pg::Connection& conn, const std::string& schema, MigrationScope phase) {
   conn.exec(fmt::format("SET search_path = {}, public", conn.quote_ident(schema)));
   for (const auto& m : migrations()) {

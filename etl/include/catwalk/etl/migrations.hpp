@@ -35,6 +35,18 @@ const std::vector<Migration>& migrations();
 // (serialized by an advisory lock). Throws pg::DbError.
 std::vector<std::string> apply_missing_migrations(pg::Connection& conn);
 
+// A piece of a post-data migration, marked "-- step: NAME after: A, B". A load runs the steps of
+// all post-data files as a graph over its connections; `migrate` runs whole files in order.
+// A post-data file without markers is one step named after the file.
+struct Step {
+  std::string name;
+  std::vector<std::string> after;
+  std::string sql;
+};
+// Steps of every catalog post-data migration, in file order. Throws std::logic_error when a step
+// names an unknown step or one further down (a build defect, caught by the unit tests).
+std::vector<Step> post_data_steps();
+
 // Runs the catalog migrations of one phase in `schema` (search_path = schema, public).
 void replay_catalog_phase(pg::Connection& conn, const std::string& schema, MigrationScope phase);
 

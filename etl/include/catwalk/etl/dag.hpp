@@ -1,0 +1,23 @@
+#pragma once
+// Runs a set of tasks with dependencies over a fixed number of worker threads.
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <vector>
+
+namespace catwalk::etl {
+
+struct DagTask {
+  std::vector<std::size_t> after;  // indices of tasks that must finish first
+  double priority = 0;             // among ready tasks, the highest starts first
+};
+
+// Calls run(task, worker) for every task, on `workers` threads (worker is 0-based, so callers
+// can keep one database connection per worker). When a call throws, no further task starts,
+// `cancelled` is set so running tasks can stop early, and the first exception is rethrown
+// once every worker has returned. Throws std::logic_error on a dependency cycle.
+void run_dag(const std::vector<DagTask>& tasks, int workers,
+             const std::function<void(std::size_t task, int worker)>& run,
+             std::atomic<bool>& cancelled);
+
+}  // namespace catwalk::etl

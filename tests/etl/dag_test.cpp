@@ -1,0 +1,73 @@
+#include <doctest/doctest.h>
+
+#include <mutex>
+#include <stdexcept>
+
+#include "catwalk/etl/dag.hpp"
+#include "catwalk/etl/migrations.hpp"
+
+using namespace catwalk::etl;
+
+TEST_CASE("run_dag: every task runs once, after its dependencies, on every worker count") {
+  // 0 <- 1, 0 <- 2, {1,2} <- 3, 4 alone
+  std::vector<DagTask> tasks = {{{}, 0}, {{0}, 0}, {{0}, 0}, {{1, 2}, 0}, {{}, 0}};
+  for (int workers : {1, 2, 4}) {
+    std::mutex m;
+    std::vector<std::size_t> order;
+    std::atomic<bool> cancelled{false};
+    run_dag(tasks, workers, [&](std::size_t i, int w) {
+      CHECK(w < workers);
+      std::lock_guard lock(m);
+      order.push_back(i);
+    }, cancelled);
+    REQUIRE(order.size() == 5);
+    auto at = [&](std::size_t t) { return std::find(order.begin(), order.end(), t) - order.begin(); };
+    CHECK(at(0) < at(1));
+    CHECK(at(0) < at(2));
+    CHECK(at(1) < at(3));
+    CHECK(at(2) < at(3));
+  }
+}
+
+TEST_CASE("run_dag: ready tasks start by priority") {
+  std::vector<DagTask> tasks = {{{}, 1}, {{}, 5}, {{}, 3}};
+  std::vector<std::size_t> order;
+  std::atomic<bool> cancelled{false};
+  run_dag(tasks, 1, [&](std::size_t i, int) { order.push_back(i); }, cancelled);
+  CHECK(order == std::vector<std::size_t>{1, 2, 0});
+}
+
+TEST_CASE("run_dag: a failure stops what has not started and is rethrown") {
+  std::vector<DagTask> tasks = {{{}, 2}, {{0}, 1}, {{}, 0}};
+  std::vector<std::size_t> ran;
+  std::atomic<bool> cancelled{false};
+  CHECK_THROWS_WITH_AS(run_dag(tasks, 1, [&](std::size_t i, int) {
+    ran.push_back(i);
+    if (i == 0) throw std::runtime_error("boom");
+  }, cancelled), "boom", std::runtime_error);
+  CHECK(ran == std::vector<std::size_t>{0});
+  CHECK(cancelled);
+}
+
+TEST_CASE("post-data steps: parsed from the migrations with their dependencies") {
+  auto steps = post_data_steps();
+  auto find = [&](const std::string& name) -> const Step* {
+    for (auto& s : steps) {
+      if (s.name == name) return &s;
+    }
+    return nullptr;
+  };
+  REQUIRE(find("products_keys") != nullptr);
+  REQUIRE(find("foreign_keys") != nullptr);
+  REQUIRE(find("product_docs") != nullptr);
+  CHECK(find("foreign_keys")->after.size() == 6);
+  CHECK(find("style_json")->after == std::vector<std::string>{"photo_json", "sku_json"});
+  CHECK(find("product_docs")->sql.find("CREATE TABLE product_docs") != std::string::npos);
+  CHECK(find("products_keys")->sql.find("-- step:") == std::string::npos);
+  // Every migration file is accounted for and in order.
+  int last = 0;
+  for (const auto& m : migrations()) {
+    CHECK(m.version > last);
+    last = m.version;
+  }
+}
