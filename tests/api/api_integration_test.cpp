@@ -113,6 +113,15 @@ std::size_t occurrences(const std::string& s, const std::string& needle) {
   return n;
 }
 
+// The value of an unlabelled metric from /metrics (-1 when absent).
+double metric(const std::string& name) {
+  auto r = get("/metrics");
+  if (!r) return -1;
+  auto p = r->body.find("\n" + name + " ");
+  if (p == std::string::npos) return -1;
+  return std::stod(r->body.substr(p + name.size() + 2));
+}
+
 // The text of one style object inside a styles body (up to the next style or the end).
 std::string style_text(const std::string& body, int style_id) {
   auto start = body.find("{\"style_id\":" + std::to_string(style_id) + ",");
@@ -378,10 +387,18 @@ TEST_CASE("/health, /ready and /metrics") {
 }
 
 TEST_CASE("a reload is served within 1 s, without restart, and keeps API carts") {
-  // Warm the cache with the old document first: the reload must invalidate it.
-  auto before = get("/products/1");
-  REQUIRE(before);
-  REQUIRE(before->body.find("\"Camo Onesie\"") != std::string::npos);
+  // Warm the cache with the old document first (until a hit proves it is cached): the reload
+  // must invalidate it.
+  auto hits_before = metric("catwalk_cache_hits_total");
+  bool cached = false;
+  for (int i = 0; i < 100 && !cached; ++i) {
+    auto before = get("/products/1");
+    REQUIRE(before);
+    REQUIRE(before->body.find("\"Camo Onesie\"") != std::string::npos);
+    cached = metric("catwalk_cache_hits_total") > hits_before;
+    if (!cached) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(cached);
   auto cart = post_cart(R"({"sku_id":5,"count":1})", "8080");
   REQUIRE(cart);
   REQUIRE(cart->status == 201);
