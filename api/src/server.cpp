@@ -74,6 +74,7 @@ std::string invalid_id_message(std::string_view raw) {
 
 // Keeps log lines one line each and short, whatever the client put in the path.
 std::string printable(std::string_view s) {
+  if (s.empty()) return "-";
   std::string out;
   out.reserve(std::min<std::size_t>(s.size(), 200));
   for (char c : s.substr(0, 200)) {

@@ -16,7 +16,7 @@ struct ServerOptions {
   int port = 3000;              // 0 = any free port (tests)
   int threads = 128;            // HTTP workers: one per concurrent keep-alive connection
   int db_pool = 6;              // database connections, each borrowed by one request at a time
-  std::size_t cache_mb = 256;   // in-process document cache budget; 0 disables it
+  std::size_t cache_mb = 512;   // in-process document cache budget; 0 disables it
   int publish_poll_ms = 250;    // how often catwalk_publish.version is checked (<= 500 ms)
   bool access_log = true;       // one stderr line per request
 };
