@@ -56,15 +56,23 @@ ConnectionPool::Lease ConnectionPool::borrow() {
   int slot;
   {
     std::unique_lock lock(mu_);
-    if (free_.empty()) {
+    if (!free_.empty() && waiters_.empty()) {
+      slot = free_.back();
+      free_.pop_back();
+    } else {
+      // Wait in line: a returned connection is handed to the oldest waiter directly, so no
+      // borrower starves behind luckier threads (tail latency) and none is woken for nothing.
       waits_.fetch_add(1, std::memory_order_relaxed);
-      if (!cv_.wait_for(lock, borrow_timeout_, [&] { return !free_.empty(); })) {
+      Waiter me;
+      waiters_.push_back(&me);
+      me.cv.wait_for(lock, borrow_timeout_, [&] { return me.slot >= 0; });
+      if (me.slot < 0) {
+        std::erase(waiters_, &me);
         timeouts_.fetch_add(1, std::memory_order_relaxed);
         throw PoolUnavailable("every database connection stayed busy; retry shortly");
       }
+      slot = me.slot;
     }
-    slot = free_.back();
-    free_.pop_back();
   }
   auto& c = slots_[static_cast<std::size_t>(slot)];
   if (c && c->raw().ok()) return Lease(this, slot, false);
@@ -77,8 +85,7 @@ ConnectionPool::Lease ConnectionPool::borrow() {
       // After a failed connect, one borrower at a time probes, once per back-off interval;
       // the others fail fast, so a down database is not hammered by every request.
       if (now < next_connect_) {
-        free_.push_back(slot);
-        cv_.notify_one();
+        hand_over(slot);
         throw PoolUnavailable("the database is unreachable; retrying in the background");
       }
       next_connect_ = std::chrono::steady_clock::time_point::max();
@@ -103,11 +110,19 @@ ConnectionPool::Lease ConnectionPool::borrow() {
 }
 
 void ConnectionPool::give_back(int slot) {
-  {
-    std::lock_guard lock(mu_);
+  std::lock_guard lock(mu_);
+  hand_over(slot);
+}
+
+void ConnectionPool::hand_over(int slot) {
+  if (waiters_.empty()) {
     free_.push_back(slot);
+    return;
   }
-  cv_.notify_one();
+  Waiter* w = waiters_.front();
+  waiters_.pop_front();
+  w->slot = slot;
+  w->cv.notify_one();
 }
 
 ConnectionPool::Lease::~Lease() {

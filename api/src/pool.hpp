@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,13 +82,20 @@ class ConnectionPool {
 
  private:
   void give_back(int slot);
+  void hand_over(int slot);  // requires mu_
+
+  // A borrower waiting in line; lives on its own stack, listed in waiters_ while it waits.
+  struct Waiter {
+    std::condition_variable cv;
+    int slot = -1;
+  };
 
   const std::string conninfo_;
   const std::chrono::milliseconds borrow_timeout_;
   std::vector<std::unique_ptr<PooledConnection>> slots_;  // a slot is touched only by its borrower
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::deque<Waiter*> waiters_;  // FIFO
   std::vector<int> free_;  // LIFO: the hottest connection is reused first
   bool db_down_ = false;                                  // the last connect failed
   std::chrono::steady_clock::time_point next_connect_{};  // earliest next probe while down
