@@ -47,6 +47,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--cache-mb", opt.cache_mb, "document cache budget in MiB (0 disables the cache)")
       ->capture_default_str();
+  app.add_option("--timeout", opt.io_timeout_s,
+                 "seconds an idle connection, or a stalled read or write, may hold a worker")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   bool quiet = false;
   app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");
   try {

@@ -149,11 +149,12 @@ void Server::Impl::configure() {
   // cpp-httplib owns and deletes the queue it gets from this factory.
   http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
   http.set_keep_alive_max_count(100000);
-  // An idle keep-alive connection frees its worker after 5 s; a client that stalls mid-request
-  // or stops reading a response frees it after 5 s too.
-  http.set_keep_alive_timeout(5);
-  http.set_read_timeout(5, 0);
-  http.set_write_timeout(5, 0);
+  // An idle (keep-alive or never-used) connection frees its worker after io_timeout_s; so does
+  // a client that stalls mid-request or stops reading its response.
+  const auto timeout = static_cast<time_t>(std::max(opt.io_timeout_s, 1));
+  http.set_keep_alive_timeout(timeout);
+  http.set_read_timeout(timeout, 0);
+  http.set_write_timeout(timeout, 0);
   http.set_payload_max_length(kMaxBodyBytes);
   http.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
 

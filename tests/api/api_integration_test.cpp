@@ -499,6 +499,48 @@ TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API
   CHECK(cart->status == 200);
 }
 
+TEST_CASE("idle and stalled clients cannot pin every worker") {
+  api();  // the database is loaded
+  catwalk::api::ServerOptions opt;
+  opt.db_url = shared_server().url();
+  opt.port = 0;
+  opt.host = "127.0.0.1";
+  opt.threads = 4;
+  opt.io_timeout_s = 1;
+  opt.access_log = false;
+  catwalk::api::Server server(opt);
+  const int port = server.bind();
+  std::thread runner([&] { server.run(); });
+  // More idle and half-sent connections than workers.
+  std::vector<int> sockets;
+  for (int i = 0; i < 6; ++i) {
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    REQUIRE(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    if (i % 2 == 1) {
+      const char partial[] = "GET /products/1 HTTP/1.1\r\nHost: x\r\n";
+      REQUIRE(::send(s, partial, sizeof partial - 1, 0) > 0);
+    }
+    sockets.push_back(s);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(20);
+  auto t0 = Clock::now();
+  auto r = c.Get("/products/1/related");
+  auto waited = Clock::now() - t0;
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == "[2,3,8,7]");
+  CHECK(waited < std::chrono::seconds(6));
+  for (int s : sockets) ::close(s);
+  server.stop();
+  runner.join();
+}
+
 namespace {
 int free_port() {
   int s = ::socket(AF_INET, SOCK_STREAM, 0);
