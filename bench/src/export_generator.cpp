@@ -71,11 +71,15 @@ struct CountDistribution {
 
 // Means chosen to match csv-exports.md: 1.958 styles and 2.219 features per product,
 // 2.888 photos and 5.783 skus per style, 4.508 related per product.
-const CountDistribution kStylesPerProduct{{{0, 70}, {1, 330}, {2, 340}, {3, 160}, {4, 60}, {5, 20}, {6, 20}}};
+const CountDistribution kStylesPerProduct{
+    {{0, 70}, {1, 330}, {2, 340}, {3, 160}, {4, 60}, {5, 20}, {6, 20}}};
 const CountDistribution kFeaturesPerProduct{{{0, 60}, {1, 200}, {2, 350}, {3, 250}, {4, 140}}};
-const CountDistribution kPhotosPerStyle{{{0, 100}, {1, 130}, {2, 180}, {3, 220}, {4, 180}, {5, 110}, {6, 80}}};
-const CountDistribution kSkusPerStyle{{{0, 50}, {4, 100}, {5, 150}, {6, 450}, {7, 100}, {8, 100}, {9, 50}}};
-const CountDistribution kRelatedPerProduct{{{2, 50}, {3, 150}, {4, 300}, {5, 300}, {6, 150}, {7, 50}}};
+const CountDistribution kPhotosPerStyle{
+    {{0, 100}, {1, 130}, {2, 180}, {3, 220}, {4, 180}, {5, 110}, {6, 80}}};
+const CountDistribution kSkusPerStyle{
+    {{0, 50}, {4, 100}, {5, 150}, {6, 450}, {7, 100}, {8, 100}, {9, 50}}};
+const CountDistribution kRelatedPerProduct{
+    {{2, 50}, {3, 150}, {4, 300}, {5, 300}, {6, 150}, {7, 50}}};
 
 // Ids 1..total, in increasing order except that now and then two adjacent ids come out
 // swapped, as in the real skus.csv (8 before 7).
@@ -132,7 +136,8 @@ std::uint64_t quirk_count(double rate, std::uint64_t rows, std::uint64_t floor) 
 }
 
 // Draws disjoint position sets of the given sizes from [0, n).
-std::vector<Positions> draw_positions(Rng& rng, std::uint64_t n, const std::vector<std::uint64_t>& sizes) {
+std::vector<Positions> draw_positions(Rng& rng, std::uint64_t n,
+                                      const std::vector<std::uint64_t>& sizes) {
   std::uint64_t total = 0;
   for (auto s : sizes) total += s;
   total = std::min(total, n);
@@ -161,21 +166,28 @@ std::string_view pick(Rng& rng, const std::array<std::string_view, N>& words) {
 }
 
 constexpr std::array<std::string_view, 24> kAdjectives{
-    "Camo", "Bright", "Morning", "Slacker's", "Heir", "Pumped", "Blues", "Summer", "Infinity", "Air",
-    "Classic", "Retro", "Urban", "Trail", "Velvet", "Denim", "Alpine", "Coastal", "Midnight", "Golden",
-    "Rugged", "Silky", "Bold", "Quiet"};
+    "Camo",     "Bright",  "Morning",  "Slacker's", "Heir",   "Pumped", "Blues",  "Summer",
+    "Infinity", "Air",     "Classic",  "Retro",     "Urban",  "Trail",  "Velvet", "Denim",
+    "Alpine",   "Coastal", "Midnight", "Golden",    "Rugged", "Silky",  "Bold",   "Quiet"};
 constexpr std::array<std::string_view, 24> kNouns{
-    "Onesie", "Sunglasses", "Joggers", "Slacks", "Kicks", "Shoes", "Stone", "Minis", "Jacket", "Hoodie",
-    "Beanie", "Shorts", "Tee", "Sweater", "Boots", "Sandals", "Cap", "Scarf", "Gloves", "Vest",
-    "Blazer", "Socks", "Backpack", "Belt"};
+    "Onesie", "Sunglasses", "Joggers", "Slacks", "Kicks",  "Shoes",   "Stone",    "Minis",
+    "Jacket", "Hoodie",     "Beanie",  "Shorts", "Tee",    "Sweater", "Boots",    "Sandals",
+    "Cap",    "Scarf",      "Gloves",  "Vest",   "Blazer", "Socks",   "Backpack", "Belt"};
 constexpr std::array<std::string_view, 12> kCategories{
-    "Jackets", "Accessories", "Pants", "Kicks", "Dress Shoes", "Basketball Shoes", "Tees", "Shorts",
-    "Sweaters", "Hats", "Boots", "Sandals"};
-constexpr std::array<std::string_view, 12> kSlogans{
-    "Blend in to your crowd", "You've got to wear shades", "Make yourself a morning person",
-    "Comfortable for everything, or nothing", "A sneaker dynasty", "Faster than a just about anything",
-    "2019 fashion meets 1956 fashion", "Just jumped over jumpman", "A risky call in the spring or fall",
-    "Reality is different for every being", "Full court support", "Made for the long, long weekend"};
+    "Jackets", "Accessories", "Pants",    "Kicks", "Dress Shoes", "Basketball Shoes",
+    "Tees",    "Shorts",      "Sweaters", "Hats",  "Boots",       "Sandals"};
+constexpr std::array<std::string_view, 12> kSlogans{"Blend in to your crowd",
+                                                    "You've got to wear shades",
+                                                    "Make yourself a morning person",
+                                                    "Comfortable for everything, or nothing",
+                                                    "A sneaker dynasty",
+                                                    "Faster than a just about anything",
+                                                    "2019 fashion meets 1956 fashion",
+                                                    "Just jumped over jumpman",
+                                                    "A risky call in the spring or fall",
+                                                    "Reality is different for every being",
+                                                    "Full court support",
+                                                    "Made for the long, long weekend"};
 constexpr std::array<std::string_view, 14> kSentences{
     "The So Fatigues will wake you up and fit you in.",
     "This high energy camo will have you blending in to even the wildest surroundings.",
@@ -192,17 +204,30 @@ constexpr std::array<std::string_view, 14> kSentences{
     "Sizing embroidered in black at round toe.",
     "This optimized air cushion pairs a soft upper with a heavy-duty outsole."};
 constexpr std::array<std::string_view, 12> kFeatureNames{
-    "Fabric", "Buttons", "Lenses", "UV Protection", "Frames", "Cut", "Sole", "Material", "Mid-Sole",
-    "Stitching", "Non-GMO", "Green Leaf Certified"};
-constexpr std::array<std::string_view, 14> kFeatureValues{
-    "Canvas", "Brass", "Ultrasheen", "LightCompose", "100% Cotton", "Skinny", "99% Cotton 1% Elastic",
-    "Loose", "Rubber", "FullControlSkin", "Double Stitch", "Copper", "Black Resin, Matte", "Wood"};
+    "Fabric", "Buttons",  "Lenses",   "UV Protection", "Frames",  "Cut",
+    "Sole",   "Material", "Mid-Sole", "Stitching",     "Non-GMO", "Green Leaf Certified"};
+constexpr std::array<std::string_view, 14> kFeatureValues{"Canvas",
+                                                          "Brass",
+                                                          "Ultrasheen",
+                                                          "LightCompose",
+                                                          "100% Cotton",
+                                                          "Skinny",
+                                                          "99% Cotton 1% Elastic",
+                                                          "Loose",
+                                                          "Rubber",
+                                                          "FullControlSkin",
+                                                          "Double Stitch",
+                                                          "Copper",
+                                                          "Black Resin, Matte",
+                                                          "Wood"};
 constexpr std::array<std::string_view, 16> kColors{
-    "Forest Green", "Black", "Desert Brown", "Tan", "Ocean Blue", "Grey", "Digital Red", "Sky Blue",
-    "White", "Dark Grey", "Gold", "Khaki", "Navy", "Olive", "Crimson", "Cream"};
-constexpr std::array<std::string_view, 9> kClothingSizes{"XXS", "XS", "S", "M", "L", "XL", "XXL", "XXXL", "4XL"};
-constexpr std::array<std::string_view, 14> kShoeSizes{"7", "7.5", "8", "8.5", "9", "9.5", "10",
-                                                      "10.5", "11", "11.5", "12", "12.5", "13", "14"};
+    "Forest Green", "Black",    "Desert Brown", "Tan",       "Ocean Blue", "Grey",
+    "Digital Red",  "Sky Blue", "White",        "Dark Grey", "Gold",       "Khaki",
+    "Navy",         "Olive",    "Crimson",      "Cream"};
+constexpr std::array<std::string_view, 9> kClothingSizes{"XXS", "XS",  "S",    "M",  "L",
+                                                         "XL",  "XXL", "XXXL", "4XL"};
+constexpr std::array<std::string_view, 14> kShoeSizes{
+    "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5", "11", "11.5", "12", "12.5", "13", "14"};
 
 // Price in cents, derived from the product's index so styles.csv agrees with product.csv
 // without sharing state between threads.
@@ -231,10 +256,11 @@ struct Plan {
   std::vector<std::uint32_t> product_ids;    // in file order
   std::vector<std::uint8_t> feature_counts;  // per product, file order
   std::vector<std::uint8_t> related_counts;  // per product
-  std::vector<std::uint32_t> style_begin;    // per product: first index into style_ids; size products+1
-  std::vector<std::uint32_t> style_ids;      // in file order
-  std::vector<std::uint8_t> photo_counts;    // per style, file order
-  std::vector<std::uint8_t> sku_counts;      // per style
+  std::vector<std::uint32_t>
+      style_begin;                       // per product: first index into style_ids; size products+1
+  std::vector<std::uint32_t> style_ids;  // in file order
+  std::vector<std::uint8_t> photo_counts;  // per style, file order
+  std::vector<std::uint8_t> sku_counts;    // per style
   std::uint64_t features = 0, related = 0, photos = 0, skus = 0, cart = 0;
   std::uint64_t product_swaps = 0, style_swaps = 0;
 };
@@ -244,7 +270,8 @@ Plan make_plan(const GeneratorOptions& options) {
   plan.seed = options.seed;
   plan.products = std::max<std::uint64_t>(
       20, static_cast<std::uint64_t>(std::llround(kProductsAtScale1 * options.scale)));
-  plan.cart = std::max<std::uint64_t>(10, static_cast<std::uint64_t>(std::llround(kCartRowsAtScale1 * options.scale)));
+  plan.cart = std::max<std::uint64_t>(
+      10, static_cast<std::uint64_t>(std::llround(kCartRowsAtScale1 * options.scale)));
   Rng rng(options.seed, kPlanStream);
 
   IdSequence product_ids(plan.products, Rng(options.seed, kProductIdStream));
@@ -386,8 +413,8 @@ FileReport write_features(const Plan& plan, const std::filesystem::path& dir) {
   CsvFile csv(dir / report.file, "id,product_id,feature,value");
   Rng rng(plan.seed, kFeatureStream);
   IdSequence ids(plan.features, Rng(plan.seed, kFeatureStream + 100));
-  auto positions = draw_positions(rng, plan.features,
-                                  {quirk_count(kFeatureColumnCountRate, plan.features, 1)});
+  auto positions =
+      draw_positions(rng, plan.features, {quirk_count(kFeatureColumnCountRate, plan.features, 1)});
   auto& out = csv.out();
   std::uint64_t row = 0, nulls = 0, empties = 0, short_lines = 0, without = 0;
   for (std::uint64_t i = 0; i < plan.products; ++i) {
@@ -438,7 +465,8 @@ FileReport write_styles(const Plan& plan, const std::filesystem::path& dir) {
     auto begin = plan.style_begin[i], end = plan.style_begin[i + 1];
     without += begin == end;
     auto price = product_price_cents(plan.seed, i);
-    auto default_at = begin == end ? 0 : begin + hash3(plan.seed, kDefaultStyleHash, i) % (end - begin);
+    auto default_at =
+        begin == end ? 0 : begin + hash3(plan.seed, kDefaultStyleHash, i) % (end - begin);
     for (auto j = begin; j < end; ++j) {
       out.write_int(plan.style_ids[j]);
       out.put(',');
@@ -560,7 +588,8 @@ FileReport write_skus(const Plan& plan, const std::filesystem::path& dir) {
   CsvFile csv(dir / report.file, "id,styleId,size,quantity");
   Rng rng(plan.seed, kSkuStream);
   IdSequence ids(plan.skus, Rng(plan.seed, kSkuStream + 100));
-  auto positions = draw_positions(rng, plan.skus, {quirk_count(kNegativeQuantityRate, plan.skus, 1)});
+  auto positions =
+      draw_positions(rng, plan.skus, {quirk_count(kNegativeQuantityRate, plan.skus, 1)});
   auto& out = csv.out();
   std::uint64_t row = 0, negative = 0, same_size = 0, without = 0;
   for (std::size_t j = 0; j < plan.style_ids.size(); ++j) {
@@ -604,10 +633,10 @@ FileReport write_related(const Plan& plan, const std::filesystem::path& dir) {
   CsvFile csv(dir / report.file, "id,current_product_id,related_product_id");
   Rng rng(plan.seed, kRelatedStream);
   IdSequence ids(plan.related, Rng(plan.seed, kRelatedStream + 100));
-  auto positions = draw_positions(rng, plan.related,
-                                  {quirk_count(kRelatedZeroRate, plan.related, 2),
-                                   quirk_count(kSelfLinkRate, plan.related, 2),
-                                   quirk_count(kDuplicatePairRate, plan.related, 2)});
+  auto positions = draw_positions(
+      rng, plan.related,
+      {quirk_count(kRelatedZeroRate, plan.related, 2), quirk_count(kSelfLinkRate, plan.related, 2),
+       quirk_count(kDuplicatePairRate, plan.related, 2)});
   auto& out = csv.out();
   std::uint64_t row = 0, zeros = 0, self_links = 0, duplicate_pairs = 0;
   std::vector<std::uint32_t> taken;  // this product's related ids so far
@@ -631,7 +660,8 @@ FileReport write_related(const Plan& plan, const std::filesystem::path& dir) {
         // A fresh id, neither itself nor one it already relates to, so the counts stay exact.
         do {
           related = static_cast<std::uint32_t>(1 + rng.below(plan.products));
-        } while (related == current || std::find(taken.begin(), taken.end(), related) != taken.end());
+        } while (related == current ||
+                 std::find(taken.begin(), taken.end(), related) != taken.end());
       }
       if (related != 0 && related != current) taken.push_back(related);
       out.write_int(static_cast<std::int64_t>(ids.next()));
@@ -661,7 +691,8 @@ FileReport write_cart(const Plan& plan, const std::filesystem::path& dir) {
     out.put(',');
     out.write_int(rng.between(1000, 99999));
     out.put(',');
-    out.write_int(static_cast<std::int64_t>(1 + rng.below(std::max<std::uint64_t>(plan.skus, 1))));  // a sku id
+    out.write_int(static_cast<std::int64_t>(
+        1 + rng.below(std::max<std::uint64_t>(plan.skus, 1))));  // a sku id
     out.put(',');
     out.put(rng.chance(0.8) ? '1' : '0');
     csv.end_line();
@@ -704,7 +735,7 @@ ExportSummary generate_export(const GeneratorOptions& options) {
 
   // Largest first, so two workers finish close together (photos.csv is over half the bytes).
   using Writer = std::function<FileReport(const Plan&, const std::filesystem::path&)>;
-  const std::vector<Writer> writers{write_photos, write_skus, write_products, write_related,
+  const std::vector<Writer> writers{write_photos,   write_skus,   write_products, write_related,
                                     write_features, write_styles, write_cart};
   std::vector<FileReport> reports(writers.size());
   std::atomic<std::size_t> next{0};
@@ -735,8 +766,9 @@ ExportSummary generate_export(const GeneratorOptions& options) {
   ExportSummary summary;
   summary.options = options;
   summary.products = plan.products;
-  const std::array<std::string_view, 7> loader_order{"product.csv", "features.csv", "styles.csv", "photos.csv",
-                                                     "skus.csv",    "related.csv",  "cart.csv"};
+  const std::array<std::string_view, 7> loader_order{"product.csv", "features.csv", "styles.csv",
+                                                     "photos.csv",  "skus.csv",     "related.csv",
+                                                     "cart.csv"};
   for (auto name : loader_order) {
     for (auto& r : reports) {
       if (r.file == name) summary.files.push_back(std::move(r));
@@ -756,26 +788,30 @@ std::string to_json(const ExportSummary& summary) {
     std::string lines;
     for (auto l : f.copy_unloadable_lines) lines += (lines.empty() ? "" : ", ") + std::to_string(l);
     s += fmt::format(
-        "    {{\"file\": \"{}\", \"table\": \"{}\", \"read\": {}, \"loaded\": {}, \"rejected\": {}, "
+        "    {{\"file\": \"{}\", \"table\": \"{}\", \"read\": {}, \"loaded\": {}, \"rejected\": "
+        "{}, "
         "\"repaired\": {}, \"rejects\": {}, \"bytes\": {},\n"
         "     \"quirks\": {}, \"shape\": {}, \"copy_unloadable_lines\": [{}]}}{}\n",
-        f.file, f.table, f.lines, f.loaded, f.rejected(), f.repaired, json_counts(f.rejects, true), f.bytes,
-        json_counts(f.quirks, false), json_counts(f.shape, false), lines, i + 1 < summary.files.size() ? "," : "");
+        f.file, f.table, f.lines, f.loaded, f.rejected(), f.repaired, json_counts(f.rejects, true),
+        f.bytes, json_counts(f.quirks, false), json_counts(f.shape, false), lines,
+        i + 1 < summary.files.size() ? "," : "");
   }
   return s + "  ]\n}\n";
 }
 
 std::string to_table(const ExportSummary& summary) {
-  std::string s = fmt::format("export: scale {} seed {}, {} products, written in {:.1f} s with {} jobs -> {}\n\n",
-                              summary.options.scale, summary.options.seed, summary.products, summary.seconds,
-                              summary.options.jobs, summary.options.out_dir.string());
-  s += fmt::format("{:<13} {:>11} {:>10}  | expected loader outcome: {:>11} {:>11} {:>8} {:>8}  {}\n", "file",
-                   "lines", "MB", "read", "loaded", "rejected", "repaired", "rejects by kind");
+  std::string s = fmt::format(
+      "export: scale {} seed {}, {} products, written in {:.1f} s with {} jobs -> {}\n\n",
+      summary.options.scale, summary.options.seed, summary.products, summary.seconds,
+      summary.options.jobs, summary.options.out_dir.string());
+  s += fmt::format(
+      "{:<13} {:>11} {:>10}  | expected loader outcome: {:>11} {:>11} {:>8} {:>8}  {}\n", "file",
+      "lines", "MB", "read", "loaded", "rejected", "repaired", "rejects by kind");
   std::uint64_t lines = 0, bytes = 0, loaded = 0, rejected = 0, repaired = 0;
   for (const auto& f : summary.files) {
     s += fmt::format("{:<13} {:>11} {:>10.1f}  | {:>36} {:>11} {:>8} {:>8}  {}\n", f.file, f.lines,
-                     static_cast<double>(f.bytes) / 1e6, f.lines, f.loaded, f.rejected(), f.repaired,
-                     format_counts([&] {
+                     static_cast<double>(f.bytes) / 1e6, f.lines, f.loaded, f.rejected(),
+                     f.repaired, format_counts([&] {
                        std::map<std::string, std::uint64_t> nz;
                        for (const auto& [k, v] : f.rejects)
                          if (v != 0) nz[k] = v;
@@ -790,7 +826,8 @@ std::string to_table(const ExportSummary& summary) {
   s += fmt::format("{:<13} {:>11} {:>10.1f}  | {:>36} {:>11} {:>8} {:>8}\n\n", "total", lines,
                    static_cast<double>(bytes) / 1e6, lines, loaded, rejected, repaired);
   s += "quirk rows written (each row carries at most one quirk):\n";
-  for (const auto& f : summary.files) s += fmt::format("  {:<13} {}\n", f.file, format_counts(f.quirks));
+  for (const auto& f : summary.files)
+    s += fmt::format("  {:<13} {}\n", f.file, format_counts(f.quirks));
   s += "shape:\n";
   for (const auto& f : summary.files) {
     if (!f.shape.empty()) s += fmt::format("  {:<13} {}\n", f.file, format_counts(f.shape));

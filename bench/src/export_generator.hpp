@@ -42,7 +42,8 @@ struct ExportSummary {
   GeneratorOptions options;
   std::uint64_t products = 0;
   double seconds = 0;
-  std::vector<FileReport> files;  // in loader order: product, features, styles, photos, skus, related, cart
+  std::vector<FileReport>
+      files;  // in loader order: product, features, styles, photos, skus, related, cart
 };
 
 // Writes the seven CSV files into options.out_dir (which must exist). Deterministic for

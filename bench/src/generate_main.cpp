@@ -1,6 +1,5 @@
 // catwalk-generate: writes a synthetic catalogue export and the loader outcome it expects.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -33,9 +32,11 @@ int main(int argc, char** argv) {
     std::ofstream json(options.out_dir / "expected.json");
     json << catwalk::bench::to_json(summary);
     json.close();
-    if (!json) throw std::runtime_error("cannot write " + (options.out_dir / "expected.json").string());
+    if (!json)
+      throw std::runtime_error("cannot write " + (options.out_dir / "expected.json").string());
     std::fputs(catwalk::bench::to_table(summary).c_str(), stdout);
-    std::printf("expected loader outcome written to %s\n", (options.out_dir / "expected.json").c_str());
+    std::printf("expected loader outcome written to %s\n",
+                (options.out_dir / "expected.json").c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "catwalk-generate: %s\n", e.what());
     return kExitIo;
