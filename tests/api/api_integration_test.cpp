@@ -416,6 +416,38 @@ TEST_CASE("a reload is served within 1 s, without restart, and keeps API carts")
     std::ofstream out(dir + "/product.csv", std::ios::binary | std::ios::trunc);
     out << text;
   }
+  // A second server without the cache, hammered during the load: its prepared statements name
+  // catwalk.product_docs and must follow the schema swap without a single error.
+  catwalk::api::ServerOptions opt;
+  opt.db_url = shared_server().url();
+  opt.port = 0;
+  opt.host = "127.0.0.1";
+  opt.threads = 8;
+  opt.db_pool = 2;
+  opt.cache_mb = 0;
+  opt.access_log = false;
+  catwalk::api::Server uncached(opt);
+  const int uncached_port = uncached.bind();
+  std::thread runner([&] { uncached.run(); });
+  std::atomic<bool> hammering{true};
+  std::atomic<int> answered{0}, failed{0};
+  std::vector<std::thread> hammers;
+  for (int i = 0; i < 4; ++i) {
+    hammers.emplace_back([&, i] {
+      httplib::Client hc("127.0.0.1", uncached_port);
+      const char* paths[] = {"/products/1", "/products/2/styles", "/products/3/related", "/products?page=1"};
+      while (hammering.load()) {
+        auto r = hc.Get(paths[i]);
+        if (r && r->status == 200) {
+          answered.fetch_add(1);
+        } else {
+          failed.fetch_add(1);
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+
   auto load = etl_load(dir);
   auto loaded_at = Clock::now();
   REQUIRE_MESSAGE(load.exit_code == 0, load.err);
@@ -429,6 +461,18 @@ TEST_CASE("a reload is served within 1 s, without restart, and keeps API carts")
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(seen);
+  hammering.store(false);
+  for (auto& t : hammers) t.join();
+  CHECK(answered.load() > 0);
+  CHECK(failed.load() == 0);
+  {
+    httplib::Client hc("127.0.0.1", uncached_port);
+    auto r = hc.Get("/products/1");
+    REQUIRE(r);
+    CHECK(r->body.find("\"Camo Onesie Reloaded\"") != std::string::npos);
+  }
+  uncached.stop();
+  runner.join();
   auto list = get("/products?count=1");
   REQUIRE(list);
   CHECK(list->body.find("\"Camo Onesie Reloaded\"") != std::string::npos);
