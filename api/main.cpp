@@ -17,14 +17,15 @@ constexpr int kExitOk = 0;
 constexpr int kExitUsage = 2;
 constexpr int kExitCannotListen = 3;
 
-int port_from_env(int fallback) {
+// The PORT variable, as platforms (Heroku, Cloud Run, ...) set it; 0 when unset.
+// Throws CLI::ValidationError when it is set to something that is not a port.
+int port_from_env() {
   const char* p = std::getenv("PORT");
-  if (p == nullptr || *p == '\0') return fallback;
+  if (p == nullptr || *p == '\0') return 0;
   char* end = nullptr;
   long v = std::strtol(p, &end, 10);
   if (*end != '\0' || v < 1 || v > 65535) {
-    catwalk::log("PORT=\"{}\" is not a port number (1-65535); using {}", p, fallback);
-    return fallback;
+    throw CLI::ValidationError("PORT", fmt::format("PORT=\"{}\" is not a port number (1-65535)", p));
   }
   return static_cast<int>(v);
 }
@@ -55,11 +56,12 @@ int main(int argc, char** argv) {
   app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");
   try {
     app.parse(argc, argv);
+    if (port == 0) port = port_from_env();
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   opt.access_log = !quiet;
-  opt.port = port != 0 ? port : port_from_env(3000);
+  opt.port = port != 0 ? port : 3000;
   opt.db_url = catwalk::resolve_db_url(db_flag);
   // Never hang on the database: a connect gives up after 3 s and a statement after 5 s, unless
   // the operator chose otherwise through libpq's own variables.

@@ -65,6 +65,12 @@ void send_unavailable(Response& res) {
   send_error(res, 503, "unavailable", "The database is unreachable right now; retry in a few seconds.");
 }
 
+// The database answers but has no published catalogue (no migrations, or no load yet).
+bool catalogue_missing(const std::exception& e) {
+  auto* db = dynamic_cast<const pg::DbError*>(&e);
+  return db != nullptr && (db->sqlstate() == "42P01" || db->sqlstate() == "3F000");
+}
+
 std::string invalid_id_message(std::string_view raw) {
   std::string m = "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
   m.append(raw.substr(0, 40));
@@ -129,7 +135,11 @@ struct Server::Impl {
     try {
       f();
     } catch (const std::exception& e) {
-      if (is_unavailable(e)) {
+      if (catalogue_missing(e)) {
+        res.set_header("Retry-After", "5");
+        send_error(res, 503, "unavailable",
+                   "The catalogue is not loaded yet: run `catwalk-etl migrate` and `catwalk-etl load` on this database.");
+      } else if (is_unavailable(e)) {
         send_unavailable(res);
       } else {
         catwalk::log("error: {}", e.what());
