@@ -1,8 +1,8 @@
 // catwalk-api: serves the published catalogue and the carts over HTTP (see openapi.yaml).
-#include <CLI/CLI.hpp>
 #include <pthread.h>
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdlib>
 #include <thread>
@@ -25,7 +25,8 @@ int port_from_env() {
   char* end = nullptr;
   long v = std::strtol(p, &end, 10);
   if (*end != '\0' || v < 1 || v > 65535) {
-    throw CLI::ValidationError("PORT", fmt::format("PORT=\"{}\" is not a port number (1-65535)", p));
+    throw CLI::ValidationError("PORT",
+                               fmt::format("PORT=\"{}\" is not a port number (1-65535)", p));
   }
   return static_cast<int>(v);
 }
@@ -36,8 +37,10 @@ int main(int argc, char** argv) {
   std::string db_flag;
   int port = 0;
   CLI::App app{"catwalk-api: the Catwalk products and cart HTTP API"};
-  app.add_option("--db", db_flag, "PostgreSQL URL or conninfo (default: DATABASE_URL, else libpq PG* variables)");
-  app.add_option("--port", port, "TCP port (default: PORT, else 3000)")->check(CLI::Range(1, 65535));
+  app.add_option("--db", db_flag,
+                 "PostgreSQL URL or conninfo (default: DATABASE_URL, else libpq PG* variables)");
+  app.add_option("--port", port, "TCP port (default: PORT, else 3000)")
+      ->check(CLI::Range(1, 65535));
   app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
   app.add_option("--threads", opt.threads,
                  "HTTP worker threads: at least the number of concurrent client connections")
@@ -86,8 +89,8 @@ int main(int argc, char** argv) {
   }
   catwalk::log("catwalk-api listening on http://{}:{} (database {}, {} threads, {} db connections)",
                opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
-               opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
-               opt.db_pool);
+               opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url),
+               opt.threads, opt.db_pool);
 
   std::atomic<bool> done{false};
   std::thread signals([&] {

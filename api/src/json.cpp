@@ -11,11 +11,21 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += "\\u00";
@@ -49,7 +59,9 @@ class Reader {
   explicit Reader(std::string_view s) : s_(s) {}
 
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r')) ++pos_;
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+      ++pos_;
   }
   bool at_end() {
     skip_ws();
@@ -81,23 +93,38 @@ class Reader {
       if (pos_ >= s_.size()) return std::nullopt;
       char e = s_[pos_++];
       switch (e) {
-        case '"': case '\\': case '/': out.push_back(e); break;
-        case 'b': case 'f': case 'n': case 'r': case 't': out.push_back(' '); break;
+        case '"':
+        case '\\':
+        case '/':
+          out.push_back(e);
+          break;
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+          out.push_back(' ');
+          break;
         case 'u': {
           if (pos_ + 4 > s_.size()) return std::nullopt;
           unsigned v = 0;
           for (int i = 0; i < 4; ++i) {
             char h = s_[pos_++];
             v <<= 4;
-            if (h >= '0' && h <= '9') v |= static_cast<unsigned>(h - '0');
-            else if (h >= 'a' && h <= 'f') v |= static_cast<unsigned>(h - 'a' + 10);
-            else if (h >= 'A' && h <= 'F') v |= static_cast<unsigned>(h - 'A' + 10);
-            else return std::nullopt;
+            if (h >= '0' && h <= '9')
+              v |= static_cast<unsigned>(h - '0');
+            else if (h >= 'a' && h <= 'f')
+              v |= static_cast<unsigned>(h - 'a' + 10);
+            else if (h >= 'A' && h <= 'F')
+              v |= static_cast<unsigned>(h - 'A' + 10);
+            else
+              return std::nullopt;
           }
           out.push_back(v < 0x80 ? static_cast<char>(v) : '?');
           break;
         }
-        default: return std::nullopt;
+        default:
+          return std::nullopt;
       }
     }
     return std::nullopt;
@@ -187,7 +214,8 @@ std::optional<std::int64_t> field_int(const Field& f) {
 
 std::variant<CartAdd, std::string> parse_cart_add(std::string_view body) {
   Reader r(body);
-  if (!r.eat('{')) return std::string("the body must be a JSON object like {\"sku_id\": 1, \"count\": 2}");
+  if (!r.eat('{'))
+    return std::string("the body must be a JSON object like {\"sku_id\": 1, \"count\": 2}");
   Field sku, count;
   if (!r.eat('}')) {
     do {
@@ -213,12 +241,15 @@ std::variant<CartAdd, std::string> parse_cart_add(std::string_view body) {
     } while (r.eat(','));
     if (!r.eat('}')) return std::string("the body is not valid JSON");
   }
-  if (!r.at_end()) return std::string("the body is not valid JSON: unexpected text after the object");
+  if (!r.at_end())
+    return std::string("the body is not valid JSON: unexpected text after the object");
 
   CartAdd out;
-  if (sku.kind == FieldKind::kMissing) return std::string("sku_id is required: send {\"sku_id\": <sku id>, \"count\": <n>}");
+  if (sku.kind == FieldKind::kMissing)
+    return std::string("sku_id is required: send {\"sku_id\": <sku id>, \"count\": <n>}");
   auto sku_id = field_int(sku);
-  if (!sku_id || *sku_id > 2147483647) return std::string("sku_id must be a positive integer that fits in 32 bits");
+  if (!sku_id || *sku_id > 2147483647)
+    return std::string("sku_id must be a positive integer that fits in 32 bits");
   out.sku_id = static_cast<std::int32_t>(*sku_id);
   if (count.kind != FieldKind::kMissing) {
     auto n = field_int(count);

@@ -24,8 +24,11 @@ void Metrics::render(std::string& out) const {
   for (int i = 0; i < kRoutes; ++i) {
     auto label = route_label(static_cast<Route>(i));
     for (int s = 0; s < kStatuses; ++s) {
-      auto n = routes_[static_cast<std::size_t>(i)].by_status[static_cast<std::size_t>(s)].load(std::memory_order_relaxed);
-      if (n) fmt::format_to(it, "catwalk_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", label, s, n);
+      auto n = routes_[static_cast<std::size_t>(i)].by_status[static_cast<std::size_t>(s)].load(
+          std::memory_order_relaxed);
+      if (n)
+        fmt::format_to(it, "catwalk_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", label,
+                       s, n);
     }
   }
   out += "# HELP catwalk_http_request_duration_seconds Time from routing to response, by route.\n";
@@ -38,14 +41,18 @@ void Metrics::render(std::string& out) const {
     std::uint64_t cumulative = 0;
     for (std::size_t b = 0; b < kBucketsSeconds.size(); ++b) {
       cumulative += r.buckets[b].load(std::memory_order_relaxed);
-      fmt::format_to(it, "catwalk_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n", label,
-                     kBucketsSeconds[b], cumulative);
+      fmt::format_to(it,
+                     "catwalk_http_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n",
+                     label, kBucketsSeconds[b], cumulative);
     }
     cumulative += r.buckets[kBucketsSeconds.size()].load(std::memory_order_relaxed);
-    fmt::format_to(it, "catwalk_http_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n", label, cumulative);
+    fmt::format_to(it,
+                   "catwalk_http_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n",
+                   label, cumulative);
     fmt::format_to(it, "catwalk_http_request_duration_seconds_sum{{route=\"{}\"}} {:.6f}\n", label,
                    static_cast<double>(r.sum_micros.load(std::memory_order_relaxed)) / 1e6);
-    fmt::format_to(it, "catwalk_http_request_duration_seconds_count{{route=\"{}\"}} {}\n", label, cumulative);
+    fmt::format_to(it, "catwalk_http_request_duration_seconds_count{{route=\"{}\"}} {}\n", label,
+                   cumulative);
   }
 }
 

@@ -29,7 +29,8 @@ constexpr StmtDef kStmts[] = {
      "  WHERE EXISTS (SELECT 1 FROM catwalk.skus WHERE id = $2::int4)"
      "  RETURNING 1) "
      "SELECT (SELECT count(*) FROM ins), "
-     "(SELECT count(*) FROM public.cart WHERE user_session = $1::int4 AND product_id = $2::int4 AND active)"},
+     "(SELECT count(*) FROM public.cart WHERE user_session = $1::int4 AND product_id = $2::int4 "
+     "AND active)"},
     {"ping", "SELECT 1"},
 };
 static_assert(std::size(kStmts) == static_cast<std::size_t>(Stmt::kCount));
@@ -44,7 +45,8 @@ pg::Result PooledConnection::exec(Stmt s, int n, const char* const* values) {
   return conn_.exec_prepared(kStmts[i].name, n, values);
 }
 
-ConnectionPool::ConnectionPool(std::string conninfo, int size, std::chrono::milliseconds borrow_timeout)
+ConnectionPool::ConnectionPool(std::string conninfo, int size,
+                               std::chrono::milliseconds borrow_timeout)
     : conninfo_(std::move(conninfo)), borrow_timeout_(borrow_timeout) {
   if (size < 1) size = 1;
   slots_.resize(static_cast<std::size_t>(size));

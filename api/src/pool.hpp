@@ -44,8 +44,8 @@ struct PoolStats {
   int size = 0;
   int in_use = 0;
   std::uint64_t borrows = 0;
-  std::uint64_t waits = 0;      // borrows that had to wait for a free connection
-  std::uint64_t timeouts = 0;   // borrows that gave up
+  std::uint64_t waits = 0;     // borrows that had to wait for a free connection
+  std::uint64_t timeouts = 0;  // borrows that gave up
   std::uint64_t connects = 0;
   std::uint64_t connect_failures = 0;
 };
@@ -58,7 +58,9 @@ class ConnectionPool {
   class Lease {
    public:
     Lease(ConnectionPool* pool, int slot, bool fresh) : pool_(pool), slot_(slot), fresh_(fresh) {}
-    Lease(Lease&& o) noexcept : pool_(o.pool_), slot_(o.slot_), fresh_(o.fresh_) { o.pool_ = nullptr; }
+    Lease(Lease&& o) noexcept : pool_(o.pool_), slot_(o.slot_), fresh_(o.fresh_) {
+      o.pool_ = nullptr;
+    }
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
     Lease& operator=(Lease&&) = delete;
@@ -96,11 +98,12 @@ class ConnectionPool {
 
   mutable std::mutex mu_;
   std::deque<Waiter*> waiters_;  // FIFO
-  std::vector<int> free_;  // LIFO: the hottest connection is reused first
-  bool db_down_ = false;                                  // the last connect failed
+  std::vector<int> free_;        // LIFO: the hottest connection is reused first
+  bool db_down_ = false;         // the last connect failed
   std::chrono::steady_clock::time_point next_connect_{};  // earliest next probe while down
 
-  std::atomic<std::uint64_t> borrows_{0}, waits_{0}, timeouts_{0}, connects_{0}, connect_failures_{0};
+  std::atomic<std::uint64_t> borrows_{0}, waits_{0}, timeouts_{0}, connects_{0},
+      connect_failures_{0};
 };
 
 }  // namespace catwalk::api

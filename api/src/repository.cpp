@@ -17,9 +17,12 @@ struct IntText {
 
 Stmt doc_stmt(DocKind k) {
   switch (k) {
-    case DocKind::kDetail: return Stmt::kDetail;
-    case DocKind::kStyles: return Stmt::kStyles;
-    default: return Stmt::kRelated;
+    case DocKind::kDetail:
+      return Stmt::kDetail;
+    case DocKind::kStyles:
+      return Stmt::kStyles;
+    default:
+      return Stmt::kRelated;
   }
 }
 }  // namespace
@@ -29,7 +32,8 @@ bool is_unavailable(const std::exception& e) {
   if (auto* db = dynamic_cast<const pg::DbError*>(&e)) {
     const auto& st = db->sqlstate();
     // Lost connection, server shutting down/starting, statement timeout, catalogue not loaded.
-    return db->connection_lost() || st == "57014" || st == "42P01" || st == "3F000" || st == "53300";
+    return db->connection_lost() || st == "57014" || st == "42P01" || st == "3F000" ||
+           st == "53300";
   }
   return false;
 }
@@ -80,7 +84,8 @@ std::vector<CartLine> Repository::cart(std::int32_t session) {
   });
 }
 
-std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::int32_t sku, std::int32_t count) {
+std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::int32_t sku,
+                                                    std::int32_t count) {
   IntText a(session), b(sku), n(count);
   const char* values[] = {a.c_str(), b.c_str(), n.c_str()};
   // Not retried: a connection lost mid-statement may or may not have committed, and a retry

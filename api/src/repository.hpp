@@ -31,7 +31,8 @@ class Repository {
   std::vector<CartLine> cart(std::int32_t session);
   // Adds `count` units; returns the session's count for the sku after the (committed) write,
   // or nullopt when the sku does not exist (nothing written).
-  std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku, std::int32_t count);
+  std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku,
+                                          std::int32_t count);
   void ping();
 
  private:

@@ -7,15 +7,24 @@ namespace catwalk::api {
 
 std::string_view route_label(Route r) {
   switch (r) {
-    case Route::kProducts: return "products";
-    case Route::kProduct: return "product";
-    case Route::kStyles: return "styles";
-    case Route::kRelated: return "related";
-    case Route::kCart: return "cart";
-    case Route::kHealth: return "health";
-    case Route::kReady: return "ready";
-    case Route::kMetrics: return "metrics";
-    default: return "unmatched";
+    case Route::kProducts:
+      return "products";
+    case Route::kProduct:
+      return "product";
+    case Route::kStyles:
+      return "styles";
+    case Route::kRelated:
+      return "related";
+    case Route::kCart:
+      return "cart";
+    case Route::kHealth:
+      return "health";
+    case Route::kReady:
+      return "ready";
+    case Route::kMetrics:
+      return "metrics";
+    default:
+      return "unmatched";
   }
 }
 
@@ -43,9 +52,12 @@ RouteMatch match_route(std::string_view path) {
 
 std::string_view allowed_methods(Route r) {
   switch (r) {
-    case Route::kCart: return "GET, HEAD, POST, OPTIONS";
-    case Route::kUnmatched: return "";
-    default: return "GET, HEAD, OPTIONS";
+    case Route::kCart:
+      return "GET, HEAD, POST, OPTIONS";
+    case Route::kUnmatched:
+      return "";
+    default:
+      return "GET, HEAD, OPTIONS";
   }
 }
 
@@ -71,9 +83,12 @@ std::optional<Int> parse_digits(std::string_view s) {
 
 std::optional<std::int32_t> parse_id(std::string_view s) { return parse_digits<std::int32_t>(s); }
 
-std::optional<std::int64_t> parse_positive(std::string_view s) { return parse_digits<std::int64_t>(s); }
+std::optional<std::int64_t> parse_positive(std::string_view s) {
+  return parse_digits<std::int64_t>(s);
+}
 
-std::optional<std::pair<std::int32_t, std::int32_t>> page_bounds(std::int64_t page, std::int64_t count) {
+std::optional<std::pair<std::int32_t, std::int32_t>> page_bounds(std::int64_t page,
+                                                                 std::int64_t count) {
   constexpr std::int64_t kMaxRank = std::numeric_limits<std::int32_t>::max();
   // (page-1)*count without overflow: past kMaxRank no product can be on the page.
   if (page - 1 > kMaxRank / count) return std::nullopt;

@@ -44,6 +44,7 @@ std::optional<std::int64_t> parse_positive(std::string_view s);
 
 // The rn bounds (lo, hi] of page `page` of size `count` (both >= 1), clamped to 32 bits.
 // std::nullopt when the page starts past any possible rank: the answer is [] without a query.
-std::optional<std::pair<std::int32_t, std::int32_t>> page_bounds(std::int64_t page, std::int64_t count);
+std::optional<std::pair<std::int32_t, std::int32_t>> page_bounds(std::int64_t page,
+                                                                 std::int64_t count);
 
 }  // namespace catwalk::api

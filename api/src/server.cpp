@@ -62,7 +62,8 @@ void send_error(Response& res, int status, std::string_view code, std::string_vi
 
 void send_unavailable(Response& res) {
   res.set_header("Retry-After", "1");
-  send_error(res, 503, "unavailable", "The database is unreachable right now; retry in a few seconds.");
+  send_error(res, 503, "unavailable",
+             "The database is unreachable right now; retry in a few seconds.");
 }
 
 // The database answers but has no published catalogue (no migrations, or no load yet).
@@ -72,7 +73,8 @@ bool catalogue_missing(const std::exception& e) {
 }
 
 std::string invalid_id_message(std::string_view raw) {
-  std::string m = "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
+  std::string m =
+      "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
   m.append(raw.substr(0, 40));
   m += "\".";
   return m;
@@ -138,12 +140,14 @@ struct Server::Impl {
       if (catalogue_missing(e)) {
         res.set_header("Retry-After", "5");
         send_error(res, 503, "unavailable",
-                   "The catalogue is not loaded yet: run `catwalk-etl migrate` and `catwalk-etl load` on this database.");
+                   "The catalogue is not loaded yet: run `catwalk-etl migrate` and `catwalk-etl "
+                   "load` on this database.");
       } else if (is_unavailable(e)) {
         send_unavailable(res);
       } else {
         catwalk::log("error: {}", e.what());
-        send_error(res, 500, "internal", "The server failed to answer this request; it has been logged.");
+        send_error(res, 500, "internal",
+                   "The server failed to answer this request; it has been logged.");
       }
     }
   }
@@ -157,7 +161,9 @@ void Server::Impl::configure() {
   http.set_tcp_nodelay(true);
   const int threads = std::max(opt.threads, 2);
   // cpp-httplib owns and deletes the queue it gets from this factory.
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  http.new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
+  };
   http.set_keep_alive_max_count(100000);
   // An idle (keep-alive or never-used) connection frees its worker after io_timeout_s; so does
   // a client that stalls mid-request or stops reading its response.
@@ -168,7 +174,8 @@ void Server::Impl::configure() {
   http.set_payload_max_length(kMaxBodyBytes);
   http.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
 
-  http.set_pre_routing_handler([this](const Request& req, Response& res) { return pre_route(req, res); });
+  http.set_pre_routing_handler(
+      [this](const Request& req, Response& res) { return pre_route(req, res); });
   // Methods that carry a body reach these after cpp-httplib has read it (so the connection
   // stays usable and oversized bodies get 413); everything else is answered in pre_route.
   auto body_handler = [this](const Request& req, Response& res) { handle_with_body(req, res); };
@@ -176,9 +183,10 @@ void Server::Impl::configure() {
   http.Put(".*", body_handler);
   http.Patch(".*", body_handler);
   http.Delete(".*", body_handler);
-  http.set_error_handler(httplib::Server::HandlerWithResponse([this](const Request& req, Response& res) {
-    return error_response(req, res) ? HandlerResponse::Handled : HandlerResponse::Unhandled;
-  }));
+  http.set_error_handler(
+      httplib::Server::HandlerWithResponse([this](const Request& req, Response& res) {
+        return error_response(req, res) ? HandlerResponse::Handled : HandlerResponse::Unhandled;
+      }));
   http.set_exception_handler([this](const Request&, Response& res, std::exception_ptr ep) {
     guarded(res, [&] {
       if (ep) std::rethrow_exception(ep);
@@ -196,7 +204,8 @@ HandlerResponse Server::Impl::pre_route(const Request& req, Response& res) {
   if (method != "GET" && method != "HEAD" && method != "OPTIONS") return HandlerResponse::Unhandled;
   guarded(res, [&] {
     if (m.route == Route::kUnmatched) {
-      send_error(res, 404, "not_found", "No such route; see openapi.yaml for the routes this API serves.");
+      send_error(res, 404, "not_found",
+                 "No such route; see openapi.yaml for the routes this API serves.");
     } else if (method == "OPTIONS") {
       // CORS preflight: browsers send it before a POST with a JSON body or a user_session header.
       res.status = 204;
@@ -204,7 +213,8 @@ HandlerResponse Server::Impl::pre_route(const Request& req, Response& res) {
       res.set_header("Allow", allow);
       res.set_header("Access-Control-Allow-Methods", allow);
       auto requested = req.get_header_value("Access-Control-Request-Headers");
-      res.set_header("Access-Control-Allow-Headers", requested.empty() ? "Content-Type, user_session" : requested);
+      res.set_header("Access-Control-Allow-Headers",
+                     requested.empty() ? "Content-Type, user_session" : requested);
       res.set_header("Access-Control-Max-Age", "86400");
     } else {
       handle_get(m, req, res);
@@ -215,15 +225,24 @@ HandlerResponse Server::Impl::pre_route(const Request& req, Response& res) {
 
 void Server::Impl::handle_get(const RouteMatch& m, const Request& req, Response& res) {
   switch (m.route) {
-    case Route::kStyles: return product_doc(DocKind::kStyles, m.id, res);
-    case Route::kProduct: return product_doc(DocKind::kDetail, m.id, res);
-    case Route::kRelated: return product_doc(DocKind::kRelated, m.id, res);
-    case Route::kProducts: return product_page(req, res);
-    case Route::kCart: return get_cart(req, res);
-    case Route::kHealth: return send_json(res, 200, R"({"status":"ok"})");
-    case Route::kReady: return ready(res);
-    case Route::kMetrics: return render_metrics(res);
-    default: send_error(res, 404, "not_found", "No such route.");
+    case Route::kStyles:
+      return product_doc(DocKind::kStyles, m.id, res);
+    case Route::kProduct:
+      return product_doc(DocKind::kDetail, m.id, res);
+    case Route::kRelated:
+      return product_doc(DocKind::kRelated, m.id, res);
+    case Route::kProducts:
+      return product_page(req, res);
+    case Route::kCart:
+      return get_cart(req, res);
+    case Route::kHealth:
+      return send_json(res, 200, R"({"status":"ok"})");
+    case Route::kReady:
+      return ready(res);
+    case Route::kMetrics:
+      return render_metrics(res);
+    default:
+      send_error(res, 404, "not_found", "No such route.");
   }
 }
 
@@ -231,12 +250,13 @@ void Server::Impl::handle_with_body(const Request& req, Response& res) {
   guarded(res, [&] {
     RouteMatch m = match_route(req.path);
     if (m.route == Route::kUnmatched) {
-      send_error(res, 404, "not_found", "No such route; see openapi.yaml for the routes this API serves.");
+      send_error(res, 404, "not_found",
+                 "No such route; see openapi.yaml for the routes this API serves.");
     } else if (!method_allowed(m.route, req.method)) {
       res.set_header("Allow", std::string(allowed_methods(m.route)));
       send_error(res, 405, "method_not_allowed",
-                 fmt::format("{} is not allowed here; this route accepts {}.", printable(req.method),
-                             allowed_methods(m.route)));
+                 fmt::format("{} is not allowed here; this route accepts {}.",
+                             printable(req.method), allowed_methods(m.route)));
     } else {
       post_cart(req, res);
     }
@@ -248,7 +268,8 @@ void Server::Impl::handle_with_body(const Request& req, Response& res) {
 void Server::Impl::product_doc(DocKind kind, std::string_view raw_id, Response& res) {
   auto id = parse_id(raw_id);
   if (!id) return send_error(res, 400, "invalid_id", invalid_id_message(raw_id));
-  const std::uint64_t key = (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(*id);
+  const std::uint64_t key =
+      (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(*id);
   const bool use_cache = cache.enabled();
   std::uint64_t generation = 0;
   if (use_cache) {
@@ -268,13 +289,16 @@ void Server::Impl::product_page(const Request& req, Response& res) {
   std::int64_t page = 1, count = 5;
   if (req.has_param("page")) {
     auto v = parse_positive(req.get_param_value("page"));
-    if (!v) return send_error(res, 400, "invalid_query", "page must be a positive whole number, like ?page=2.");
+    if (!v)
+      return send_error(res, 400, "invalid_query",
+                        "page must be a positive whole number, like ?page=2.");
     page = *v;
   }
   if (req.has_param("count")) {
     auto v = parse_positive(req.get_param_value("count"));
     if (!v || *v > 1000) {
-      return send_error(res, 400, "invalid_query", "count must be a whole number from 1 to 1000, like ?count=5.");
+      return send_error(res, 400, "invalid_query",
+                        "count must be a whole number from 1 to 1000, like ?count=5.");
     }
     count = *v;
   }
@@ -285,8 +309,9 @@ void Server::Impl::product_page(const Request& req, Response& res) {
 
 std::optional<std::int32_t> Server::Impl::session(const Request& req, Response& res) {
   if (!req.has_header("user_session")) {
-    send_error(res, 400, "invalid_session",
-               "The user_session header is required: a positive whole number identifying the cart.");
+    send_error(
+        res, 400, "invalid_session",
+        "The user_session header is required: a positive whole number identifying the cart.");
     return std::nullopt;
   }
   auto s = parse_id(req.get_header_value("user_session"));
@@ -314,12 +339,14 @@ void Server::Impl::post_cart(const Request& req, Response& res) {
   auto s = session(req, res);
   if (!s) return;
   auto parsed = parse_cart_add(req.body);
-  if (auto* message = std::get_if<std::string>(&parsed)) return send_error(res, 400, "invalid_body", *message);
+  if (auto* message = std::get_if<std::string>(&parsed))
+    return send_error(res, 400, "invalid_body", *message);
   const auto& add = std::get<CartAdd>(parsed);
   auto total = repo.add_to_cart(*s, add.sku_id, add.count);
   if (!total) {
-    return send_error(res, 400, "unknown_sku",
-                      fmt::format("No sku has id {}; use a sku id from /products/:id/styles.", add.sku_id));
+    return send_error(
+        res, 400, "unknown_sku",
+        fmt::format("No sku has id {}; use a sku id from /products/:id/styles.", add.sku_id));
   }
   send_json(res, 201, fmt::format(R"({{"sku_id":{},"count":{}}})", add.sku_id, *total));
 }
@@ -340,37 +367,39 @@ void Server::Impl::render_metrics(Response& res) {
   metrics.render(out);
   auto it = std::back_inserter(out);
   auto p = pool.stats();
-  fmt::format_to(it,
-                 "# HELP catwalk_db_pool_size Database connections the pool may hold.\n"
-                 "# TYPE catwalk_db_pool_size gauge\ncatwalk_db_pool_size {}\n"
-                 "# HELP catwalk_db_pool_in_use Database connections lent to requests now.\n"
-                 "# TYPE catwalk_db_pool_in_use gauge\ncatwalk_db_pool_in_use {}\n"
-                 "# HELP catwalk_db_pool_borrows_total Connection borrows.\n"
-                 "# TYPE catwalk_db_pool_borrows_total counter\ncatwalk_db_pool_borrows_total {}\n"
-                 "# HELP catwalk_db_pool_waits_total Borrows that waited for a free connection.\n"
-                 "# TYPE catwalk_db_pool_waits_total counter\ncatwalk_db_pool_waits_total {}\n"
-                 "# HELP catwalk_db_pool_timeouts_total Borrows that gave up waiting (answered 503).\n"
-                 "# TYPE catwalk_db_pool_timeouts_total counter\ncatwalk_db_pool_timeouts_total {}\n"
-                 "# HELP catwalk_db_connects_total Database connections opened.\n"
-                 "# TYPE catwalk_db_connects_total counter\ncatwalk_db_connects_total {}\n"
-                 "# HELP catwalk_db_connect_failures_total Failed attempts to open a database connection.\n"
-                 "# TYPE catwalk_db_connect_failures_total counter\ncatwalk_db_connect_failures_total {}\n",
-                 p.size, p.in_use, p.borrows, p.waits, p.timeouts, p.connects, p.connect_failures);
-  fmt::format_to(it,
-                 "# HELP catwalk_cache_hits_total Document cache hits.\n"
-                 "# TYPE catwalk_cache_hits_total counter\ncatwalk_cache_hits_total {}\n"
-                 "# HELP catwalk_cache_misses_total Document cache misses.\n"
-                 "# TYPE catwalk_cache_misses_total counter\ncatwalk_cache_misses_total {}\n"
-                 "# HELP catwalk_cache_invalidations_total Cache flushes (publishes seen, database lost).\n"
-                 "# TYPE catwalk_cache_invalidations_total counter\ncatwalk_cache_invalidations_total {}\n"
-                 "# HELP catwalk_cache_entries Documents in the cache.\n"
-                 "# TYPE catwalk_cache_entries gauge\ncatwalk_cache_entries {}\n"
-                 "# HELP catwalk_cache_bytes Bytes of documents in the cache.\n"
-                 "# TYPE catwalk_cache_bytes gauge\ncatwalk_cache_bytes {}\n"
-                 "# HELP catwalk_publish_version catwalk_publish.version last seen (-1: unknown).\n"
-                 "# TYPE catwalk_publish_version gauge\ncatwalk_publish_version {}\n",
-                 cache.hits(), cache.misses(), cache.invalidations(), cache.entries(), cache.bytes(),
-                 publish_version.load());
+  fmt::format_to(
+      it,
+      "# HELP catwalk_db_pool_size Database connections the pool may hold.\n"
+      "# TYPE catwalk_db_pool_size gauge\ncatwalk_db_pool_size {}\n"
+      "# HELP catwalk_db_pool_in_use Database connections lent to requests now.\n"
+      "# TYPE catwalk_db_pool_in_use gauge\ncatwalk_db_pool_in_use {}\n"
+      "# HELP catwalk_db_pool_borrows_total Connection borrows.\n"
+      "# TYPE catwalk_db_pool_borrows_total counter\ncatwalk_db_pool_borrows_total {}\n"
+      "# HELP catwalk_db_pool_waits_total Borrows that waited for a free connection.\n"
+      "# TYPE catwalk_db_pool_waits_total counter\ncatwalk_db_pool_waits_total {}\n"
+      "# HELP catwalk_db_pool_timeouts_total Borrows that gave up waiting (answered 503).\n"
+      "# TYPE catwalk_db_pool_timeouts_total counter\ncatwalk_db_pool_timeouts_total {}\n"
+      "# HELP catwalk_db_connects_total Database connections opened.\n"
+      "# TYPE catwalk_db_connects_total counter\ncatwalk_db_connects_total {}\n"
+      "# HELP catwalk_db_connect_failures_total Failed attempts to open a database connection.\n"
+      "# TYPE catwalk_db_connect_failures_total counter\ncatwalk_db_connect_failures_total {}\n",
+      p.size, p.in_use, p.borrows, p.waits, p.timeouts, p.connects, p.connect_failures);
+  fmt::format_to(
+      it,
+      "# HELP catwalk_cache_hits_total Document cache hits.\n"
+      "# TYPE catwalk_cache_hits_total counter\ncatwalk_cache_hits_total {}\n"
+      "# HELP catwalk_cache_misses_total Document cache misses.\n"
+      "# TYPE catwalk_cache_misses_total counter\ncatwalk_cache_misses_total {}\n"
+      "# HELP catwalk_cache_invalidations_total Cache flushes (publishes seen, database lost).\n"
+      "# TYPE catwalk_cache_invalidations_total counter\ncatwalk_cache_invalidations_total {}\n"
+      "# HELP catwalk_cache_entries Documents in the cache.\n"
+      "# TYPE catwalk_cache_entries gauge\ncatwalk_cache_entries {}\n"
+      "# HELP catwalk_cache_bytes Bytes of documents in the cache.\n"
+      "# TYPE catwalk_cache_bytes gauge\ncatwalk_cache_bytes {}\n"
+      "# HELP catwalk_publish_version catwalk_publish.version last seen (-1: unknown).\n"
+      "# TYPE catwalk_publish_version gauge\ncatwalk_publish_version {}\n",
+      cache.hits(), cache.misses(), cache.invalidations(), cache.entries(), cache.bytes(),
+      publish_version.load());
   res.status = 200;
   res.body = std::move(out);
   res.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
@@ -384,7 +413,8 @@ bool Server::Impl::error_response(const Request& req, Response& res) {
   switch (res.status) {
     case 413:
       send_error(res, 413, "payload_too_large",
-                 fmt::format("The request body is larger than {} bytes; send a smaller body.", kMaxBodyBytes));
+                 fmt::format("The request body is larger than {} bytes; send a smaller body.",
+                             kMaxBodyBytes));
       break;
     case 414:
       send_error(res, 414, "uri_too_long", "The request URI is too long.");
@@ -396,7 +426,8 @@ bool Server::Impl::error_response(const Request& req, Response& res) {
         send_error(res, 405, "method_not_allowed",
                    fmt::format("This route accepts {}.", allowed_methods(m.route)));
       } else {
-        send_error(res, 404, "not_found", "No such route; see openapi.yaml for the routes this API serves.");
+        send_error(res, 404, "not_found",
+                   "No such route; see openapi.yaml for the routes this API serves.");
       }
       break;
     }
@@ -408,7 +439,8 @@ bool Server::Impl::error_response(const Request& req, Response& res) {
       break;
     default:
       if (res.status >= 500) {
-        send_error(res, res.status, "internal", "The server failed to answer this request; it has been logged.");
+        send_error(res, res.status, "internal",
+                   "The server failed to answer this request; it has been logged.");
       } else {
         send_error(res, res.status, "bad_request", "The request cannot be answered as sent.");
       }
@@ -428,8 +460,8 @@ void Server::Impl::log_request(const Request& req, const Response& res) {
   t_request = {};
   metrics.record(route, res.status, micros);
   if (opt.access_log) {
-    catwalk::log("{} {} {} {} {:.3f}ms", printable(req.method), printable(req.path), res.status, res.body.size(),
-                 static_cast<double>(micros) / 1000.0);
+    catwalk::log("{} {} {} {} {:.3f}ms", printable(req.method), printable(req.path), res.status,
+                 res.body.size(), static_cast<double>(micros) / 1000.0);
   }
 }
 
@@ -460,7 +492,8 @@ void Server::Impl::watch_publish() {
       }
       cache.set_usable(true);
     } catch (const std::exception&) {
-      if (cache.enabled()) catwalk::log("publish watcher: cannot read catwalk_publish; document cache off");
+      if (cache.enabled())
+        catwalk::log("publish watcher: cannot read catwalk_publish; document cache off");
       cache.set_usable(false);
       cache.invalidate();
       seen = -1;
@@ -474,7 +507,9 @@ void Server::Impl::watch_publish() {
   }
 }
 
-Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) { impl_->configure(); }
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  impl_->configure();
+}
 
 Server::~Server() = default;
 
@@ -483,13 +518,16 @@ int Server::bind() {
   int port = im.opt.port;
   if (port == 0) {
     port = im.http.bind_to_any_port(im.opt.host);
-    if (port < 0) throw std::runtime_error(fmt::format("cannot bind {}: no free port", im.opt.host));
+    if (port < 0)
+      throw std::runtime_error(fmt::format("cannot bind {}: no free port", im.opt.host));
   } else if (!im.http.bind_to_port(im.opt.host, port)) {
     throw std::runtime_error(
-        fmt::format("cannot listen on {}:{}: the port is in use or not allowed; pick another with --port or PORT",
+        fmt::format("cannot listen on {}:{}: the port is in use or not allowed; pick another with "
+                    "--port or PORT",
                     im.opt.host, port));
   }
-  if (!im.http.relisten(kListenBacklog)) catwalk::log("warning: could not raise the listen backlog");
+  if (!im.http.relisten(kListenBacklog))
+    catwalk::log("warning: could not raise the listen backlog");
   im.opt.port = port;
   return port;
 }

@@ -37,8 +37,9 @@ std::string shell_quote(const std::string& s) { return "'" + s + "'"; }
 // Loads an export folder into the shared test database with the real loader; returns its result.
 catwalk::test::CommandResult etl_load(const std::string& dir) {
   std::string rejects = catwalk::test::make_temp_dir("catwalk-api-rejects");
-  auto r = run_command(binary_path("catwalk-etl") + " load --db " + shell_quote(shared_server().url()) +
-                       " --rejects-dir " + shell_quote(rejects) + " " + shell_quote(dir));
+  auto r =
+      run_command(binary_path("catwalk-etl") + " load --db " + shell_quote(shared_server().url()) +
+                  " --rejects-dir " + shell_quote(rejects) + " " + shell_quote(dir));
   fs::remove_all(rejects);
   return r;
 }
@@ -159,9 +160,10 @@ TEST_CASE("GET /products/1/styles: styles, prices, skus in export order") {
   auto s1 = style_text(b, 1);
   CHECK(s1.starts_with(
       R"({"style_id":1,"name":"Forest Green & Black","original_price":"140","sale_price":null,"default?":true,"photos":[{"thumbnail_url":)"));
-  CHECK(s1.find(
-            R"("skus":{"1":{"quantity":8,"size":"XS"},"2":{"quantity":16,"size":"S"},"3":{"quantity":17,"size":"M"},"4":{"quantity":10,"size":"L"},"5":{"quantity":15,"size":"XL"},"6":{"quantity":4,"size":"XL"}}})") !=
-        std::string::npos);
+  CHECK(
+      s1.find(
+          R"("skus":{"1":{"quantity":8,"size":"XS"},"2":{"quantity":16,"size":"S"},"3":{"quantity":17,"size":"M"},"4":{"quantity":10,"size":"L"},"5":{"quantity":15,"size":"XL"},"6":{"quantity":4,"size":"XL"}}})") !=
+      std::string::npos);
   auto s2 = style_text(b, 2);
   auto skus2 = s2.find(R"("skus":{)");
   REQUIRE(skus2 != std::string::npos);
@@ -204,7 +206,8 @@ TEST_CASE("GET /products pages") {
   REQUIRE(r->status == 200);
   CHECK(r->body.starts_with(R"([{"id":6,"name":)"));
   CHECK(occurrences(r->body, "{\"id\":") == 5);
-  for (int id = 6; id <= 10; ++id) CHECK(r->body.find("{\"id\":" + std::to_string(id) + ",") != std::string::npos);
+  for (int id = 6; id <= 10; ++id)
+    CHECK(r->body.find("{\"id\":" + std::to_string(id) + ",") != std::string::npos);
   CHECK(r->body.find("\"features\"") == std::string::npos);
   auto d = get("/products");
   REQUIRE(d);
@@ -214,8 +217,9 @@ TEST_CASE("GET /products pages") {
   REQUIRE(all);
   CHECK(occurrences(all->body, "{\"id\":") == 12);
   CHECK(all->body.ends_with(R"("default_price":"99.50"}])"));
-  for (const char* past : {"/products?page=3&count=10", "/products?page=9223372036854775807&count=1000",
-                           "/products?page=429496731&count=5"}) {
+  for (const char* past :
+       {"/products?page=3&count=10", "/products?page=9223372036854775807&count=1000",
+        "/products?page=429496731&count=5"}) {
     CAPTURE(past);
     auto p = get(past);
     REQUIRE(p);
@@ -226,8 +230,8 @@ TEST_CASE("GET /products pages") {
 
 TEST_CASE("bad path ids are 400, unknown products 404, for every product route") {
   for (std::string suffix : {"", "/styles", "/related"}) {
-    for (std::string bad : {"abc", "-1", "1.5", "99999999999", ":product_id", "", "+1", "0", "2147483648", "1e3",
-                            "%201"}) {
+    for (std::string bad : {"abc", "-1", "1.5", "99999999999", ":product_id", "", "+1", "0",
+                            "2147483648", "1e3", "%201"}) {
       std::string path = "/products/" + bad + suffix;
       CAPTURE(path);
       check_error(get(path), 400, "invalid_id");
@@ -240,15 +244,17 @@ TEST_CASE("bad path ids are 400, unknown products 404, for every product route")
 }
 
 TEST_CASE("bad query parameters are 400") {
-  for (const char* q : {"page=0", "page=abc", "page=-1", "page=", "count=0", "count=1001", "count=-5", "count=2.5",
-                        "page=1&count=x", "page=99999999999999999999999"}) {
+  for (const char* q :
+       {"page=0", "page=abc", "page=-1", "page=", "count=0", "count=1001", "count=-5", "count=2.5",
+        "page=1&count=x", "page=99999999999999999999999"}) {
     CAPTURE(q);
     check_error(get(std::string("/products?") + q), 400, "invalid_query");
   }
 }
 
 TEST_CASE("unknown routes 404, other methods 405, big bodies 413") {
-  for (const char* path : {"/", "/nope", "/products/1/reviews", "/catwalk", "/catwalk/nope", "/cartx"}) {
+  for (const char* path :
+       {"/", "/nope", "/products/1/reviews", "/catwalk", "/catwalk/nope", "/cartx"}) {
     CAPTURE(path);
     check_error(get(path), 404, "not_found");
   }
@@ -332,9 +338,10 @@ TEST_CASE("POST /cart adds units and answers the session's line") {
   check_error(post_cart(R"({"sku_id":999999,"count":1})", session), 400, "unknown_sku");
   check_error(post_cart(R"({"sku_id":1})"), 400, "invalid_session");
   check_error(post_cart(R"({"sku_id":1})", "x"), 400, "invalid_session");
-  for (const char* bad : {"", "not json", "{", "[]", R"({"count":1})", R"({"sku_id":0})", R"({"sku_id":"a"})",
-                          R"({"sku_id":1,"count":0})", R"({"sku_id":1,"count":1001})", R"({"sku_id":1,"count":-1})",
-                          R"({"sku_id":1.5})", R"({"sku_id":99999999999})"}) {
+  for (const char* bad :
+       {"", "not json", "{", "[]", R"({"count":1})", R"({"sku_id":0})", R"({"sku_id":"a"})",
+        R"({"sku_id":1,"count":0})", R"({"sku_id":1,"count":1001})", R"({"sku_id":1,"count":-1})",
+        R"({"sku_id":1.5})", R"({"sku_id":99999999999})"}) {
     CAPTURE(bad);
     check_error(post_cart(bad, session), 400, "invalid_body");
   }
@@ -379,8 +386,9 @@ TEST_CASE("/health, /ready and /metrics") {
   CHECK(m->status == 200);
   CHECK(m->get_header_value("Content-Type").starts_with("text/plain; version=0.0.4"));
   for (const char* family :
-       {"catwalk_http_requests_total{route=\"styles\",status=\"200\"}", "catwalk_http_request_duration_seconds_bucket",
-        "catwalk_db_pool_size 4", "catwalk_db_pool_in_use", "catwalk_cache_hits_total", "catwalk_publish_version"}) {
+       {"catwalk_http_requests_total{route=\"styles\",status=\"200\"}",
+        "catwalk_http_request_duration_seconds_bucket", "catwalk_db_pool_size 4",
+        "catwalk_db_pool_in_use", "catwalk_cache_hits_total", "catwalk_publish_version"}) {
     CAPTURE(family);
     CHECK(m->body.find(family) != std::string::npos);
   }
@@ -435,7 +443,8 @@ TEST_CASE("a reload is served within 1 s, without restart, and keeps API carts")
   for (int i = 0; i < 4; ++i) {
     hammers.emplace_back([&, i] {
       httplib::Client hc("127.0.0.1", uncached_port);
-      const char* paths[] = {"/products/1", "/products/2/styles", "/products/3/related", "/products?page=1"};
+      const char* paths[] = {"/products/1", "/products/2/styles", "/products/3/related",
+                             "/products?page=1"};
       while (hammering.load()) {
         auto r = hc.Get(paths[i]);
         if (r && r->status == 200) {
@@ -617,8 +626,8 @@ TEST_CASE("the binary: flags, access log, SIGTERM finishes in-flight requests an
   REQUIRE(pid >= 0);
   if (pid == 0) {
     ::dup2(log_fd, STDERR_FILENO);
-    ::execl(bin.c_str(), bin.c_str(), "--db", url.c_str(), "--port", port_text.c_str(), "--threads", "16",
-            static_cast<char*>(nullptr));
+    ::execl(bin.c_str(), bin.c_str(), "--db", url.c_str(), "--port", port_text.c_str(), "--threads",
+            "16", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(log_fd);
@@ -659,7 +668,8 @@ TEST_CASE("the binary: flags, access log, SIGTERM finishes in-flight requests an
   int status = 0;
   pid_t done = 0;
   auto t0 = Clock::now();
-  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 && Clock::now() - t0 < std::chrono::seconds(15)) {
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 &&
+         Clock::now() - t0 < std::chrono::seconds(15)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   go.store(false);
@@ -679,6 +689,7 @@ TEST_CASE("the binary: flags, access log, SIGTERM finishes in-flight requests an
   ss << in.rdbuf();
   std::string log = ss.str();
   CHECK(log.find("GET /health 200 15 ") != std::string::npos);
-  CHECK(log.find("GET /products/1/styles 200 " + std::to_string(expected->body.size()) + " ") != std::string::npos);
+  CHECK(log.find("GET /products/1/styles 200 " + std::to_string(expected->body.size()) + " ") !=
+        std::string::npos);
   fs::remove_all(log_dir);
 }

@@ -25,11 +25,26 @@ TEST_CASE("parse_cart_add: numbers, numeric strings, defaults, ignored fields") 
 }
 
 TEST_CASE("parse_cart_add: every bad body is a message, never a throw") {
-  for (const char* bad : {"", "null", "[]", "{", "{}", R"({"count":2})", R"({"sku_id":0})", R"({"sku_id":-1})",
-                          R"({"sku_id":1.5})", R"({"sku_id":"abc"})", R"({"sku_id":99999999999})",
-                          R"({"sku_id":1,"count":0})", R"({"sku_id":1,"count":1001})", R"({"sku_id":1,"count":null})",
-                          R"({"sku_id":1,"count":true})", R"({"sku_id":1} x)", R"({"sku_id":1,})", R"({'sku_id':1})",
-                          R"({"sku_id":1e2})", "{\"sku_id\":\"1\x01\"}"}) {
+  for (const char* bad : {"",
+                          "null",
+                          "[]",
+                          "{",
+                          "{}",
+                          R"({"count":2})",
+                          R"({"sku_id":0})",
+                          R"({"sku_id":-1})",
+                          R"({"sku_id":1.5})",
+                          R"({"sku_id":"abc"})",
+                          R"({"sku_id":99999999999})",
+                          R"({"sku_id":1,"count":0})",
+                          R"({"sku_id":1,"count":1001})",
+                          R"({"sku_id":1,"count":null})",
+                          R"({"sku_id":1,"count":true})",
+                          R"({"sku_id":1} x)",
+                          R"({"sku_id":1,})",
+                          R"({'sku_id':1})",
+                          R"({"sku_id":1e2})",
+                          "{\"sku_id\":\"1\x01\"}"}) {
     CAPTURE(bad);
     auto r = parse_cart_add(bad);
     CHECK(std::holds_alternative<std::string>(r));

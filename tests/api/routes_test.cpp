@@ -47,8 +47,8 @@ TEST_CASE("parse_id accepts only positive 32-bit decimals") {
   CHECK(parse_id("1") == 1);
   CHECK(parse_id("2147483647") == 2147483647);
   CHECK(parse_id("007") == 7);
-  for (const char* bad : {"", "0", "-1", "+1", "1.5", "abc", "1a", " 1", "1 ", "2147483648", "99999999999",
-                          ":product_id", "0x10", "1e3", "000000000000000000001"}) {
+  for (const char* bad : {"", "0", "-1", "+1", "1.5", "abc", "1a", " 1", "1 ", "2147483648",
+                          "99999999999", ":product_id", "0x10", "1e3", "000000000000000000001"}) {
     CAPTURE(bad);
     CHECK_FALSE(parse_id(bad).has_value());
   }
