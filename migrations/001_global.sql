@@ -1,6 +1,6 @@
 -- catwalk: global
 -- Objects that live outside the swapped catalog schema and survive every reload:
--- the cart (written by the API), the publish record, and helper functions.
+-- the cart (written by the API) and the publish record.
 
 CREATE TABLE IF NOT EXISTS public.cart (
   id           bigserial PRIMARY KEY,
@@ -17,20 +17,6 @@ CREATE TABLE IF NOT EXISTS public.catwalk_publish (
   published_at timestamptz NOT NULL
 );
 INSERT INTO public.catwalk_publish VALUES (true, 0, now()) ON CONFLICT DO NOTHING;
-
--- Money as the contract's JSON value: "140" when whole, "99.50" otherwise, null for NULL.
-CREATE OR REPLACE FUNCTION public.catwalk_money_json(v numeric) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN v IS NULL THEN 'null'
-              WHEN v = trunc(v) THEN '"' || trunc(v)::text || '"'
-              ELSE '"' || to_char(v, 'FM999999999990.00') || '"' END
-$$;
-
--- A JSON string literal for a text value, or null.
-CREATE OR REPLACE FUNCTION public.catwalk_json_text(v text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT coalesce(to_json(v)::text, 'null')
-$$;
 
 CREATE SCHEMA IF NOT EXISTS catwalk;
 

@@ -63,3 +63,16 @@ CREATE TABLE cart_import (
   active       boolean NOT NULL,
   pos          integer NOT NULL
 );
+
+-- The read structure of the API: per product, the exact JSON bodies of GET /products (item),
+-- /products/:id (detail), /products/:id/styles and /products/:id/related. The loader builds
+-- them from the rows it accepts, while it streams them, and COPYs them here; a request is then
+-- one primary-key lookup of text. Text, not jsonb: jsonb reorders keys and loses export order.
+CREATE TABLE product_docs (
+  id      integer NOT NULL,
+  rn      integer NOT NULL,  -- 1-based rank by id: page P of size C is rn in ((P-1)*C, P*C]
+  item    text    NOT NULL,
+  detail  text    NOT NULL,
+  styles  text    COMPRESSION lz4 NOT NULL,
+  related text    NOT NULL
+);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "catwalk/etl/dag.hpp"
+#include "catwalk/etl/documents.hpp"
 #include "catwalk/etl/errors.hpp"
 #include "catwalk/etl/migrations.hpp"
 #include "catwalk/etl/record.hpp"
@@ -45,18 +46,19 @@ struct FileTask {
   // Live progress, written by the worker, read by the progress thread.
   std::atomic<std::uint64_t> live_rows{0};
   std::atomic<std::uint64_t> live_bytes{0};
-  std::atomic<bool> live_running{false};
+  std::atomic<Clock::rep> live_started_ns{0};  // steady clock; 0 = not started
   std::atomic<bool> live_done{false};
 };
 
+// Live progress on stderr: on a terminal, one line per file redrawn in place (rows, MB/s, percent,
+// ETA); otherwise one line per running file every 5 seconds, so CI logs stay short.
 class Progress {
  public:
   Progress(std::vector<std::unique_ptr<FileTask>>& tasks, LoadOptions::Progress mode)
       : tasks_(tasks) {
     terminal_ = mode == LoadOptions::Progress::kTerminal ||
                 (mode == LoadOptions::Progress::kAuto && ::isatty(STDERR_FILENO));
-    enabled_ = mode != LoadOptions::Progress::kOff;
-    if (enabled_) thread_ = std::thread([this] { loop(); });
+    if (mode != LoadOptions::Progress::kOff) thread_ = std::thread([this] { loop(); });
   }
   ~Progress() { stop(); }
   void stop() {
@@ -72,52 +74,41 @@ class Progress {
  private:
   void loop() {
     auto interval = terminal_ ? std::chrono::milliseconds(250) : std::chrono::seconds(5);
-    auto start = Clock::now();
     std::unique_lock lock(m_);
-    while (!cv_.wait_for(lock, interval, [this] { return stopped_; })) render(since(start), false);
-    render(since(start), true);
+    while (!cv_.wait_for(lock, interval, [this] { return stopped_; })) render();
+    if (terminal_) render();  // the final state of every line
   }
 
-  void render(double elapsed, bool final) {
+  void render() {
     std::string out;
-    if (terminal_ && drawn_ > 0) out += fmt::format("\x1b[{}A", drawn_);
+    if (drawn_ > 0) out += fmt::format("\x1b[{}A", drawn_);  // back to the first line
     int lines = 0;
     for (auto& t : tasks_) {
-      bool running = t->live_running.load(), done = t->live_done.load();
-      if (!running && !done) continue;
-      if (!terminal_ && !running) continue;  // plain lines: only what is moving
+      bool done = t->live_done.load();
+      auto started = t->live_started_ns.load();
+      if (started == 0 || (done && !terminal_)) continue;
       std::uint64_t rows = t->live_rows.load(), bytes = t->live_bytes.load();
-      double secs = done ? t->stats.seconds : std::max(1e-3, elapsed - started_at(*t, elapsed));
-      double mbps = bytes / 1e6 / std::max(secs, 1e-3);
-      std::string eta = "done";
+      double secs = done ? t->stats.seconds
+                         : std::max(1e-3, (Clock::now().time_since_epoch().count() - started) / 1e9);
+      double mbps = bytes / 1e6 / secs;
+      std::string state = "done";
       if (!done) {
         double left = t->size > bytes && mbps > 0 ? (t->size - bytes) / 1e6 / mbps : 0;
-        eta = fmt::format("{:3.0f}%  ETA {}:{:02}", t->size ? 100.0 * bytes / t->size : 100.0,
-                          static_cast<int>(left) / 60, static_cast<int>(left) % 60);
+        state = fmt::format("{:3.0f}%  ETA {}:{:02}", t->size ? 100.0 * bytes / t->size : 100.0,
+                            static_cast<int>(left) / 60, static_cast<int>(left) % 60);
       }
-      out += fmt::format("{}{:<13} {:>12} rows {:>8.1f} MB/s  {}{}\n", terminal_ ? "\x1b[2K" : "",
-                         t->spec->file, rows, mbps, eta, terminal_ ? "" : "");
+      out += fmt::format("{}{:<13} {:>12} rows {:>8.1f} MB/s  {}\n", terminal_ ? "\x1b[2K" : "",
+                         t->spec->file, rows, mbps, state);
       ++lines;
     }
-    if (!terminal_ && lines == 0) return;
     if (terminal_) drawn_ = lines;
-    (void)final;
+    if (out.empty()) return;
     ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
     (void)ignored;
   }
 
-  // When a task started, as seen by this thread (first time it was seen running).
-  double started_at(FileTask& t, double now) {
-    for (auto& [task, at] : starts_) {
-      if (task == &t) return at;
-    }
-    starts_.push_back({&t, now});
-    return now;
-  }
-
   std::vector<std::unique_ptr<FileTask>>& tasks_;
-  std::vector<std::pair<FileTask*, double>> starts_;
-  bool terminal_ = false, enabled_ = false, stopped_ = false;
+  bool terminal_ = false, stopped_ = false;
   int drawn_ = 0;
   std::mutex m_;
   std::condition_variable cv_;
@@ -178,54 +169,104 @@ class Run {
     main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));
     replay_catalog_phase(*main_, kStagingSchema, MigrationScope::kCatalogPreData);
+    documents_ = std::make_unique<DocumentStore>(fs::temp_directory_path().string(), kPartitions);
   }
 
-  void load_files() {
-    Progress progress(tasks_, o_.progress);
+  // Everything between planning and publishing, as one graph over --jobs workers: the files
+  // (parents first, largest first), then the documents and the post-data steps (keys, indexes),
+  // critical path first.
+  void run_graph(RunSummary& summary) {
+    progress_ = std::make_unique<Progress>(tasks_, o_.progress);
     std::vector<DagTask> dag;
-    for (auto& t : tasks_) dag.push_back({t->parent_tasks, static_cast<double>(t->size)});
+    for (auto& t : tasks_) dag.push_back({t->parent_tasks, 1e12 + static_cast<double>(t->size)});
+    std::vector<std::size_t> all_files(tasks_.size());
+    for (std::size_t i = 0; i < tasks_.size(); ++i) all_files[i] = i;
+
+    std::vector<Step> steps;
+    std::size_t docs_task = dag.size();
+    if (o_.use_database) {
+      dag.push_back({all_files, 0});
+      steps = post_data_steps({"documents"});
+      for (std::size_t i = 0; i < steps.size(); ++i) {
+        DagTask t{all_files, 0};
+        for (const auto& name : steps[i].after) {
+          if (name == "documents") t.after.push_back(docs_task);
+          for (std::size_t j = 0; j < i; ++j) {
+            if (steps[j].name == name) t.after.push_back(docs_task + 1 + j);
+          }
+        }
+        dag.push_back(std::move(t));
+      }
+      // Critical path first: priority is the longest chain of tasks waiting on a task
+      // (dependencies only point backwards, so one reverse pass computes it); ties in order.
+      std::vector<int> chain(dag.size(), 0);
+      for (std::size_t i = dag.size(); i-- > docs_task;) {
+        for (auto d : dag[i].after) chain[d] = std::max(chain[d], chain[i] + 1);
+      }
+      for (std::size_t i = docs_task; i < dag.size(); ++i) dag[i].priority = chain[i] * 1000.0 - i;
+    }
+    std::vector<double> seconds(dag.size(), 0);
+    std::atomic<std::size_t> files_done{0};
+    Clock::time_point post_start;
     worker_conns_.resize(o_.jobs);
     try {
-      run_dag(dag, o_.jobs, [this](std::size_t i, int w) { run_task(*tasks_[i], w); }, cancelled_);
+      run_dag(dag, o_.jobs, [&](std::size_t i, int w) {
+        if (i < tasks_.size()) {
+          run_task(*tasks_[i], w);
+          if (++files_done == tasks_.size()) {
+            progress_->stop();  // the live lines end here; the rest is logged
+            post_start = Clock::now();
+            if (o_.use_database) log("building documents, keys and indexes on {} connections", o_.jobs);
+          }
+          return;
+        }
+        auto t = Clock::now();
+        std::string name = i == docs_task ? "documents" : steps[i - docs_task - 1].name;
+        if (i == docs_task) build_documents(worker_connection(w));
+        else worker_connection(w).exec(steps[i - docs_task - 1].sql);
+        seconds[i] = since(t);
+        log("built {} in {:.2f} s", name, seconds[i]);
+      }, cancelled_);
     } catch (const Cancelled&) {
       // Only raised when another task failed first, and that failure is what run_dag rethrows.
     }
-    progress.stop();
+    progress_->stop();
+    if (o_.use_database) {
+      summary.phases.push_back({"documents", seconds[docs_task]});
+      for (std::size_t i = 0; i < steps.size(); ++i) {
+        summary.phases.push_back({steps[i].name, seconds[docs_task + 1 + i]});
+      }
+      summary.phases.push_back({"post-data (wall)", since(post_start)});
+    }
   }
 
-  // Keys, indexes and documents: the post-data steps, in parallel over the workers'
-  // connections, each step's time reported as a phase.
-  void build_post_data(RunSummary& summary) {
-    auto steps = post_data_steps();
-    std::vector<DagTask> dag;
-    for (std::size_t i = 0; i < steps.size(); ++i) {
-      DagTask t;
-      for (const auto& name : steps[i].after) {
-        for (std::size_t j = 0; j < i; ++j) {
-          if (steps[j].name == name) t.after.push_back(j);
-        }
+  // COPYs every product's documents into product_docs, assembled from the fragments the file
+  // tasks spilled.
+  void build_documents(pg::Connection& c) {
+    for (auto& t : tasks_) {
+      if (t->spec->table == "products") t->ids.finalize();
+    }
+    const IdSet* products = nullptr;
+    for (auto& t : tasks_) {
+      if (t->spec->table == "products") products = &t->ids;
+    }
+    c.exec("BEGIN");
+    try {
+      c.exec("TRUNCATE product_docs");
+      c.exec("COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN WITH (FREEZE)");
+      documents_->assemble(*products, [&](const std::string& chunk) {
+        if (cancelled_) throw Cancelled{};
+        c.put_copy(chunk.data(), chunk.size());
+      });
+      c.end_copy();
+      c.exec("COMMIT");
+    } catch (...) {
+      if (c.ok()) {
+        c.abort_copy("load cancelled");
+        c.exec("ROLLBACK");
       }
-      dag.push_back(std::move(t));
+      throw;
     }
-    // Critical path first: a step's priority is the longest chain of steps waiting on it
-    // (dependencies only point backwards, so one reverse pass computes it); ties in file order.
-    std::vector<int> chain(steps.size(), 0);
-    for (std::size_t i = steps.size(); i-- > 0;) {
-      for (auto d : dag[i].after) chain[d] = std::max(chain[d], chain[i] + 1);
-    }
-    for (std::size_t i = 0; i < steps.size(); ++i) dag[i].priority = chain[i] * 1000.0 - i;
-    std::vector<double> seconds(steps.size());
-    auto start = Clock::now();
-    log("building keys, indexes and documents: {} steps on {} connections", steps.size(), o_.jobs);
-    run_dag(dag, o_.jobs, [&](std::size_t i, int w) {
-      pg::Connection& c = worker_connection(w);
-      auto t = Clock::now();
-      c.exec(steps[i].sql);
-      seconds[i] = since(t);
-      log("built {} in {:.2f} s", steps[i].name, seconds[i]);
-    }, cancelled_);
-    for (std::size_t i = 0; i < steps.size(); ++i) summary.phases.push_back({steps[i].name, seconds[i]});
-    summary.phases.push_back({"post-data (wall)", since(start)});
   }
 
   void publish(RunSummary& summary) {
@@ -283,7 +324,7 @@ class Run {
 
   void run_task(FileTask& task, int worker) {
     auto start = Clock::now();
-    task.live_running = true;
+    task.live_started_ns = start.time_since_epoch().count();
     FileStats& st = task.stats;
     std::vector<const IdSet*> parents;
     for (const auto& col : task.spec->columns) {
@@ -308,6 +349,8 @@ class Run {
       conn->exec(fmt::format("COPY {} ({}pos) FROM STDIN WITH (FREEZE)", table, cols));
     }
 
+    std::unique_ptr<DocumentStore::Writer> docs;
+    if (documents_) docs = documents_->writer(*task.spec);
     LineSource source(task.path);
     std::string_view line;
     source.next(line);  // the header, checked in plan()
@@ -326,6 +369,7 @@ class Run {
         if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
           ++st.loaded;
           st.repaired += repaired;
+          if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
           if (buffer.size() >= kFlushAt) {
             if (conn) conn->put_copy(buffer.data(), buffer.size());
             buffer.clear();
@@ -361,17 +405,21 @@ class Run {
       throw;
     }
     rejects.close();
+    if (docs) docs->close();
     st.bytes = source.bytes_read();
     st.seconds = since(start);
     publish_live();
     task.live_done = true;
-    task.live_running = false;
   }
 
   const LoadOptions& o_;
   std::vector<std::unique_ptr<FileTask>> tasks_;
   std::unique_ptr<pg::Connection> main_;
   std::vector<std::unique_ptr<pg::Connection>> worker_conns_;
+  std::unique_ptr<DocumentStore> documents_;  // load only
+  std::unique_ptr<Progress> progress_;
+  // Spill partitions of the documents: about export size / 64 in memory while assembling.
+  static constexpr int kPartitions = 64;
   std::atomic<bool> cancelled_{false};
   std::atomic<std::uint64_t> total_rejects_{0};
 };
@@ -385,11 +433,8 @@ RunSummary run(const LoadOptions& options) {
   try {
     r.plan();
     if (options.use_database) r.prepare_database();
-    r.load_files();
-    if (options.use_database) {
-      r.build_post_data(summary);
-      r.publish(summary);
-    }
+    r.run_graph(summary);
+    if (options.use_database) r.publish(summary);
   } catch (const InputError& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitBadInput;
   } catch (const TooManyRejects& e) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -41,6 +42,27 @@ bool IdSet::insert(std::int64_t id) {
   }
   ++count_;
   return true;
+}
+
+void IdSet::finalize() {
+  prefix_.assign(bits_.size() + 1, 0);
+  for (std::size_t w = 0; w < bits_.size(); ++w) {
+    prefix_[w + 1] = prefix_[w] + static_cast<std::uint32_t>(__builtin_popcountll(bits_[w]));
+  }
+  sparse_sorted_.assign(sparse_.begin(), sparse_.end());
+  std::sort(sparse_sorted_.begin(), sparse_sorted_.end());
+}
+
+std::uint32_t IdSet::rank(std::int64_t id) const {
+  std::uint32_t dense_total = prefix_.empty() ? 0 : prefix_.back();
+  if (id >= 0 && id < kBitmapLimit) {
+    auto w = static_cast<std::size_t>(id >> 6);
+    std::uint64_t below = bits_[w] & ((std::uint64_t{2} << (id & 63)) - 1);
+    return prefix_[w] + static_cast<std::uint32_t>(__builtin_popcountll(below));
+  }
+  auto it = std::lower_bound(sparse_sorted_.begin(), sparse_sorted_.end(), id);
+  // Negative ids (never valid) would sort first; exports only hold positive ones.
+  return dense_total + static_cast<std::uint32_t>(it - sparse_sorted_.begin()) + 1;
 }
 
 HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const std::string& path) {
@@ -191,6 +213,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
                             fields_.size()));
   }
   std::size_t mark = copy_out.size();
+  values_.assign(spec_.columns.size(), std::nullopt);
   std::int64_t row_id = 0;
   std::size_t orphan_col = kWholeLine;
   std::int64_t orphan_value = 0;
@@ -220,6 +243,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
                                    : "a whole number from 1 to 2147483647"));
         }
         if (c == 0) row_id = n;
+        values_[c] = v;
         if (col.type == ColumnType::kRef && orphan_col == kWholeLine &&
             !parents_[c]->contains(n)) {
           orphan_col = c;
@@ -231,6 +255,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
       case ColumnType::kMoney:
         v = trim(v);
         if (!valid_money(v)) return bad("an amount like 140 or 99.50");
+        values_[c] = v;
         copy_out.append(v);
         break;
       case ColumnType::kMoneyOrNull:
@@ -241,13 +266,14 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
         } else if (!valid_money(v)) {
           return bad("an amount like 140 or 99.50, or null");
         } else {
+          values_[c] = v;
           copy_out.append(v);
         }
         break;
       case ColumnType::kBool: {
         std::string_view t = trim(v);
-        if (t == "1" || equals_ci(t, "true")) copy_out.push_back('t');
-        else if (t == "0" || equals_ci(t, "false")) copy_out.push_back('f');
+        if (t == "1" || equals_ci(t, "true")) copy_out.push_back('t'), values_[c] = "true";
+        else if (t == "0" || equals_ci(t, "false")) copy_out.push_back('f'), values_[c] = "false";
         else return bad("one of 0, 1, true, false");
         break;
       }
@@ -256,9 +282,11 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
           copy_out.append("\\N");
           break;
         }
+        values_[c] = v;
         append_copy_text(copy_out, v);
         break;
       case ColumnType::kText:
+        values_[c] = v;
         append_copy_text(copy_out, v);
         break;
     }

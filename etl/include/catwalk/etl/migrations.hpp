@@ -45,7 +45,8 @@ struct Step {
 };
 // Steps of every catalog post-data migration, in file order. Throws std::logic_error when a step
 // names an unknown step or one further down (a build defect, caught by the unit tests).
-std::vector<Step> post_data_steps();
+// `external` names steps the caller runs itself (the loader's "documents") that steps may follow.
+std::vector<Step> post_data_steps(const std::vector<std::string>& external = {});
 
 // Runs the catalog migrations of one phase in `schema` (search_path = schema, public).
 void replay_catalog_phase(pg::Connection& conn, const std::string& schema, MigrationScope phase);

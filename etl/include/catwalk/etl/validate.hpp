@@ -1,6 +1,7 @@
 #pragma once
 // Row validation: a record becomes a COPY text line, or a RowError. Bad data is a value.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -31,8 +32,14 @@ class IdSet {
   // Returns false when the id was already there.
   bool insert(std::int64_t id);
   std::size_t size() const { return count_; }
+  // 1-based rank of a member among all members in ascending order. Call finalize() once after
+  // the last insert; rank() is then safe to call from many threads.
+  void finalize();
+  std::uint32_t rank(std::int64_t id) const;
 
  private:
+  std::vector<std::uint32_t> prefix_;       // members in words before each bitmap word
+  std::vector<std::int64_t> sparse_sorted_;  // sparse members, sorted, after finalize()
   static constexpr std::int64_t kBitmapLimit = std::int64_t{1} << 28;  // 32 MiB of bits at most
   std::vector<std::uint64_t> bits_;
   std::unordered_set<std::int64_t> sparse_;
@@ -61,6 +68,10 @@ class RowValidator {
   bool validate(std::uint64_t line_number, std::string_view line, std::string& copy_out,
                 bool& repaired, RowError& error);
 
+  // After a successful validate(): the value of spec column `c` as loaded (numbers trimmed,
+  // booleans as "true"/"false"), or nullopt for SQL NULL. Valid until the next validate().
+  const std::optional<std::string_view>& value(std::size_t c) const { return values_[c]; }
+
  private:
   bool fail(RowError& e, std::uint64_t line, std::size_t spec_col, RejectKind kind,
             std::string message);
@@ -69,6 +80,7 @@ class RowValidator {
   std::vector<const IdSet*> parents_;
   IdSet& own_ids_;
   std::vector<Field> fields_;
+  std::vector<std::optional<std::string_view>> values_;
   std::string scratch_;
 };
 

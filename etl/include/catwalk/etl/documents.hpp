@@ -1,0 +1,78 @@
+#pragma once
+// The API's read structure, built by the loader: per product, the exact JSON bodies of
+// GET /products (item), /products/:id (detail), /products/:id/styles and /products/:id/related,
+// COPYed into product_docs. Building them here, while the rows stream by, costs a fraction of
+// aggregating 17 million rows in SQL afterwards.
+//
+// Each accepted row adds its JSON fragment to a spill file chosen by its product id (photos and
+// skus find their product through the style -> product map), so memory stays bounded by one
+// partition at a time, whatever the export's size or order.
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "catwalk/etl/table_spec.hpp"
+#include "catwalk/etl/validate.hpp"
+
+namespace catwalk::etl {
+
+// JSON text helpers, matching the contract: strings escaped as JSON (non-ASCII kept as is);
+// money "140" when whole, "99.50" otherwise, or null.
+void append_json_string(std::string& out, std::string_view s);
+void append_money_json(std::string& out, const std::optional<std::string_view>& money);
+
+class DocumentStore {
+ public:
+  // Spill files go to a new folder under `temp_root`, removed with the store.
+  DocumentStore(const std::string& temp_root, int partitions);
+  ~DocumentStore();
+  DocumentStore(const DocumentStore&) = delete;
+  DocumentStore& operator=(const DocumentStore&) = delete;
+
+  // One writer per file task (not thread-safe itself; writers of different tasks run at once).
+  class Writer {
+   public:
+    Writer(DocumentStore& store, const TableSpec& spec);  // use DocumentStore::writer()
+    // Adds the fragment of a row the validator just accepted (line `pos` of the file).
+    void add_row(const RowValidator& row, std::uint32_t pos);
+    void close();  // flushes; throws InputError on a write error (e.g. disk full)
+    ~Writer();
+
+   private:
+    friend class DocumentStore;
+    void put(std::uint32_t product, std::uint32_t style, std::uint32_t pos, std::uint8_t kind,
+             std::string_view json);
+    DocumentStore& store_;
+    const TableSpec& spec_;
+    int table_;  // which table's fragments
+    std::vector<std::FILE*> files_;
+    std::string scratch_;
+  };
+  std::unique_ptr<Writer> writer(const TableSpec& spec);
+
+  // Assembles every product's documents and hands COPY text rows (product_docs column order:
+  // id, rn, item, detail, styles, related) to `sink` in chunks of about 1 MiB. `products` are
+  // the accepted product ids, already finalize()d (for rn). Returns the number of products.
+  std::uint64_t assemble(const IdSet& products,
+                         const std::function<void(const std::string&)>& sink);
+
+ private:
+  std::string partition_path(int table, int partition) const;
+  std::uint32_t product_of_style(std::uint32_t style) const;
+  void set_style_product(std::uint32_t style, std::uint32_t product);
+
+  std::string dir_;
+  int partitions_;
+  // style id -> product id, dense for the ids exports use; written by the styles task only,
+  // read by photos and skus tasks after it finished.
+  std::vector<std::uint32_t> style_product_;
+  std::unordered_map<std::uint32_t, std::uint32_t> style_product_sparse_;
+};
+
+}  // namespace catwalk::etl

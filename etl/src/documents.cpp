@@ -1,0 +1,362 @@
+#include "catwalk/etl/documents.hpp"
+
+#include <fmt/format.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "catwalk/etl/errors.hpp"
+
+namespace catwalk::etl {
+
+namespace fs = std::filesystem;
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + start, i - start);
+    start = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+    }
+  }
+  out.append(s.data() + start, s.size() - start);
+  out.push_back('"');
+}
+
+void append_money_json(std::string& out, const std::optional<std::string_view>& money) {
+  if (!money) {
+    out += "null";
+    return;
+  }
+  // Validated already: digits, optionally '.' and one or two digits.
+  std::string_view v = *money;
+  std::size_t dot = v.find('.');
+  std::string_view whole = v.substr(0, dot);
+  while (whole.size() > 1 && whole.front() == '0') whole.remove_prefix(1);
+  std::string_view frac = dot == std::string_view::npos ? "" : v.substr(dot + 1);
+  out.push_back('"');
+  out.append(whole);
+  if (frac.find_first_not_of('0') != std::string_view::npos) {
+    out.push_back('.');
+    out.append(frac);
+    if (frac.size() == 1) out.push_back('0');
+  }
+  out.push_back('"');
+}
+
+namespace {
+
+// Fragment kinds, in the order they are assembled within a product.
+enum Kind : std::uint8_t { kItem = 0, kFeature = 1, kRelated = 2, kStyle = 3, kPhoto = 4, kSku = 5 };
+enum Table { kProducts, kFeatures, kRelatedTable, kStyles, kPhotos, kSkus, kTableCount };
+
+#pragma pack(push, 1)
+struct RecordHeader {
+  std::uint32_t product;
+  std::uint32_t style;
+  std::uint32_t pos;
+  std::uint32_t length;
+  std::uint8_t kind;
+};
+#pragma pack(pop)
+
+int table_of(const TableSpec& spec) {
+  static const char* names[] = {"products", "features", "related", "styles", "photos", "skus"};
+  for (int i = 0; i < kTableCount; ++i) {
+    if (spec.table == names[i]) return i;
+  }
+  return -1;
+}
+
+constexpr std::uint32_t kDenseStyles = 1u << 26;
+
+}  // namespace
+
+DocumentStore::DocumentStore(const std::string& temp_root, int partitions) : partitions_(partitions) {
+  std::string tmpl = (fs::path(temp_root) / "catwalk-etl-docs-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    throw InputError(fmt::format("cannot create a work folder under {}: {}; set TMPDIR to a "
+                                 "writable folder with room for about the size of the export",
+                                 temp_root, std::strerror(errno)));
+  }
+  dir_ = tmpl;
+}
+
+DocumentStore::~DocumentStore() {
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+std::string DocumentStore::partition_path(int table, int partition) const {
+  return fmt::format("{}/{}.{}", dir_, table, partition);
+}
+
+void DocumentStore::set_style_product(std::uint32_t style, std::uint32_t product) {
+  if (style < kDenseStyles) {
+    if (style >= style_product_.size()) style_product_.resize(std::max<std::size_t>(style + 1, style_product_.size() * 2), 0);
+    style_product_[style] = product;
+  } else {
+    style_product_sparse_[style] = product;
+  }
+}
+
+std::uint32_t DocumentStore::product_of_style(std::uint32_t style) const {
+  if (style < kDenseStyles) return style < style_product_.size() ? style_product_[style] : 0;
+  auto it = style_product_sparse_.find(style);
+  return it == style_product_sparse_.end() ? 0 : it->second;
+}
+
+std::unique_ptr<DocumentStore::Writer> DocumentStore::writer(const TableSpec& spec) {
+  if (table_of(spec) < 0) return nullptr;  // cart rows have no document
+  return std::make_unique<Writer>(*this, spec);
+}
+
+DocumentStore::Writer::Writer(DocumentStore& store, const TableSpec& spec)
+    : store_(store), spec_(spec), table_(table_of(spec)) {
+  for (int p = 0; p < store.partitions_; ++p) {
+    std::string path = store.partition_path(table_, p);
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) {
+      close();
+      throw InputError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+    }
+    std::setvbuf(f, nullptr, _IOFBF, 1 << 16);
+    files_.push_back(f);
+  }
+}
+
+DocumentStore::Writer::~Writer() {
+  for (auto* f : files_) std::fclose(f);
+}
+
+void DocumentStore::Writer::close() {
+  bool failed = false;
+  for (auto* f : files_) failed |= std::fclose(f) != 0;
+  files_.clear();
+  if (failed) throw InputError("error writing the document work files (is the disk full?)");
+}
+
+void DocumentStore::Writer::put(std::uint32_t product, std::uint32_t style, std::uint32_t pos,
+                                std::uint8_t kind, std::string_view json) {
+  RecordHeader h{product, style, pos, static_cast<std::uint32_t>(json.size()), kind};
+  std::FILE* f = files_[product % files_.size()];
+  std::fwrite(&h, sizeof h, 1, f);
+  std::fwrite(json.data(), 1, json.size(), f);
+}
+
+namespace {
+std::uint32_t to_u32(const std::optional<std::string_view>& v) {
+  std::uint32_t n = 0;
+  for (char c : *v) n = n * 10 + static_cast<std::uint32_t>(c - '0');
+  return n;
+}
+}  // namespace
+
+void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) {
+  std::string& j = scratch_;
+  j.clear();
+  auto text = [&](std::size_t c) {
+    const auto& v = row.value(c);
+    if (v) append_json_string(j, *v);
+    else j += "null";
+  };
+  switch (table_) {
+    case kProducts:  // id,name,slogan,description,category,default_price
+      j += "{\"id\":";
+      j += *row.value(0);
+      j += ",\"name\":", text(1);
+      j += ",\"slogan\":", text(2);
+      j += ",\"description\":", text(3);
+      j += ",\"category\":", text(4);
+      j += ",\"default_price\":", append_money_json(j, row.value(5));
+      j += "}";
+      put(to_u32(row.value(0)), 0, pos, kItem, j);
+      break;
+    case kFeatures:  // id,product_id,feature,value
+      j += "{\"feature\":", text(2);
+      j += ",\"value\":", text(3);
+      j += "}";
+      put(to_u32(row.value(1)), 0, pos, kFeature, j);
+      break;
+    case kRelatedTable:  // id,current_product_id,related_product_id
+      put(to_u32(row.value(1)), 0, pos, kRelated, *row.value(2));
+      break;
+    case kStyles: {  // id,product_id,name,sale_price,original_price,default_style
+      std::uint32_t id = to_u32(row.value(0)), product = to_u32(row.value(1));
+      store_.set_style_product(id, product);
+      j += "{\"style_id\":";
+      j += *row.value(0);
+      j += ",\"name\":", text(2);
+      j += ",\"original_price\":", append_money_json(j, row.value(4));
+      j += ",\"sale_price\":", append_money_json(j, row.value(3));
+      j += ",\"default?\":";
+      j += *row.value(5);
+      put(product, id, pos, kStyle, j);  // closed with photos and skus when assembled
+      break;
+    }
+    case kPhotos: {  // id,style_id,url,thumbnail_url
+      std::uint32_t style = to_u32(row.value(1));
+      j += "{\"thumbnail_url\":", text(3);
+      j += ",\"url\":", text(2);
+      j += "}";
+      put(store_.product_of_style(style), style, pos, kPhoto, j);
+      break;
+    }
+    case kSkus: {  // id,style_id,size,quantity
+      std::uint32_t style = to_u32(row.value(1));
+      j += "\"";
+      j += *row.value(0);
+      j += "\":{\"quantity\":";
+      j += *row.value(3);
+      j += ",\"size\":", text(2);
+      j += "}";
+      put(store_.product_of_style(style), style, pos, kSku, j);
+      break;
+    }
+  }
+}
+
+std::uint64_t DocumentStore::assemble(const IdSet& products,
+                                      const std::function<void(const std::string&)>& sink) {
+  struct Ref {
+    std::uint32_t product, style, pos;
+    std::uint8_t kind;
+    std::uint32_t length;
+    const char* data;
+  };
+  std::string out;
+  out.reserve(1 << 21);
+  std::string item, detail, styles, related, row;
+  std::uint64_t written = 0;
+  std::vector<char> buffer;
+  std::vector<Ref> refs;
+  for (int p = 0; p < partitions_; ++p) {
+    // Read the partition of every table into one buffer.
+    buffer.clear();
+    for (int t = 0; t < kTableCount; ++t) {
+      std::string path = partition_path(t, p);
+      std::error_code ec;
+      auto size = fs::file_size(path, ec);
+      if (ec || size == 0) continue;
+      std::size_t at = buffer.size();
+      buffer.resize(at + size);
+      std::FILE* f = std::fopen(path.c_str(), "rb");
+      bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
+      if (f) std::fclose(f);
+      if (!ok) throw InputError("cannot read back the document work file " + path);
+      fs::remove(path, ec);
+    }
+    refs.clear();
+    for (std::size_t at = 0; at + sizeof(RecordHeader) <= buffer.size();) {
+      RecordHeader h;
+      std::memcpy(&h, buffer.data() + at, sizeof h);
+      at += sizeof h;
+      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+      at += h.length;
+    }
+    // Per product: item, features, related, then each style (by id) with its photos and skus;
+    // within each, export order.
+    auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
+    std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
+      if (a.product != b.product) return a.product < b.product;
+      if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
+      if (a.style != b.style) return a.style < b.style;
+      if (a.kind != b.kind) return a.kind < b.kind;
+      return a.pos < b.pos;
+    });
+    for (std::size_t i = 0; i < refs.size();) {
+      std::uint32_t product = refs[i].product;
+      std::size_t end = i;
+      while (end < refs.size() && refs[end].product == product) ++end;
+      if (refs[i].kind != kItem) {  // cannot happen: fragments only come from accepted rows
+        i = end;
+        continue;
+      }
+      item.assign(refs[i].data, refs[i].length);
+      detail.assign(item, 0, item.size() - 1);
+      detail += ",\"features\":[";
+      related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
+      related.push_back('[');
+      styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
+      bool first_feature = true, first_related = true, first_style = true;
+      for (std::size_t k = i + 1; k < end;) {
+        const Ref& r = refs[k];
+        if (r.kind == kFeature) {
+          if (!first_feature) detail.push_back(',');
+          first_feature = false;
+          detail.append(r.data, r.length);
+          ++k;
+        } else if (r.kind == kRelated) {
+          if (!first_related) related.push_back(',');
+          first_related = false;
+          related.append(r.data, r.length);
+          ++k;
+        } else if (r.kind == kStyle) {
+          if (!first_style) styles.push_back(',');
+          first_style = false;
+          styles.append(r.data, r.length);
+          std::size_t s = k + 1;
+          styles += ",\"photos\":[";
+          bool any = false;
+          for (; s < end && refs[s].style == r.style && refs[s].kind == kPhoto; ++s) {
+            if (any) styles.push_back(',');
+            any = true;
+            styles.append(refs[s].data, refs[s].length);
+          }
+          if (!any) styles += "{\"thumbnail_url\":null,\"url\":null}";
+          styles += "],\"skus\":{";
+          any = false;
+          for (; s < end && refs[s].style == r.style && refs[s].kind == kSku; ++s) {
+            if (any) styles.push_back(',');
+            any = true;
+            styles.append(refs[s].data, refs[s].length);
+          }
+          if (!any) styles += "\"null\":{\"quantity\":null,\"size\":null}";
+          styles += "}}";
+          k = s;
+        } else {
+          ++k;  // photos or skus of a style that was never accepted: cannot happen
+        }
+      }
+      detail += "]}";
+      related += "]";
+      styles += "]}";
+      fmt::format_to(std::back_inserter(out), "{}\t{}\t", product, products.rank(product));
+      append_copy_text(out, item);
+      out.push_back('\t');
+      append_copy_text(out, detail);
+      out.push_back('\t');
+      append_copy_text(out, styles);
+      out.push_back('\t');
+      append_copy_text(out, related);
+      out.push_back('\n');
+      ++written;
+      if (out.size() >= (1 << 20)) {
+        sink(out);
+        out.clear();
+      }
+      i = end;
+    }
+  }
+  if (!out.empty()) sink(out);
+  return written;
+}
+
+}  // namespace catwalk::etl

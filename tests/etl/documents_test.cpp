@@ -1,0 +1,152 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "catwalk/etl/documents.hpp"
+#include "pg_server.hpp"
+
+using namespace catwalk::etl;
+
+TEST_CASE("append_json_string escapes as JSON and keeps UTF-8") {
+  struct Case {
+    std::string in, out;
+  };
+  std::vector<Case> cases = {
+      {"plain", "\"plain\""},
+      {"a \"q\" \\ b", "\"a \\\"q\\\" \\\\ b\""},
+      {"tab\there\nnl\r\x01", "\"tab\\there\\nnl\\r\\u0001\""},
+      {"caf\xC3\xA9 / ok", "\"caf\xC3\xA9 / ok\""},
+      {"", "\"\""},
+  };
+  for (auto& c : cases) {
+    std::string out;
+    append_json_string(out, c.in);
+    CHECK(out == c.out);
+  }
+}
+
+TEST_CASE("append_money_json: whole amounts bare, others with two decimals, NULL as null") {
+  struct Case {
+    std::optional<std::string_view> in;
+    std::string out;
+  };
+  std::vector<Case> cases = {{"140", "\"140\""},     {"140.00", "\"140\""}, {"99.5", "\"99.50\""},
+                             {"99.50", "\"99.50\""}, {"0140", "\"140\""},   {"0.5", "\"0.50\""},
+                             {"100.0", "\"100\""},   {std::nullopt, "null"}, {"5000000", "\"5000000\""}};
+  for (auto& c : cases) {
+    std::string out;
+    append_money_json(out, c.in);
+    CHECK(out == c.out);
+  }
+}
+
+TEST_CASE("IdSet rank: 1-based position among members") {
+  IdSet s;
+  for (int id : {10, 3, 7, 1000, 64, 63}) s.insert(id);
+  s.insert(5'000'000'000LL);
+  s.finalize();
+  CHECK(s.rank(3) == 1);
+  CHECK(s.rank(7) == 2);
+  CHECK(s.rank(10) == 3);
+  CHECK(s.rank(63) == 4);
+  CHECK(s.rank(64) == 5);
+  CHECK(s.rank(1000) == 6);
+  CHECK(s.rank(5'000'000'000LL) == 7);
+}
+
+namespace {
+// Feeds one line through a validator of `table` and the store's writer for it.
+struct Feeder {
+  const TableSpec& spec;
+  IdSet& own;
+  RowValidator v;
+  std::unique_ptr<DocumentStore::Writer> w;
+  Feeder(DocumentStore& store, std::string_view table, std::string_view header, IdSet& own,
+         std::vector<const IdSet*> parents)
+      : spec(*find_spec_by_table(table)),
+        own(own),
+        v(spec, map_header(spec, header, "t.csv"), std::move(parents), own),
+        w(store.writer(spec)) {}
+  void add(std::string_view line, std::uint32_t pos) {
+    std::string copy;
+    bool repaired;
+    RowError e;
+    REQUIRE(v.validate(pos, line, copy, repaired, e));
+    w->add_row(v, pos);
+  }
+};
+}  // namespace
+
+TEST_CASE("DocumentStore assembles every document of a product in the contract's shape and order") {
+  std::string tmp = catwalk::test::make_temp_dir("catwalk-docs");
+  std::string out;
+  {
+    DocumentStore store(tmp, 4);
+    IdSet products, styles, features, photos, skus, related;
+    {
+      Feeder f(store, "products", "id,name,slogan,description,category,default_price", products, {});
+      f.add(R"(5,"Shoe","Run","A ""fast"" shoe","Kicks",99.5)", 2);
+      f.add(R"(2,"Hat","Sun","Wide","Hats",20)", 3);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "styles", "id,productId,name,sale_price,original_price,default_style", styles,
+               {nullptr, &products, nullptr, nullptr, nullptr, nullptr});
+      f.add(R"(9,5,"Red",null,99.5,1)", 2);
+      f.add(R"(4,5,"Blue",80,99.5,0)", 3);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "features", "id,product_id,feature,value", features,
+               {nullptr, &products, nullptr, nullptr});
+      f.add(R"(2,5,"Sole",null)", 2);
+      f.add(R"(1,5,"Fabric","Mesh")", 3);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "related", "id,current_product_id,related_product_id", related,
+               {nullptr, &products, &products});
+      f.add("1,5,2", 2);
+      f.add("2,5,5", 3);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "photos", "id,styleId,url,thumbnail_url", photos, {nullptr, &styles, nullptr, nullptr});
+      f.add(R"(7,9,"u7","t7")", 2);
+      f.add(R"(3,9,"u3","t3")", 3);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "skus", "id,styleId,size,quantity", skus, {nullptr, &styles, nullptr, nullptr});
+      f.add(R"(8,4,"XS",8)", 2);
+      f.add(R"(7,4,"S",16)", 3);
+      f.w->close();
+    }
+    products.finalize();
+    auto n = store.assemble(products, [&](const std::string& chunk) { out += chunk; });
+    CHECK(n == 2);
+  }
+  CHECK(std::filesystem::is_empty(tmp));  // the store removed its work folder
+  // Rows are COPY text: id, rn, item, detail, styles, related (backslashes doubled for COPY).
+  CHECK(out.find("2\t1\t{\"id\":2,\"name\":\"Hat\",\"slogan\":\"Sun\",\"description\":\"Wide\","
+                 "\"category\":\"Hats\",\"default_price\":\"20\"}\t"
+                 "{\"id\":2,\"name\":\"Hat\",\"slogan\":\"Sun\",\"description\":\"Wide\","
+                 "\"category\":\"Hats\",\"default_price\":\"20\",\"features\":[]}\t"
+                 "{\"product_id\":\"2\",\"results\":[]}\t[]\n") != std::string::npos);
+  CHECK(out.find(
+            "5\t2\t{\"id\":5,\"name\":\"Shoe\",\"slogan\":\"Run\",\"description\":\"A "
+            "\\\\\"fast\\\\\" shoe\",\"category\":\"Kicks\",\"default_price\":\"99.50\"}\t") !=
+        std::string::npos);
+  CHECK(out.find(",\"features\":[{\"feature\":\"Sole\",\"value\":null},"
+                 "{\"feature\":\"Fabric\",\"value\":\"Mesh\"}]}\t") != std::string::npos);
+  CHECK(out.find(
+            "{\"product_id\":\"5\",\"results\":["
+            "{\"style_id\":4,\"name\":\"Blue\",\"original_price\":\"99.50\",\"sale_price\":\"80\","
+            "\"default?\":false,\"photos\":[{\"thumbnail_url\":null,\"url\":null}],"
+            "\"skus\":{\"8\":{\"quantity\":8,\"size\":\"XS\"},\"7\":{\"quantity\":16,\"size\":\"S\"}}},"
+            "{\"style_id\":9,\"name\":\"Red\",\"original_price\":\"99.50\",\"sale_price\":null,"
+            "\"default?\":true,\"photos\":[{\"thumbnail_url\":\"t7\",\"url\":\"u7\"},"
+            "{\"thumbnail_url\":\"t3\",\"url\":\"u3\"}],"
+            "\"skus\":{\"null\":{\"quantity\":null,\"size\":null}}}]}\t[2,5]\n") != std::string::npos);
+  std::filesystem::remove_all(tmp);
+}
