@@ -177,9 +177,17 @@ TEST_CASE("GET /products/:id/styles: empty shapes, no styles") {
   auto r2 = get("/products/2/styles");
   REQUIRE(r2);
   CHECK(r2->body.starts_with(R"({"product_id":"2","results":[)"));
-  auto s7 = style_text(r2->body, 7);
-  CHECK(s7.find(R"("photos":[{"thumbnail_url":null,"url":null}])") != std::string::npos);
-  CHECK(s7.find(R"("skus":{"null":{"quantity":null,"size":null}})") != std::string::npos);
+  // Styles 7-10 (products 2, 2, 3, 4) have neither photos nor skus in the samples.
+  const std::pair<int, int> empty_styles[] = {{2, 7}, {2, 8}, {3, 9}, {4, 10}};
+  for (auto [product, style] : empty_styles) {
+    CAPTURE(style);
+    auto r = get("/products/" + std::to_string(product) + "/styles");
+    REQUIRE(r);
+    auto text = style_text(r->body, style);
+    REQUIRE_FALSE(text.empty());
+    CHECK(text.find(R"("photos":[{"thumbnail_url":null,"url":null}])") != std::string::npos);
+    CHECK(text.find(R"("skus":{"null":{"quantity":null,"size":null}})") != std::string::npos);
+  }
   auto r11 = get("/catwalk/products/11/styles");
   REQUIRE(r11);
   CHECK(r11->status == 200);
