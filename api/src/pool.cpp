@@ -2,47 +2,12 @@
 
 namespace catwalk::api {
 
-namespace {
-struct StmtDef {
-  const char* name;
-  const char* sql;
-};
-// Names in catwalk.* are resolved again by PostgreSQL when the loader swaps the schema and
-// drops the old one (plan invalidation), so these survive a publish.
-constexpr StmtDef kStmts[] = {
-    {"detail", "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4"},
-    {"styles", "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4"},
-    {"related", "SELECT related FROM catwalk.product_docs WHERE id = $1::int4"},
-    {"page",
-     "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY rn), '') || ']' "
-     "FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4"},
-    {"cart_get",
-     "SELECT product_id, count(*) FROM public.cart WHERE user_session = $1::int4 AND active "
-     "GROUP BY product_id ORDER BY min(id)"},
-    // One statement, so one implicit transaction: the units are inserted only when the sku
-    // exists, and the answer counts the session's line including them. The CTE's rows are not
-    // visible to the outer count (same snapshot), hence the sum.
-    {"cart_add",
-     "WITH ins AS ("
-     "  INSERT INTO public.cart (user_session, product_id, active)"
-     "  SELECT $1::int4, $2::int4, true FROM generate_series(1, $3::int4)"
-     "  WHERE EXISTS (SELECT 1 FROM catwalk.skus WHERE id = $2::int4)"
-     "  RETURNING 1) "
-     "SELECT (SELECT count(*) FROM ins), "
-     "(SELECT count(*) FROM public.cart WHERE user_session = $1::int4 AND product_id = $2::int4 "
-     "AND active)"},
-    {"ping", "SELECT 1"},
-};
-static_assert(std::size(kStmts) == static_cast<std::size_t>(Stmt::kCount));
-}  // namespace
-
-pg::Result PooledConnection::exec(Stmt s, int n, const char* const* values) {
-  auto i = static_cast<int>(s);
-  if (!prepared_[i]) {
-    conn_.prepare(kStmts[i].name, kStmts[i].sql);
-    prepared_[i] = true;
+pg::Result PooledConnection::exec(const Statement& s, int n, const char* const* values) {
+  if (!prepared_[s.slot]) {
+    conn_.prepare(s.name, s.sql);
+    prepared_[s.slot] = true;
   }
-  return conn_.exec_prepared(kStmts[i].name, n, values);
+  return conn_.exec_prepared(s.name, n, values);
 }
 
 ConnectionPool::ConnectionPool(std::string conninfo, int size,

@@ -17,20 +17,26 @@
 
 namespace catwalk::api {
 
-// The statements every pooled connection prepares (lazily, on first use: the catalogue may
-// not be loaded yet when the API starts). Only ever executed with parameters.
-enum class Stmt : int { kDetail, kStyles, kRelated, kPage, kCartGet, kCartAdd, kPing, kCount };
+// A named SQL statement that pooled connections prepare on first use (the catalogue may not be
+// loaded yet when the API starts) and then execute with parameters only. The repository owns
+// the statements; `slot` is a small index unique to each (< kMaxStatements).
+struct Statement {
+  static constexpr int kMaxStatements = 16;
+  int slot;
+  const char* name;
+  const char* sql;
+};
 
-// A pooled connection and which of its statements are already prepared.
+// A pooled connection and which statements it has prepared.
 class PooledConnection {
  public:
   explicit PooledConnection(const std::string& conninfo) : conn_(conninfo) {}
-  pg::Result exec(Stmt s, int n, const char* const* values);
+  pg::Result exec(const Statement& s, int n, const char* const* values);
   pg::Connection& raw() { return conn_; }
 
  private:
   pg::Connection conn_;
-  bool prepared_[static_cast<int>(Stmt::kCount)] = {};
+  bool prepared_[Statement::kMaxStatements] = {};
 };
 
 // No connection became free before the borrower's deadline (all busy), or the database could not

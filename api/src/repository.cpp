@@ -15,14 +15,45 @@ struct IntText {
   const char* c_str() const { return buf; }
 };
 
-Stmt doc_stmt(DocKind k) {
+// All the SQL of the API. Names in catwalk.* are resolved again by PostgreSQL when the loader
+// swaps the schema and drops the old one (plan invalidation), so these survive a publish.
+constexpr Statement kDetail{0, "detail",
+                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4"};
+constexpr Statement kStyles{1, "styles",
+                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4"};
+constexpr Statement kRelated{2, "related",
+                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4"};
+constexpr Statement kPage{3, "page",
+                          "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY rn), '') || ']' "
+                          "FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4"};
+constexpr Statement kCartGet{
+    4, "cart_get",
+    "SELECT product_id, count(*) FROM public.cart WHERE user_session = $1::int4 AND active "
+    "GROUP BY product_id ORDER BY min(id)"};
+// One statement, so one implicit transaction: the units are inserted only when the sku exists,
+// and the answer counts the session's line including them. The CTE's rows are not visible to
+// the outer count (same snapshot), hence the sum. Ids come from the bigserial: concurrent adds
+// never collide.
+constexpr Statement kCartAdd{
+    5, "cart_add",
+    "WITH ins AS ("
+    "  INSERT INTO public.cart (user_session, product_id, active)"
+    "  SELECT $1::int4, $2::int4, true FROM generate_series(1, $3::int4)"
+    "  WHERE EXISTS (SELECT 1 FROM catwalk.skus WHERE id = $2::int4)"
+    "  RETURNING 1) "
+    "SELECT (SELECT count(*) FROM ins), "
+    "(SELECT count(*) FROM public.cart WHERE user_session = $1::int4 AND product_id = $2::int4 "
+    "AND active)"};
+constexpr Statement kPing{6, "ping", "SELECT 1"};
+
+const Statement& doc_statement(DocKind k) {
   switch (k) {
     case DocKind::kDetail:
-      return Stmt::kDetail;
+      return kDetail;
     case DocKind::kStyles:
-      return Stmt::kStyles;
+      return kStyles;
     default:
-      return Stmt::kRelated;
+      return kRelated;
   }
 }
 }  // namespace
@@ -57,7 +88,7 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
   IntText p(id);
   const char* values[] = {p.c_str()};
   return read([&](PooledConnection& c) -> std::optional<std::string> {
-    auto r = c.exec(doc_stmt(kind), 1, values);
+    auto r = c.exec(doc_statement(kind), 1, values);
     if (r.rows() == 0) return std::nullopt;
     return std::string(r.get(0, 0));
   });
@@ -67,7 +98,7 @@ std::string Repository::product_page(std::int32_t lo, std::int32_t hi) {
   IntText a(lo), b(hi);
   const char* values[] = {a.c_str(), b.c_str()};
   return read([&](PooledConnection& c) {
-    auto r = c.exec(Stmt::kPage, 2, values);
+    auto r = c.exec(kPage, 2, values);
     return std::string(r.get(0, 0));
   });
 }
@@ -76,7 +107,7 @@ std::vector<CartLine> Repository::cart(std::int32_t session) {
   IntText p(session);
   const char* values[] = {p.c_str()};
   return read([&](PooledConnection& c) {
-    auto r = c.exec(Stmt::kCartGet, 1, values);
+    auto r = c.exec(kCartGet, 1, values);
     std::vector<CartLine> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) out.push_back({r.get_int(i, 0), r.get_int(i, 1)});
@@ -92,7 +123,7 @@ std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::i
   // could add the units twice. The client sees 503 and decides.
   auto lease = pool_.borrow();
   try {
-    auto r = lease.conn().exec(Stmt::kCartAdd, 3, values);
+    auto r = lease.conn().exec(kCartAdd, 3, values);
     std::int64_t inserted = r.get_int(0, 0);
     if (inserted == 0) return std::nullopt;
     return inserted + r.get_int(0, 1);
@@ -104,7 +135,7 @@ std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::i
 
 void Repository::ping() {
   read([&](PooledConnection& c) {
-    c.exec(Stmt::kPing, 0, nullptr);
+    c.exec(kPing, 0, nullptr);
     return 0;
   });
 }
