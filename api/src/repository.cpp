@@ -7,9 +7,9 @@ namespace catwalk::api {
 namespace {
 // Formats an int32 into a caller-provided buffer: no allocation on the hot path.
 struct IntText {
-  char buf[16];
-  explicit IntText(std::int64_t v) {
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf - 1, v);
+  char buf[16];  // "-2147483648" and a NUL fit
+  explicit IntText(std::int32_t v) {
+    auto end = std::to_chars(buf, buf + sizeof buf - 1, v).ptr;
     *end = '\0';
   }
   const char* c_str() const { return buf; }
