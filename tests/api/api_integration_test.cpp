@@ -295,6 +295,10 @@ TEST_CASE("CORS: OPTIONS preflight and the allow-origin header everywhere") {
   CHECK(r->get_header_value("Access-Control-Allow-Origin") == "*");
   CHECK(r->get_header_value("Access-Control-Allow-Methods").find("POST") != std::string::npos);
   CHECK(r->get_header_value("Access-Control-Allow-Headers") == "content-type,user_session");
+  auto head = c.Head("/catwalk/products/1");
+  REQUIRE(head);
+  CHECK(head->status == 200);
+  CHECK(head->body.empty());
   auto p = c.Options("/products/1/styles", h);
   REQUIRE(p);
   CHECK(p->status == 204);
@@ -336,8 +340,11 @@ TEST_CASE("POST /cart adds units and answers the session's line") {
   REQUIRE(b);
   CHECK(b->status == 201);
   CHECK(b->body == R"({"sku_id":1,"count":3})");
-  auto c = post_cart(R"({"sku_id":8,"count":"4"})", session);
+  auto prefixed = client().Post("/catwalk/cart", {{"user_session", session}},
+                                R"({"sku_id":8,"count":"4"})", "application/json");
+  auto& c = prefixed;
   REQUIRE(c);
+  CHECK(c->status == 201);
   CHECK(c->body == R"({"sku_id":8,"count":4})");
   auto g = get("/cart", {{"user_session", session}});
   REQUIRE(g);
