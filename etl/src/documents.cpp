@@ -18,6 +18,14 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
   std::size_t start = 0;
   for (std::size_t i = 0; i < s.size(); ++i) {
+    // Skip eight bytes at a time while none needs escaping.
+    while (s.size() - i >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      if (word_has_byte(w, '"') || word_has_byte(w, '\\') || word_has_less_than(w, 0x20)) break;
+      i += 8;
+    }
+    if (i >= s.size()) break;
     auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(s.data() + start, i - start);

@@ -157,22 +157,33 @@ std::string shown(std::string_view v) {
 
 void append_copy_text(std::string& out, std::string_view text) {
   std::size_t start = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
+  std::size_t i = 0;
+  const char* p = text.data();
+  while (i < text.size()) {
+    // Skip eight bytes at a time while none is a backslash or a control character.
+    if (text.size() - i >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if (!word_has_byte(w, '\\') && !word_has_less_than(w, 0x0E)) {
+        i += 8;
+        continue;
+      }
+    }
+    char c = p[i];
     char esc;
     switch (c) {
       case '\\': esc = '\\'; break;
       case '\t': esc = 't'; break;
       case '\n': esc = 'n'; break;
       case '\r': esc = 'r'; break;
-      default: continue;
+      default: ++i; continue;
     }
-    out.append(text.data() + start, i - start);
+    out.append(p + start, i - start);
     out.push_back('\\');
     out.push_back(esc);
-    start = i + 1;
+    start = ++i;
   }
-  out.append(text.data() + start, text.size() - start);
+  out.append(p + start, text.size() - start);
 }
 
 RowValidator::RowValidator(const TableSpec& spec, HeaderMap header,

@@ -84,6 +84,15 @@ class RowValidator {
   std::string scratch_;
 };
 
+// Word-at-a-time byte tests (bytes >= 0x80 never match), for scanning text 8 bytes at a time.
+inline bool word_has_byte(std::uint64_t w, unsigned char c) {
+  std::uint64_t x = w ^ (0x0101010101010101ULL * c);
+  return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0;
+}
+inline bool word_has_less_than(std::uint64_t w, unsigned char n) {  // n <= 128
+  return ((w - 0x0101010101010101ULL * n) & ~w & 0x8080808080808080ULL) != 0;
+}
+
 // Appends `text` to `out` escaped for COPY's text format.
 void append_copy_text(std::string& out, std::string_view text);
 
