@@ -4,34 +4,36 @@
 -- guarantee it too, for every other tool that reads these tables.
 -- "-- step: NAME after: A, B" splits a post-data file into steps: a load runs the steps of all
 -- post-data files as a graph over its --jobs connections; `migrate` runs them in file order.
+-- A step may follow other steps, a table (it starts once that table's file is loaded, while
+-- other files still load) or "documents"; a step that names neither waits for every file.
 -- Indexes are built with CREATE INDEX (a SHARE lock: the document steps may read meanwhile) and
 -- attached as primary keys at the end of the step.
 
--- step: products_keys
+-- step: products_keys after: products
 CREATE UNIQUE INDEX products_pkey ON products (id);
 ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY USING INDEX products_pkey;
 
--- step: styles_keys
+-- step: styles_keys after: styles
 CREATE INDEX styles_product_id_idx ON styles (product_id, id);
 CREATE UNIQUE INDEX styles_pkey ON styles (id);
 ALTER TABLE styles ADD CONSTRAINT styles_pkey PRIMARY KEY USING INDEX styles_pkey;
 
--- step: features_keys
+-- step: features_keys after: features
 CREATE INDEX features_product_id_idx ON features (product_id, pos);
 CREATE UNIQUE INDEX features_pkey ON features (id);
 ALTER TABLE features ADD CONSTRAINT features_pkey PRIMARY KEY USING INDEX features_pkey;
 
--- step: related_keys
+-- step: related_keys after: related
 CREATE INDEX related_product_id_idx ON related (current_product_id, pos);
 CREATE UNIQUE INDEX related_pkey ON related (id);
 ALTER TABLE related ADD CONSTRAINT related_pkey PRIMARY KEY USING INDEX related_pkey;
 
--- step: photos_keys
+-- step: photos_keys after: photos
 CREATE INDEX photos_style_id_idx ON photos (style_id, pos);
 CREATE UNIQUE INDEX photos_pkey ON photos (id);
 ALTER TABLE photos ADD CONSTRAINT photos_pkey PRIMARY KEY USING INDEX photos_pkey;
 
--- step: skus_keys
+-- step: skus_keys after: skus
 CREATE INDEX skus_style_id_idx ON skus (style_id, pos);
 CREATE UNIQUE INDEX skus_pkey ON skus (id);
 ALTER TABLE skus ADD CONSTRAINT skus_pkey PRIMARY KEY USING INDEX skus_pkey;

@@ -61,6 +61,11 @@ class Progress {
     if (mode != LoadOptions::Progress::kOff) thread_ = std::thread([this] { loop(); });
   }
   ~Progress() { stop(); }
+  // True while live terminal lines are being redrawn (other stderr output would garble them).
+  bool live() {
+    std::lock_guard lock(m_);
+    return terminal_ && !stopped_;
+  }
   void stop() {
     {
       std::lock_guard lock(m_);
@@ -186,15 +191,23 @@ class Run {
     std::size_t docs_task = dag.size();
     if (o_.use_database) {
       dag.push_back({all_files, 0});
-      steps = post_data_steps({"documents"});
+      std::vector<std::string> external = {"documents"};
+      for (const auto& spec : table_specs()) external.push_back(spec.table);
+      steps = post_data_steps(external);
       for (std::size_t i = 0; i < steps.size(); ++i) {
-        DagTask t{all_files, 0};
+        DagTask t;
+        bool waits_for_a_table = false;
         for (const auto& name : steps[i].after) {
-          if (name == "documents") t.after.push_back(docs_task);
+          if (name == "documents") t.after.push_back(docs_task), waits_for_a_table = true;
+          for (std::size_t f = 0; f < tasks_.size(); ++f) {
+            if (tasks_[f]->spec->table == name) t.after.push_back(f), waits_for_a_table = true;
+          }
           for (std::size_t j = 0; j < i; ++j) {
             if (steps[j].name == name) t.after.push_back(docs_task + 1 + j);
           }
         }
+        // A step that names no table may read any of them: it waits for every file.
+        if (!waits_for_a_table) t.after.insert(t.after.end(), all_files.begin(), all_files.end());
         dag.push_back(std::move(t));
       }
       // Critical path first: priority is the longest chain of tasks waiting on a task
@@ -207,7 +220,7 @@ class Run {
     }
     std::vector<double> seconds(dag.size(), 0);
     std::atomic<std::size_t> files_done{0};
-    Clock::time_point post_start;
+    Clock::time_point post_start = Clock::now();
     worker_conns_.resize(o_.jobs);
     try {
       run_dag(dag, o_.jobs, [&](std::size_t i, int w) {
@@ -216,7 +229,6 @@ class Run {
           if (++files_done == tasks_.size()) {
             progress_->stop();  // the live lines end here; the rest is logged
             post_start = Clock::now();
-            if (o_.use_database) log("building documents, keys and indexes on {} connections", o_.jobs);
           }
           return;
         }
@@ -225,7 +237,7 @@ class Run {
         if (i == docs_task) build_documents(worker_connection(w));
         else worker_connection(w).exec(steps[i - docs_task - 1].sql);
         seconds[i] = since(t);
-        log("built {} in {:.2f} s", name, seconds[i]);
+        if (!progress_->live()) log("built {} in {:.2f} s", name, seconds[i]);
       }, cancelled_);
     } catch (const Cancelled&) {
       // Only raised when another task failed first, and that failure is what run_dag rethrows.
@@ -236,7 +248,7 @@ class Run {
       for (std::size_t i = 0; i < steps.size(); ++i) {
         summary.phases.push_back({steps[i].name, seconds[docs_task + 1 + i]});
       }
-      summary.phases.push_back({"post-data (wall)", since(post_start)});
+      summary.phases.push_back({"after the last file (wall)", since(post_start)});
     }
   }
 
