@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -118,6 +119,48 @@ class Progress {
   std::mutex m_;
   std::condition_variable cv_;
   std::thread thread_;
+};
+
+// A bounded hand-off of COPY chunks from one producer thread to one consumer: the documents are
+// assembled while PostgreSQL ingests the previous chunks. close() ends the stream (producer
+// side); cancel() makes both sides give up (consumer side, on a failed send).
+class ChunkPipe {
+ public:
+  explicit ChunkPipe(std::size_t capacity) : capacity_(capacity) {}
+  bool push(std::string chunk) {  // false once cancelled
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return cancelled_ || queue_.size() < capacity_; });
+    if (cancelled_) return false;
+    queue_.push_back(std::move(chunk));
+    cv_.notify_all();
+    return true;
+  }
+  bool pop(std::string& out) {  // false at the end of the stream or once cancelled
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return cancelled_ || closed_ || !queue_.empty(); });
+    if (cancelled_ || queue_.empty()) return false;
+    out = std::move(queue_.front());
+    queue_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  void close() {
+    std::lock_guard lock(m_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  void cancel() {
+    std::lock_guard lock(m_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::size_t capacity_;
+  std::deque<std::string> queue_;
+  bool closed_ = false, cancelled_ = false;
+  std::mutex m_;
+  std::condition_variable cv_;
 };
 
 class Run {
@@ -263,16 +306,32 @@ class Run {
       if (t->spec->table == "products") products = &t->ids;
     }
     c.exec("BEGIN");
+    ChunkPipe pipe(4);
+    std::exception_ptr assembly_error;
+    std::thread assembler([&] {
+      try {
+        documents_->assemble(*products, [&](const std::string& chunk) {
+          if (cancelled_ || !pipe.push(chunk)) throw Cancelled{};
+        });
+      } catch (const Cancelled&) {
+      } catch (...) {
+        assembly_error = std::current_exception();
+      }
+      pipe.close();
+    });
     try {
       c.exec("TRUNCATE product_docs");
       c.exec("COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN WITH (FREEZE)");
-      documents_->assemble(*products, [&](const std::string& chunk) {
-        if (cancelled_) throw Cancelled{};
-        c.put_copy(chunk.data(), chunk.size());
-      });
+      std::string chunk;
+      while (pipe.pop(chunk)) c.put_copy(chunk.data(), chunk.size());
+      assembler.join();
+      if (assembly_error) std::rethrow_exception(assembly_error);
+      if (cancelled_) throw Cancelled{};
       c.end_copy();
       c.exec("COMMIT");
     } catch (...) {
+      pipe.cancel();
+      if (assembler.joinable()) assembler.join();
       if (c.ok()) {
         c.abort_copy("load cancelled");
         c.exec("ROLLBACK");
