@@ -309,3 +309,30 @@ TEST_CASE("migrate applies what is missing, once") {
   CHECK(rows(c, "SELECT count(*) FROM public.catwalk_migrations") == "4\n");
   CHECK(rows(c, "SELECT count(*) FROM catwalk.product_docs") == "0\n");
 }
+
+TEST_CASE("an over-long line is rejected with its number; the lines around it load") {
+  std::string url = fresh_database("longline");
+  std::string rejects = test::make_temp_dir("catwalk-long");
+  std::string dir = test::make_temp_dir("catwalk-longdata");
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  {
+    // Line 15 is 2 MiB long (one huge feature value), line 16 is fine again.
+    std::ofstream out(dir + "/features.csv", std::ios::app | std::ios::binary);
+    out << "20,5,\"Story\",\"" << std::string(2 << 20, 'x') << "\"\n";
+    out << "21,5,\"Sole\",\"Rubber\"\n";
+  }
+  auto r = load(url, dir, rejects);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(file_entry(r.out, "features.csv").find("\"read\": 15, \"loaded\": 11, \"rejected\": 4, "
+                                               "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, "
+                                               "\"orphan\": 2, \"line_too_long\": 1}") != std::string::npos);
+  std::string fr = read_file(rejects + "/features.rejects.csv");
+  auto at = fr.find("\n15,,line_too_long,line is longer than 1048576 bytes");
+  CHECK(at != std::string::npos);
+  CHECK(fr.size() < 64 * 1024);  // the raw line is kept in part, not 2 MiB of it
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT feature, value FROM features WHERE id = 21") == "Sole|Rubber\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
