@@ -13,41 +13,6 @@ namespace catwalk::etl {
 
 namespace fs = std::filesystem;
 
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  std::size_t start = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    // Skip eight bytes at a time while none needs escaping.
-    while (s.size() - i >= 8) {
-      std::uint64_t w;
-      std::memcpy(&w, s.data() + i, 8);
-      if (word_has_byte(w, '"') || word_has_byte(w, '\\') || word_has_less_than(w, 0x20)) break;
-      i += 8;
-    }
-    if (i >= s.size()) break;
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + start, i - start);
-    start = i + 1;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        out += "\\u00";
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 15]);
-    }
-  }
-  out.append(s.data() + start, s.size() - start);
-  out.push_back('"');
-}
-
 void append_money_json(std::string& out, const std::optional<std::string_view>& money) {
   if (!money) {
     out += "null";
@@ -321,22 +286,21 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
           first_style = false;
           styles.append(r.data, r.length);
           std::size_t s = k + 1;
+          // The style's fragments of one kind, comma-separated, or the reference service's
+          // shape for "none" (front ends test for it).
+          auto append_run = [&](std::uint8_t kind, std::string_view none) {
+            bool any = false;
+            for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
+              if (any) styles.push_back(',');
+              any = true;
+              styles.append(refs[s].data, refs[s].length);
+            }
+            if (!any) styles += none;
+          };
           styles += ",\"photos\":[";
-          bool any = false;
-          for (; s < end && refs[s].style == r.style && refs[s].kind == kPhoto; ++s) {
-            if (any) styles.push_back(',');
-            any = true;
-            styles.append(refs[s].data, refs[s].length);
-          }
-          if (!any) styles += "{\"thumbnail_url\":null,\"url\":null}";
+          append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
           styles += "],\"skus\":{";
-          any = false;
-          for (; s < end && refs[s].style == r.style && refs[s].kind == kSku; ++s) {
-            if (any) styles.push_back(',');
-            any = true;
-            styles.append(refs[s].data, refs[s].length);
-          }
-          if (!any) styles += "\"null\":{\"quantity\":null,\"size\":null}";
+          append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
           styles += "}}";
           k = s;
         } else {

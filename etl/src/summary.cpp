@@ -2,26 +2,11 @@
 
 #include <fmt/format.h>
 
+#include "catwalk/json.hpp"
+
 namespace catwalk::etl {
 
 namespace {
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out.push_back(static_cast<char>(c));
-    }
-  }
-  return out + "\"";
-}
 
 double rate(std::uint64_t rows, double seconds) { return seconds > 0 ? rows / seconds : 0; }
 

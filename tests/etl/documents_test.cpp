@@ -20,7 +20,7 @@ TEST_CASE("append_json_string escapes as JSON and keeps UTF-8") {
   };
   for (auto& c : cases) {
     std::string out;
-    append_json_string(out, c.in);
+    catwalk::append_json_string(out, c.in);
     CHECK(out == c.out);
   }
 }

@@ -18,13 +18,12 @@
 #include <vector>
 
 #include "catwalk/etl/table_spec.hpp"
+#include "catwalk/json.hpp"
 #include "catwalk/etl/validate.hpp"
 
 namespace catwalk::etl {
 
-// JSON text helpers, matching the contract: strings escaped as JSON (non-ASCII kept as is);
-// money "140" when whole, "99.50" otherwise, or null.
-void append_json_string(std::string& out, std::string_view s);
+// Money as the contract's JSON value: "140" when whole, "99.50" otherwise, or null.
 void append_money_json(std::string& out, const std::optional<std::string_view>& money);
 
 class DocumentStore {
