@@ -21,17 +21,19 @@ DocCache::Doc DocCache::get(std::uint64_t key) {
   return d;
 }
 
-void DocCache::put(std::uint64_t key, std::uint64_t generation, std::string doc) {
+DocCache::PutResult DocCache::put(std::uint64_t key, std::uint64_t generation, std::string doc,
+                                  Evict evict) {
   const std::size_t shard_budget = budget_ / kShards;
   const std::size_t cost = doc.size() + kEntryOverhead;
-  if (cost > shard_budget) return;
+  if (cost > shard_budget) return PutResult::kTooBig;
   auto value = std::make_shared<const std::string>(std::move(doc));
   auto& s = shards_[key % kShards];
   std::lock_guard lock(s.mu);
   // Checked under the shard lock: invalidate() bumps the generation before clearing each
   // shard under the same lock, so a stale put either fails here or is cleared afterwards.
-  if (generation != generation_.load(std::memory_order_acquire)) return;
-  if (s.map.contains(key)) return;
+  if (generation != generation_.load(std::memory_order_acquire)) return PutResult::kStale;
+  if (s.map.contains(key)) return PutResult::kPresent;
+  if (evict == Evict::kNo && s.bytes + cost > shard_budget) return PutResult::kFull;
   // Evict arbitrary entries until the new one fits: with random access over a catalogue
   // larger than the budget, any victim is as good as another, and this needs no LRU list.
   while (s.bytes + cost > shard_budget && !s.map.empty()) {
@@ -41,15 +43,21 @@ void DocCache::put(std::uint64_t key, std::uint64_t generation, std::string doc)
   }
   s.map.emplace(key, std::move(value));
   s.bytes += cost;
+  return PutResult::kStored;
 }
 
 void DocCache::invalidate() {
   generation_.fetch_add(1, std::memory_order_acq_rel);
   invalidations_.fetch_add(1, std::memory_order_relaxed);
   for (auto& s : shards_) {
-    std::lock_guard lock(s.mu);
-    s.map.clear();
-    s.bytes = 0;
+    // Freed outside the lock: a warmed shard holds ~200k documents at full scale, and
+    // requests on that shard must not wait for their destruction.
+    std::unordered_map<std::uint64_t, Doc> old;
+    {
+      std::lock_guard lock(s.mu);
+      old.swap(s.map);
+      s.bytes = 0;
+    }
   }
 }
 

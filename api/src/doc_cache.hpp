@@ -28,7 +28,20 @@ class DocCache {
 
   std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   Doc get(std::uint64_t key);
-  void put(std::uint64_t key, std::uint64_t generation, std::string doc);
+
+  // What put() did with a document.
+  enum class PutResult {
+    kStored,
+    kPresent,  // the key was already cached (a request or the warmer got there first)
+    kStale,    // read under an older generation: dropped
+    kTooBig,   // larger than a shard's share of the budget: never cached
+    kFull,     // no room without evicting, and the caller asked not to evict
+  };
+  enum class Evict { kYes, kNo };
+  // A miss fills with Evict::kYes (any victim will do under random access); the warmer uses
+  // Evict::kNo so that it stops at the budget instead of churning what it just stored.
+  PutResult put(std::uint64_t key, std::uint64_t generation, std::string doc,
+                Evict evict = Evict::kYes);
   void invalidate();
 
   std::uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
