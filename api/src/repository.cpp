@@ -45,6 +45,10 @@ constexpr Statement kCartAdd{
     "(SELECT count(*) FROM public.cart WHERE user_session = $1::int4 AND product_id = $2::int4 "
     "AND active)"};
 constexpr Statement kPing{6, "ping", "SELECT 1"};
+constexpr Statement kDocsAfter{
+    7, "docs_after",
+    "SELECT id, detail, styles, related FROM catwalk.product_docs WHERE id > $1::int4 "
+    "ORDER BY id LIMIT $2::int4"};
 
 const Statement& doc_statement(DocKind k) {
   switch (k) {
@@ -91,6 +95,22 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
     auto r = c.exec(doc_statement(kind), 1, values);
     if (r.rows() == 0) return std::nullopt;
     return std::string(r.get(0, 0));
+  });
+}
+
+std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id,
+                                                       std::int32_t limit) {
+  IntText a(after_id), n(limit);
+  const char* values[] = {a.c_str(), n.c_str()};
+  return read([&](PooledConnection& c) {
+    auto r = c.exec(kDocsAfter, 2, values);
+    std::vector<ProductDocs> out;
+    out.reserve(static_cast<std::size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) {
+      out.push_back({static_cast<std::int32_t>(r.get_int(i, 0)), std::string(r.get(i, 1)),
+                     std::string(r.get(i, 2)), std::string(r.get(i, 3))});
+    }
+    return out;
   });
 }
 

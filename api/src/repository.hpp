@@ -15,6 +15,12 @@ namespace catwalk::api {
 
 enum class DocKind : int { kDetail = 0, kStyles = 1, kRelated = 2 };
 
+// One product's three documents, as the warmer streams them.
+struct ProductDocs {
+  std::int32_t id = 0;
+  std::string detail, styles, related;
+};
+
 struct CartLine {
   std::int64_t sku_id = 0;
   std::int64_t count = 0;
@@ -26,6 +32,10 @@ class Repository {
 
   // The precomputed body of /products/:id, /styles or /related; nullopt for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
+  // Up to `limit` products with id > after_id, in id order (keyset pagination: each batch is
+  // one short statement on one borrowed connection, so the warmer never holds a connection,
+  // a snapshot or a cursor while requests wait).
+  std::vector<ProductDocs> product_docs_after(std::int32_t after_id, std::int32_t limit);
   // The JSON array of list items with rn in (lo, hi].
   std::string product_page(std::int32_t lo, std::int32_t hi);
   std::vector<CartLine> cart(std::int32_t session);

@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
@@ -72,6 +73,11 @@ bool catalogue_missing(const std::exception& e) {
   return db != nullptr && (db->sqlstate() == "42P01" || db->sqlstate() == "3F000");
 }
 
+// The cache key of a product's document of one kind.
+std::uint64_t doc_key(DocKind kind, std::int32_t id) {
+  return (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(id);
+}
+
 std::string invalid_id_message(std::string_view raw) {
   std::string m =
       "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
@@ -115,6 +121,14 @@ struct Server::Impl {
   bool stopping = false;
   std::atomic<bool> listen_returned{false};
 
+  // Cache warming: the watcher asks for a warm-up of a cache generation (under watch_mu); the
+  // warmer thread runs one at a time, newest request first.
+  std::condition_variable warm_cv;
+  std::uint64_t warm_wanted = 0;  // a generation to warm; 0 = nothing asked
+  std::atomic<bool> warming{false};
+  std::atomic<std::uint64_t> warm_runs{0}, warm_runs_completed{0}, warmed_docs{0};
+  std::atomic<double> warm_last_seconds{0};
+
   void configure();
   HandlerResponse pre_route(const Request& req, Response& res);
   void handle_with_body(const Request& req, Response& res);
@@ -129,6 +143,10 @@ struct Server::Impl {
   bool error_response(const Request& req, Response& res);
   void log_request(const Request& req, const Response& res);
   void watch_publish();
+  void request_warm(std::uint64_t generation);
+  void warm_loop();
+  bool warm(std::uint64_t generation);
+  bool stop_requested();
 
   // Runs a handler body, turning infrastructure failures into the contract's 503 and anything
   // unexpected into a logged 500: no exception ever reaches cpp-httplib from a handler.
@@ -268,8 +286,7 @@ void Server::Impl::handle_with_body(const Request& req, Response& res) {
 void Server::Impl::product_doc(DocKind kind, std::string_view raw_id, Response& res) {
   auto id = parse_id(raw_id);
   if (!id) return send_error(res, 400, "invalid_id", invalid_id_message(raw_id));
-  const std::uint64_t key =
-      (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(*id);
+  const std::uint64_t key = doc_key(kind, *id);
   const bool use_cache = cache.enabled();
   std::uint64_t generation = 0;
   if (use_cache) {
@@ -396,10 +413,24 @@ void Server::Impl::render_metrics(Response& res) {
       "# TYPE catwalk_cache_entries gauge\ncatwalk_cache_entries {}\n"
       "# HELP catwalk_cache_bytes Bytes of documents in the cache.\n"
       "# TYPE catwalk_cache_bytes gauge\ncatwalk_cache_bytes {}\n"
+      "# HELP catwalk_cache_warming 1 while a warm-up streams documents into the cache.\n"
+      "# TYPE catwalk_cache_warming gauge\ncatwalk_cache_warming {}\n"
+      "# HELP catwalk_cache_warm_runs_total Warm-ups started (at start and after each publish).\n"
+      "# TYPE catwalk_cache_warm_runs_total counter\ncatwalk_cache_warm_runs_total {}\n"
+      "# HELP catwalk_cache_warm_runs_completed_total Warm-ups that reached the end of the "
+      "catalogue or the budget.\n"
+      "# TYPE catwalk_cache_warm_runs_completed_total counter\n"
+      "catwalk_cache_warm_runs_completed_total {}\n"
+      "# HELP catwalk_cache_warmed_documents_total Documents stored by warm-ups.\n"
+      "# TYPE catwalk_cache_warmed_documents_total counter\n"
+      "catwalk_cache_warmed_documents_total {}\n"
+      "# HELP catwalk_cache_warm_last_seconds Duration of the last completed warm-up.\n"
+      "# TYPE catwalk_cache_warm_last_seconds gauge\ncatwalk_cache_warm_last_seconds {:.3f}\n"
       "# HELP catwalk_publish_version catwalk_publish.version last seen (-1: unknown).\n"
       "# TYPE catwalk_publish_version gauge\ncatwalk_publish_version {}\n",
       cache.hits(), cache.misses(), cache.invalidations(), cache.entries(), cache.bytes(),
-      publish_version.load());
+      warming.load() ? 1 : 0, warm_runs.load(), warm_runs_completed.load(), warmed_docs.load(),
+      warm_last_seconds.load(), publish_version.load());
   res.status = 200;
   res.body = std::move(out);
   res.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
@@ -485,12 +516,16 @@ void Server::Impl::watch_publish() {
       }
       auto r = conn->exec("SELECT version FROM public.catwalk_publish");
       long long v = r.rows() > 0 ? r.get_int(0, 0) : 0;
-      if (v != seen) {
+      const bool published = v != seen;
+      if (published) {
         cache.invalidate();
         seen = v;
         publish_version.store(v);
       }
       cache.set_usable(true);
+      // After the flush (and at start, and when the database is back): the new generation is
+      // what the warmer fills; a warm-up of an older one sees the bump and gives way.
+      if (published) request_warm(cache.generation());
     } catch (const std::exception&) {
       if (cache.enabled())
         catwalk::log("publish watcher: cannot read catwalk_publish; document cache off");
@@ -505,6 +540,116 @@ void Server::Impl::watch_publish() {
     http.stop();
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+void Server::Impl::request_warm(std::uint64_t generation) {
+  {
+    std::lock_guard lock(watch_mu);
+    warm_wanted = generation;
+  }
+  warm_cv.notify_all();
+}
+
+bool Server::Impl::stop_requested() {
+  std::lock_guard lock(watch_mu);
+  return stopping;
+}
+
+// The warmer thread: runs the latest warm-up asked for, until stop(). A request that arrives
+// while a warm-up runs is picked up when that one gives way (its generation is then stale).
+void Server::Impl::warm_loop() {
+  for (;;) {
+    std::uint64_t generation;
+    {
+      std::unique_lock lock(watch_mu);
+      warm_cv.wait(lock, [&] { return stopping || warm_wanted != 0; });
+      if (stopping) return;
+      generation = std::exchange(warm_wanted, 0);
+    }
+    warm(generation);
+  }
+}
+
+// Streams every product's documents into the cache in id order until the catalogue ends or the
+// budget is full, without evicting (a full cache stays as warmed; misses still fill it). Stops
+// early, quietly, when the generation moves on (a publish or a lost database: the watcher asks
+// again), on stop(), or when the database fails (the watcher notices, and the restart path
+// asks again). Returns true when the warm-up completed.
+//
+// Which documents: styles, detail and related, the three per-id routes a product page calls
+// with ids all over the catalogue. The list pages are not warmed: they are cheap range scans
+// of adjacent rows, any (page, count) pair is a different body, and the front end asks for few.
+bool Server::Impl::warm(std::uint64_t generation) {
+  warming.store(true);
+  warm_runs.fetch_add(1);
+  const auto t0 = Clock::now();
+  std::uint64_t stored = 0;
+  bool completed = false;
+  std::int32_t after = 0;
+  const int batch_rows = std::max(opt.warm_batch_rows, 1);
+  bool logged = false;
+  // Interruptible by stop(); true when stopping.
+  auto pause = [&](std::chrono::milliseconds d) {
+    std::unique_lock lock(watch_mu);
+    return warm_cv.wait_for(lock, d, [&] { return stopping; });
+  };
+  {
+    for (;;) {
+      if (stop_requested() || cache.generation() != generation) break;
+      // One statement on one borrowed connection, returned before the documents are stored:
+      // requests waiting for a connection get it between batches.
+      std::vector<ProductDocs> batch;
+      try {
+        batch = repo.product_docs_after(after, batch_rows);
+      } catch (const std::exception& e) {
+        if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
+        logged = true;
+        // No catalogue (or a bug): nothing to retry; a publish asks for a new warm-up.
+        if (catalogue_missing(e) || !is_unavailable(e)) break;
+        // Unreachable, or the pool still backing off after a restart: retry from the same id
+        // while the generation holds. A database really down moves it on (the watcher flushes
+        // the cache within a poll), which ends this warm-up; its return starts a new one.
+        if (pause(std::chrono::milliseconds(200))) break;
+        continue;
+      }
+      bool full = false, stale = false;
+      for (auto& p : batch) {
+        std::pair<DocKind, std::string*> docs[] = {{DocKind::kStyles, &p.styles},
+                                                   {DocKind::kDetail, &p.detail},
+                                                   {DocKind::kRelated, &p.related}};
+        for (auto& [kind, doc] : docs) {
+          auto r = cache.put(doc_key(kind, p.id), generation, std::move(*doc),
+                             DocCache::Evict::kNo);
+          if (r == DocCache::PutResult::kStored) {
+            ++stored;
+            warmed_docs.fetch_add(1, std::memory_order_relaxed);
+          } else if (r == DocCache::PutResult::kStale) {
+            stale = true;
+          } else if (r == DocCache::PutResult::kFull) {
+            full = true;
+          }
+          if (stale || full) break;
+        }
+        if (stale || full) break;
+      }
+      if (stale) break;
+      if (full || batch.size() < static_cast<std::size_t>(batch_rows)) {
+        completed = true;
+        break;
+      }
+      after = batch.back().id;
+      if (opt.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt.warm_pause_ms))) break;
+    }
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (completed) {
+    warm_last_seconds.store(seconds);
+    warm_runs_completed.fetch_add(1);
+    catwalk::log("cache warm-up: {} documents, {} MiB cached, in {:.1f} s", stored,
+                 cache.bytes() >> 20, seconds);
+  }
+  warming.store(false);
+  return completed;
 }
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
@@ -535,6 +680,7 @@ int Server::bind() {
 void Server::run() {
   auto& im = *impl_;
   std::thread watcher([&im] { im.watch_publish(); });
+  std::thread warmer([&im] { im.warm_loop(); });
   bool stopping;
   {
     std::lock_guard lock(im.watch_mu);
@@ -544,6 +690,7 @@ void Server::run() {
   im.listen_returned.store(true);
   stop();
   watcher.join();
+  warmer.join();
 }
 
 void Server::stop() {
@@ -552,6 +699,7 @@ void Server::stop() {
     impl_->stopping = true;
   }
   impl_->watch_cv.notify_all();
+  impl_->warm_cv.notify_all();
 }
 
 }  // namespace catwalk::api

@@ -114,14 +114,19 @@ std::size_t occurrences(const std::string& s, const std::string& needle) {
   return n;
 }
 
-// The value of an unlabelled metric from /metrics (-1 when absent).
-double metric(const std::string& name) {
-  auto r = get("/metrics");
+// The value of an unlabelled metric from the /metrics of the server on `port` (-1 when absent).
+double metric_at(int port, const std::string& name) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(5);
+  c.set_read_timeout(10);
+  auto r = c.Get("/metrics");
   if (!r) return -1;
   auto p = r->body.find("\n" + name + " ");
   if (p == std::string::npos) return -1;
   return std::stod(r->body.substr(p + name.size() + 2));
 }
+
+double metric(const std::string& name) { return metric_at(api().port, name); }
 
 // The text of one style object inside a styles body (up to the next style or the end).
 std::string style_text(const std::string& body, int style_id) {
@@ -403,7 +408,9 @@ TEST_CASE("/health, /ready and /metrics") {
   for (const char* family :
        {"catwalk_http_requests_total{route=\"styles\",status=\"200\"}",
         "catwalk_http_request_duration_seconds_bucket", "catwalk_db_pool_size 4",
-        "catwalk_db_pool_in_use", "catwalk_cache_hits_total", "catwalk_publish_version"}) {
+        "catwalk_db_pool_in_use", "catwalk_cache_hits_total", "catwalk_publish_version",
+        "catwalk_cache_warming 0", "catwalk_cache_warm_runs_total",
+        "catwalk_cache_warm_runs_completed_total", "catwalk_cache_warmed_documents_total"}) {
     CAPTURE(family);
     CHECK(m->body.find(family) != std::string::npos);
   }
@@ -518,6 +525,8 @@ TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API
   auto ok = get("/products/1/styles");
   REQUIRE(ok);
   REQUIRE(ok->status == 200);
+  const double warmed_before = metric("catwalk_cache_warm_runs_completed_total");
+  REQUIRE(warmed_before >= 1);
   auto& pg = shared_server();
   pg.stop();
   // Down: every data route answers 503 JSON, quickly (the cache must not hide the outage).
@@ -559,6 +568,13 @@ TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(back);
+  // The warmer stopped quietly while the database was down; its return re-warms the cache.
+  bool rewarmed = false;
+  for (auto t0 = Clock::now(); !rewarmed && Clock::now() - t0 < std::chrono::seconds(5);) {
+    rewarmed = metric("catwalk_cache_warm_runs_completed_total") > warmed_before;
+    if (!rewarmed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(rewarmed);
   auto ready = get("/ready");
   REQUIRE(ready);
   CHECK(ready->status == 200);
@@ -707,4 +723,151 @@ TEST_CASE("the binary: flags, access log, SIGTERM finishes in-flight requests an
   CHECK(log.find("GET /products/1/styles 200 " + std::to_string(expected->body.size()) + " ") !=
         std::string::npos);
   fs::remove_all(log_dir);
+}
+
+namespace {
+// A server of a test's own (fresh cache and counters), stopped when it goes out of scope.
+struct OwnServer {
+  std::unique_ptr<catwalk::api::Server> server;
+  std::thread thread;
+  int port = 0;
+
+  explicit OwnServer(catwalk::api::ServerOptions opt) {
+    opt.db_url = shared_server().url();
+    opt.port = 0;
+    opt.host = "127.0.0.1";
+    opt.access_log = false;
+    server = std::make_unique<catwalk::api::Server>(opt);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~OwnServer() { stop(); }
+  void stop() {
+    if (!thread.joinable()) return;
+    server->stop();
+    thread.join();
+  }
+  httplib::Result get(const std::string& path) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(10);
+    return c.Get(path.c_str());
+  }
+  double metric(const std::string& name) { return metric_at(port, name); }
+  // Waits (up to `limit`) until `done` holds; returns whether it did.
+  template <typename F>
+  bool wait_for(F&& done, std::chrono::milliseconds limit) {
+    for (auto t0 = Clock::now(); Clock::now() - t0 < limit;) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  }
+  bool warmed_more_than(double completed) {
+    return metric("catwalk_cache_warm_runs_completed_total") > completed &&
+           metric("catwalk_cache_warming") == 0;
+  }
+};
+
+// The ids of the loaded products, from the list route (which never touches the document cache).
+std::vector<int> product_ids(OwnServer& s) {
+  auto r = s.get("/products?count=1000");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  std::vector<int> ids;
+  for (auto p = r->body.find("{\"id\":"); p != std::string::npos;
+       p = r->body.find("{\"id\":", p + 1))
+    ids.push_back(std::stoi(r->body.substr(p + 6)));
+  return ids;
+}
+}  // namespace
+
+TEST_CASE("cache warming: every document is cached at start, before any request") {
+  api();  // the database is loaded
+  OwnServer s({});
+  REQUIRE(s.wait_for([&] { return s.warmed_more_than(0); }, std::chrono::seconds(5)));
+  const auto ids = product_ids(s);
+  REQUIRE(ids.size() >= 10);
+  const double documents = 3.0 * static_cast<double>(ids.size());  // detail, styles, related
+  CHECK(s.metric("catwalk_cache_entries") == documents);
+  CHECK(s.metric("catwalk_cache_warmed_documents_total") == documents);
+  CHECK(s.metric("catwalk_cache_warm_runs_total") == 1);
+  CHECK(s.metric("catwalk_cache_hits_total") == 0);
+  CHECK(s.metric("catwalk_cache_misses_total") == 0);
+  // Served from the cache, byte for byte what the database holds: no miss at all.
+  auto related = s.get("/products/1/related");
+  REQUIRE(related);
+  CHECK(related->body == "[2,3,8,7]");
+  auto styles = s.get("/products/11/styles");
+  REQUIRE(styles);
+  CHECK(styles->body == R"({"product_id":"11","results":[]})");
+  auto detail = s.get("/products/" + std::to_string(ids.back()));
+  REQUIRE(detail);
+  CHECK(detail->status == 200);
+  CHECK(s.metric("catwalk_cache_hits_total") == 3);
+  CHECK(s.metric("catwalk_cache_misses_total") == 0);
+}
+
+TEST_CASE("cache warming: a reload is re-warmed with the new content within 2 s") {
+  api();  // the database is loaded
+  OwnServer s({});
+  REQUIRE(s.wait_for([&] { return s.warmed_more_than(0); }, std::chrono::seconds(5)));
+  auto old = s.get("/products/1");
+  REQUIRE(old);
+  REQUIRE(old->body.find("\"Camo Onesie\"") != std::string::npos);
+  const double runs_before = s.metric("catwalk_cache_warm_runs_completed_total");
+
+  std::string dir = catwalk::test::make_temp_dir("catwalk-api-rewarm");
+  fs::copy(source_path("data-samples"), dir, fs::copy_options::recursive);
+  {
+    std::ifstream in(dir + "/product.csv", std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    auto p = text.find("\"Camo Onesie\"");
+    REQUIRE(p != std::string::npos);
+    text.replace(p, 13, "\"Camo Onesie Rewarmed\"");
+    std::ofstream out(dir + "/product.csv", std::ios::binary | std::ios::trunc);
+    out << text;
+  }
+  auto load = etl_load(dir);
+  const auto loaded_at = Clock::now();
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  // No request in between: the warmer alone must bring the new document into the cache.
+  CHECK(s.wait_for([&] { return s.warmed_more_than(runs_before); }, std::chrono::seconds(2)));
+  const double misses = s.metric("catwalk_cache_misses_total");
+  const double hits = s.metric("catwalk_cache_hits_total");
+  auto fresh = s.get("/products/1");
+  CHECK(Clock::now() - loaded_at < std::chrono::seconds(2));
+  REQUIRE(fresh);
+  CHECK(fresh->body.find("\"Camo Onesie Rewarmed\"") != std::string::npos);
+  CHECK(s.metric("catwalk_cache_misses_total") == misses);  // from the cache
+  CHECK(s.metric("catwalk_cache_hits_total") == hits + 1);
+
+  // Back to the original samples for the tests that follow.
+  auto restore = etl_load(source_path("data-samples"));
+  CHECK(restore.exit_code == 0);
+  fs::remove_all(dir);
+  CHECK(s.wait_for([&] { return s.warmed_more_than(runs_before + 1); }, std::chrono::seconds(2)));
+  auto again = s.get("/products/1");
+  REQUIRE(again);
+  CHECK(again->body.find("\"Camo Onesie\"") != std::string::npos);
+}
+
+TEST_CASE("cache warming stops promptly on shutdown") {
+  api();  // the database is loaded
+  // One product per batch and a pause between batches: the warm-up would take seconds.
+  catwalk::api::ServerOptions opt;
+  opt.warm_batch_rows = 1;
+  opt.warm_pause_ms = 400;
+  OwnServer s(opt);
+  REQUIRE(s.wait_for(
+      [&] {
+        return s.metric("catwalk_cache_warming") == 1 &&
+               s.metric("catwalk_cache_warmed_documents_total") >= 3;
+      },
+      std::chrono::seconds(5)));
+  REQUIRE(s.metric("catwalk_cache_warm_runs_completed_total") == 0);
+  auto t0 = Clock::now();
+  s.stop();
+  CHECK(Clock::now() - t0 < std::chrono::milliseconds(1000));
 }
