@@ -2,6 +2,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <signal.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -80,6 +82,14 @@ int main(int argc, char** argv) {
                   : progress == "lines"  ? LoadOptions::Progress::kLines
                   : progress == "off"    ? LoadOptions::Progress::kOff
                                          : LoadOptions::Progress::kAuto;
+
+  // Ctrl-C or SIGTERM: stop cleanly (nothing published, work files removed). A second signal
+  // kills at once; even then the published data is untouched.
+  struct sigaction stop{};
+  stop.sa_handler = [](int) { request_stop(); };
+  stop.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &stop, nullptr);
+  sigaction(SIGTERM, &stop, nullptr);
 
   RunSummary summary = run(opts);
   std::string out = json ? render_json(summary) : render_table(summary);

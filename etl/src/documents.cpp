@@ -1,7 +1,9 @@
 #include "catwalk/etl/documents.hpp"
 
 #include <fmt/format.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -62,8 +64,27 @@ constexpr std::uint32_t kDenseStyles = 1u << 26;
 
 }  // namespace
 
+namespace {
+constexpr std::string_view kDirPrefix = "catwalk-etl-docs-";
+
+// Work folders are named catwalk-etl-docs-<pid>-XXXXXX. A loader killed with SIGKILL cannot
+// remove its own: the next one removes every folder whose process is gone.
+void remove_orphaned_work_dirs(const fs::path& root) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!name.starts_with(kDirPrefix) || !entry.is_directory(ec)) continue;
+    long pid = std::strtol(name.c_str() + kDirPrefix.size(), nullptr, 10);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove_all(entry.path(), ec);
+  }
+}
+}  // namespace
+
 DocumentStore::DocumentStore(const std::string& temp_root, int partitions) : partitions_(partitions) {
-  std::string tmpl = (fs::path(temp_root) / "catwalk-etl-docs-XXXXXX").string();
+  remove_orphaned_work_dirs(temp_root);
+  std::string tmpl =
+      (fs::path(temp_root) / fmt::format("{}{}-XXXXXX", kDirPrefix, ::getpid())).string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
     throw InputError(fmt::format("cannot create a work folder under {}: {}; set TMPDIR to a "
                                  "writable folder with room for about the size of the export",

@@ -36,6 +36,17 @@ double since(Clock::time_point t) {
 // Thrown inside a worker when another worker failed: this one stops quietly.
 struct Cancelled {};
 
+// Set by request_stop(), from a signal handler: lock-free by construction.
+std::atomic<bool> g_stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+void check_stop() {
+  if (g_stop_requested.load(std::memory_order_relaxed)) {
+    throw Interrupted("interrupted: the load was stopped before publishing; the published data "
+                      "is unchanged");
+  }
+}
+
 struct FileTask {
   const TableSpec* spec = nullptr;
   std::string path;
@@ -275,6 +286,7 @@ class Run {
           }
           return;
         }
+        check_stop();
         auto t = Clock::now();
         std::string name = i == docs_task ? "documents" : steps[i - docs_task - 1].name;
         if (i == docs_task) build_documents(worker_connection(w));
@@ -311,7 +323,7 @@ class Run {
     std::thread assembler([&] {
       try {
         documents_->assemble(*products, [&](const std::string& chunk) {
-          if (cancelled_ || !pipe.push(chunk)) throw Cancelled{};
+          if (cancelled_ || g_stop_requested || !pipe.push(chunk)) throw Cancelled{};
         });
       } catch (const Cancelled&) {
       } catch (...) {
@@ -326,6 +338,7 @@ class Run {
       while (pipe.pop(chunk)) c.put_copy(chunk.data(), chunk.size());
       assembler.join();
       if (assembly_error) std::rethrow_exception(assembly_error);
+      check_stop();
       if (cancelled_) throw Cancelled{};
       c.end_copy();
       c.exec("COMMIT");
@@ -341,6 +354,7 @@ class Run {
   }
 
   void publish(RunSummary& summary) {
+    check_stop();  // the last moment a stop is honoured: past here the swap commits
     log("publishing");
     auto t = Clock::now();
     main_->exec("BEGIN");
@@ -460,6 +474,7 @@ class Run {
         if ((st.read & 4095) == 0) {
           publish_live();
           if (cancelled_) throw Cancelled{};
+          check_stop();
         }
       }
       if (conn) {
@@ -497,6 +512,8 @@ class Run {
 
 }  // namespace
 
+void request_stop() { g_stop_requested.store(true); }
+
 RunSummary run(const LoadOptions& options) {
   RunSummary summary;
   auto start = Clock::now();
@@ -506,6 +523,8 @@ RunSummary run(const LoadOptions& options) {
     if (options.use_database) r.prepare_database();
     r.run_graph(summary);
     if (options.use_database) r.publish(summary);
+  } catch (const Interrupted& e) {
+    summary.ok = false, summary.error = e.what(), summary.exit_code = kExitInterrupted;
   } catch (const InputError& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitBadInput;
   } catch (const TooManyRejects& e) {

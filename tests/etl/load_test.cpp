@@ -336,3 +336,49 @@ TEST_CASE("an over-long line is rejected with its number; the lines around it lo
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }
+
+TEST_CASE("SIGTERM stops a load cleanly: exit 130, nothing published, no work files left") {
+  std::string url = fresh_database("sigterm");
+  std::string rejects = test::make_temp_dir("catwalk-term");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string tmp = test::make_temp_dir("catwalk-tmpdir");
+  // A dead loader's work folder (no process has this pid) is removed by the next load.
+  fs::create_directories(tmp + "/catwalk-etl-docs-2147483646-abcdef/x");
+  std::string dir = test::make_temp_dir("catwalk-term-data");
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  {
+    std::ofstream out(dir + "/skus.csv", std::ios::app | std::ios::binary);
+    std::string buf;
+    for (int i = 1000; i < 1001000; ++i) buf += std::to_string(i) + ",1,\"M\",1\n";
+    out << buf;
+  }
+  pg::Connection c(url);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    setenv("TMPDIR", tmp.c_str(), 1);
+    int null = ::open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execl(etl().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
+          rejects.c_str(), "--progress", "off", dir.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  bool seen_copy = false;
+  for (int i = 0; i < 1000 && !seen_copy; ++i) {
+    auto r = c.exec("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
+    seen_copy = r.get(0, 0) != "0";
+    if (!seen_copy) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  CHECK(seen_copy);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
+  CHECK(fs::is_empty(tmp));  // its own work folder and the dead one's are gone
+  fs::remove_all(tmp);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}

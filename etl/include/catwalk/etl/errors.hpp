@@ -25,6 +25,13 @@ enum ExitCode : int {
   kExitBadInput = 3,
   kExitDatabase = 4,
   kExitTooManyRejects = 5,
+  kExitInterrupted = 130,  // SIGINT or SIGTERM: stopped, nothing published
+};
+
+// A stop asked for by the user (SIGINT, SIGTERM).
+class Interrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 }  // namespace catwalk::etl

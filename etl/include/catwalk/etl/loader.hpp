@@ -23,6 +23,10 @@ struct LoadOptions {
 // Never throws: failures are reported in the summary (ok = false, error, exit_code).
 RunSummary run(const LoadOptions& options);
 
+// Asks a running run() to stop as soon as it can (safe to call from a signal handler): nothing
+// is published, work files are removed, and run() reports kExitInterrupted.
+void request_stop();
+
 // The schema a load is built in, and the published one.
 inline constexpr const char* kStagingSchema = "catwalk_next";
 inline constexpr const char* kPublishedSchema = "catwalk";
