@@ -573,8 +573,8 @@ void Server::Impl::warm_loop() {
 // Streams every product's documents into the cache in id order until the catalogue ends or the
 // budget is full, without evicting (a full cache stays as warmed; misses still fill it). Stops
 // early, quietly, when the generation moves on (a publish or a lost database: the watcher asks
-// again), on stop(), or when the database fails (the watcher notices, and the restart path
-// asks again). Returns true when the warm-up completed.
+// again when it sees the new version or the database back), or on stop(). Returns true when
+// the warm-up completed.
 //
 // Which documents: styles, detail and related, the three per-id routes a product page calls
 // with ids all over the catalogue. The list pages are not warmed: they are cheap range scans
@@ -593,53 +593,51 @@ bool Server::Impl::warm(std::uint64_t generation) {
     std::unique_lock lock(watch_mu);
     return warm_cv.wait_for(lock, d, [&] { return stopping; });
   };
-  {
-    for (;;) {
-      if (stop_requested() || cache.generation() != generation) break;
-      // One statement on one borrowed connection, returned before the documents are stored:
-      // requests waiting for a connection get it between batches.
-      std::vector<ProductDocs> batch;
-      try {
-        batch = repo.product_docs_after(after, batch_rows);
-      } catch (const std::exception& e) {
-        if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
-        logged = true;
-        // No catalogue (or a bug): nothing to retry; a publish asks for a new warm-up.
-        if (catalogue_missing(e) || !is_unavailable(e)) break;
-        // Unreachable, or the pool still backing off after a restart: retry from the same id
-        // while the generation holds. A database really down moves it on (the watcher flushes
-        // the cache within a poll), which ends this warm-up; its return starts a new one.
-        if (pause(std::chrono::milliseconds(200))) break;
-        continue;
-      }
-      bool full = false, stale = false;
-      for (auto& p : batch) {
-        std::pair<DocKind, std::string*> docs[] = {{DocKind::kStyles, &p.styles},
-                                                   {DocKind::kDetail, &p.detail},
-                                                   {DocKind::kRelated, &p.related}};
-        for (auto& [kind, doc] : docs) {
-          auto r = cache.put(doc_key(kind, p.id), generation, std::move(*doc),
-                             DocCache::Evict::kNo);
-          if (r == DocCache::PutResult::kStored) {
-            ++stored;
-            warmed_docs.fetch_add(1, std::memory_order_relaxed);
-          } else if (r == DocCache::PutResult::kStale) {
-            stale = true;
-          } else if (r == DocCache::PutResult::kFull) {
-            full = true;
-          }
-          if (stale || full) break;
+  for (;;) {
+    if (stop_requested() || cache.generation() != generation) break;
+    // One statement on one borrowed connection, returned before the documents are stored:
+    // requests waiting for a connection get it between batches.
+    std::vector<ProductDocs> batch;
+    try {
+      batch = repo.product_docs_after(after, batch_rows);
+    } catch (const std::exception& e) {
+      if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
+      logged = true;
+      // No catalogue (or a bug): nothing to retry; a publish asks for a new warm-up.
+      if (catalogue_missing(e) || !is_unavailable(e)) break;
+      // Unreachable, or the pool still backing off after a restart: retry from the same id
+      // while the generation holds. A database really down moves it on (the watcher flushes
+      // the cache within a poll), which ends this warm-up; its return starts a new one.
+      if (pause(std::chrono::milliseconds(200))) break;
+      continue;
+    }
+    bool full = false, stale = false;
+    for (auto& p : batch) {
+      std::pair<DocKind, std::string*> docs[] = {{DocKind::kStyles, &p.styles},
+                                                 {DocKind::kDetail, &p.detail},
+                                                 {DocKind::kRelated, &p.related}};
+      for (auto& [kind, doc] : docs) {
+        auto r = cache.put(doc_key(kind, p.id), generation, std::move(*doc),
+                           DocCache::Evict::kNo);
+        if (r == DocCache::PutResult::kStored) {
+          ++stored;
+          warmed_docs.fetch_add(1, std::memory_order_relaxed);
+        } else if (r == DocCache::PutResult::kStale) {
+          stale = true;
+        } else if (r == DocCache::PutResult::kFull) {
+          full = true;
         }
         if (stale || full) break;
       }
-      if (stale) break;
-      if (full || batch.size() < static_cast<std::size_t>(batch_rows)) {
-        completed = true;
-        break;
-      }
-      after = batch.back().id;
-      if (opt.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt.warm_pause_ms))) break;
+      if (stale || full) break;
     }
+    if (stale) break;
+    if (full || batch.size() < static_cast<std::size_t>(batch_rows)) {
+      completed = true;
+      break;
+    }
+    after = batch.back().id;
+    if (opt.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt.warm_pause_ms))) break;
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (completed) {
