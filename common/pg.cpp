@@ -28,7 +28,8 @@ Connection::Connection(const std::string& conninfo) : c_(PQconnectdb(conninfo.c_
   }
   // Our own messages go to stderr through the log; libpq's notices (e.g. "table does not
   // exist, skipping") are noise for users.
-  PQsetNoticeProcessor(c_.get(), [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      c_.get(), [](void*, const char*) {}, nullptr);
 }
 
 bool Connection::ok() const { return c_ && PQstatus(c_.get()) == CONNECTION_OK; }
@@ -48,7 +49,9 @@ Result Connection::check(PGresult* r, const char* what) {
   throw DbError(std::string(what) + ": " + msg, state ? state : "");
 }
 
-Result Connection::exec(const std::string& sql) { return check(PQexec(c_.get(), sql.c_str()), "query failed"); }
+Result Connection::exec(const std::string& sql) {
+  return check(PQexec(c_.get(), sql.c_str()), "query failed");
+}
 
 Result Connection::exec(const std::string& sql, const Params& params) {
   std::vector<const char*> values;

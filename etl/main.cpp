@@ -1,9 +1,8 @@
 // catwalk-etl: load the catalogue exports into PostgreSQL (see README.md for flags and exit codes).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 
@@ -49,7 +48,8 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "validate an export folder, no database");
   add_read_options(check);
   auto* migrate = app.add_subcommand("migrate", "apply the missing schema migrations");
-  migrate->add_option("--db", db_flag, "PostgreSQL URL (else DATABASE_URL, else libpq PG* variables)");
+  migrate->add_option("--db", db_flag,
+                      "PostgreSQL URL (else DATABASE_URL, else libpq PG* variables)");
 
   try {
     app.parse(argc, argv);
@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
 
   // Ctrl-C or SIGTERM: stop cleanly (nothing published, work files removed). A second signal
   // kills at once; even then the published data is untouched.
-  struct sigaction stop{};
+  struct sigaction stop {};
   stop.sa_handler = [](int) { request_stop(); };
   stop.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &stop, nullptr);

@@ -39,7 +39,14 @@ void append_money_json(std::string& out, const std::optional<std::string_view>& 
 namespace {
 
 // Fragment kinds, in the order they are assembled within a product.
-enum Kind : std::uint8_t { kItem = 0, kFeature = 1, kRelated = 2, kStyle = 3, kPhoto = 4, kSku = 5 };
+enum Kind : std::uint8_t {
+  kItem = 0,
+  kFeature = 1,
+  kRelated = 2,
+  kStyle = 3,
+  kPhoto = 4,
+  kSku = 5
+};
 enum Table { kProducts, kFeatures, kRelatedTable, kStyles, kPhotos, kSkus, kTableCount };
 
 #pragma pack(push, 1)
@@ -81,14 +88,16 @@ void remove_orphaned_work_dirs(const fs::path& root) {
 }
 }  // namespace
 
-DocumentStore::DocumentStore(const std::string& temp_root, int partitions) : partitions_(partitions) {
+DocumentStore::DocumentStore(const std::string& temp_root, int partitions)
+    : partitions_(partitions) {
   remove_orphaned_work_dirs(temp_root);
   std::string tmpl =
       (fs::path(temp_root) / fmt::format("{}{}-XXXXXX", kDirPrefix, ::getpid())).string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
-    throw InputError(fmt::format("cannot create a work folder under {}: {}; set TMPDIR to a "
-                                 "writable folder with room for about the size of the export",
-                                 temp_root, std::strerror(errno)));
+    throw InputError(
+        fmt::format("cannot create a work folder under {}: {}; set TMPDIR to a "
+                    "writable folder with room for about the size of the export",
+                    temp_root, std::strerror(errno)));
   }
   dir_ = tmpl;
 }
@@ -104,7 +113,8 @@ std::string DocumentStore::partition_path(int table, int partition) const {
 
 void DocumentStore::set_style_product(std::uint32_t style, std::uint32_t product) {
   if (style < kDenseStyles) {
-    if (style >= style_product_.size()) style_product_.resize(std::max<std::size_t>(style + 1, style_product_.size() * 2), 0);
+    if (style >= style_product_.size())
+      style_product_.resize(std::max<std::size_t>(style + 1, style_product_.size() * 2), 0);
     style_product_[style] = product;
   } else {
     style_product_sparse_[style] = product;
@@ -168,8 +178,10 @@ void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) 
   j.clear();
   auto text = [&](std::size_t c) {
     const auto& v = row.value(c);
-    if (v) append_json_string(j, *v);
-    else j += "null";
+    if (v)
+      append_json_string(j, *v);
+    else
+      j += "null";
   };
   switch (table_) {
     case kProducts:  // id,name,slogan,description,category,default_price

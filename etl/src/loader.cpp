@@ -42,8 +42,9 @@ static_assert(std::atomic<bool>::is_always_lock_free);
 
 void check_stop() {
   if (g_stop_requested.load(std::memory_order_relaxed)) {
-    throw Interrupted("interrupted: the load was stopped before publishing; the published data "
-                      "is unchanged");
+    throw Interrupted(
+        "interrupted: the load was stopped before publishing; the published data "
+        "is unchanged");
   }
 }
 
@@ -53,7 +54,7 @@ struct FileTask {
   HeaderMap header;
   std::uint64_t size = 0;
   std::vector<std::size_t> parent_tasks;  // indices of tasks that must finish first
-  IdSet ids;  // accepted ids; read by child tasks once this one is done
+  IdSet ids;                              // accepted ids; read by child tasks once this one is done
   FileStats stats;
   // Live progress, written by the worker, read by the progress thread.
   std::atomic<std::uint64_t> live_rows{0};
@@ -105,8 +106,9 @@ class Progress {
       auto started = t->live_started_ns.load();
       if (started == 0 || (done && !terminal_)) continue;
       std::uint64_t rows = t->live_rows.load(), bytes = t->live_bytes.load();
-      double secs = done ? t->stats.seconds
-                         : std::max(1e-3, (Clock::now().time_since_epoch().count() - started) / 1e9);
+      double secs = done
+                        ? t->stats.seconds
+                        : std::max(1e-3, (Clock::now().time_since_epoch().count() - started) / 1e9);
       double mbps = bytes / 1e6 / secs;
       std::string state = "done";
       if (!done) {
@@ -180,7 +182,8 @@ class Run {
 
   void plan() {
     if (!fs::is_directory(o_.dir)) {
-      throw InputError(fmt::format("{}: not a folder; pass the folder holding product.csv, ...", o_.dir));
+      throw InputError(
+          fmt::format("{}: not a folder; pass the folder holding product.csv, ...", o_.dir));
     }
     for (const auto& spec : table_specs()) {
       fs::path path = fs::path(o_.dir) / spec.file;
@@ -210,8 +213,8 @@ class Run {
     std::error_code ec;
     fs::create_directories(o_.rejects_dir, ec);
     if (!fs::is_directory(o_.rejects_dir)) {
-      throw InputError(fmt::format("cannot create the rejects folder {}: {}", o_.rejects_dir,
-                                   ec.message()));
+      throw InputError(
+          fmt::format("cannot create the rejects folder {}: {}", o_.rejects_dir, ec.message()));
     }
   }
 
@@ -277,23 +280,28 @@ class Run {
     Clock::time_point post_start = Clock::now();
     worker_conns_.resize(o_.jobs);
     try {
-      run_dag(dag, o_.jobs, [&](std::size_t i, int w) {
-        if (i < tasks_.size()) {
-          run_task(*tasks_[i], w);
-          if (++files_done == tasks_.size()) {
-            progress_->stop();  // the live lines end here; the rest is logged
-            post_start = Clock::now();
-          }
-          return;
-        }
-        check_stop();
-        auto t = Clock::now();
-        std::string name = i == docs_task ? "documents" : steps[i - docs_task - 1].name;
-        if (i == docs_task) build_documents(worker_connection(w));
-        else worker_connection(w).exec(steps[i - docs_task - 1].sql);
-        seconds[i] = since(t);
-        if (!progress_->live()) log("built {} in {:.2f} s", name, seconds[i]);
-      }, cancelled_);
+      run_dag(
+          dag, o_.jobs,
+          [&](std::size_t i, int w) {
+            if (i < tasks_.size()) {
+              run_task(*tasks_[i], w);
+              if (++files_done == tasks_.size()) {
+                progress_->stop();  // the live lines end here; the rest is logged
+                post_start = Clock::now();
+              }
+              return;
+            }
+            check_stop();
+            auto t = Clock::now();
+            std::string name = i == docs_task ? "documents" : steps[i - docs_task - 1].name;
+            if (i == docs_task)
+              build_documents(worker_connection(w));
+            else
+              worker_connection(w).exec(steps[i - docs_task - 1].sql);
+            seconds[i] = since(t);
+            if (!progress_->live()) log("built {} in {:.2f} s", name, seconds[i]);
+          },
+          cancelled_);
     } catch (const Cancelled&) {
       // Only raised when another task failed first, and that failure is what run_dag rethrows.
     }
@@ -375,7 +383,8 @@ class Run {
       main_->exec("COMMIT");
       for (auto& task : tasks_) {
         if (task->spec->table == "cart_import") {
-          summary.cart_rows_kept = task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
+          summary.cart_rows_kept =
+              task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
         }
       }
     } catch (...) {

@@ -104,7 +104,8 @@ std::vector<Step> post_data_steps(const std::vector<std::string>& external) {
             std::string d = trim(deps.substr(p, c - p));
             if (!d.empty()) {
               if (!known(d)) {
-                throw std::logic_error(m.name + ": step " + st.name + " comes after unknown step " + d);
+                throw std::logic_error(m.name + ": step " + st.name + " comes after unknown step " +
+                                       d);
               }
               st.after.push_back(d);
             }
@@ -119,7 +120,8 @@ std::vector<Step> post_data_steps(const std::vector<std::string>& external) {
         preamble += line + "\n";
       }
     }
-    if (steps.size() == first_step) steps.push_back({m.name, {}, m.sql});
+    if (steps.size() == first_step)
+      steps.push_back({m.name, {}, m.sql});
     else if (preamble.find_first_not_of(" \n\r\t") != std::string::npos) {
       throw std::logic_error(m.name + ": SQL before the first step marker");
     }

@@ -35,8 +35,10 @@ SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std:
         if (q == nullptr) break;
         if (q + 1 < end && q[1] == '"') {
           // A doubled quote: copy what came before plus one quote.
-          if (!escaped) scratch.append(start, q - start), escaped = true;
-          else scratch.append(p, q - p);
+          if (!escaped)
+            scratch.append(start, q - start), escaped = true;
+          else
+            scratch.append(p, q - p);
           scratch.push_back('"');
           p = q + 2;
           continue;
@@ -99,10 +101,14 @@ bool valid_utf8(std::string_view s) {
     }
     int n;
     std::uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
-    else return false;
+    if (c >= 0xC2 && c <= 0xDF)
+      n = 1, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+      n = 2, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+      n = 3, cp = c & 0x07;
+    else
+      return false;
     if (end - p <= n) return false;
     for (int i = 1; i <= n; ++i) {
       if ((p[i] & 0xC0) != 0x80) return false;
@@ -195,11 +201,14 @@ class FilteringSource : public io::ByteSourceBase {
       }
       take = std::min<std::size_t>(take, static_cast<std::size_t>(size - produced));
       std::memcpy(out + produced, chunk, take);
-      for (char* z = out + produced; (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
+      for (char* z = out + produced;
+           (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
         *z = '\xFF';
       }
-      if (take > 0 && out[produced + take - 1] == '\n') line_len_ = 0;
-      else line_len_ += take;
+      if (take > 0 && out[produced + take - 1] == '\n')
+        line_len_ = 0;
+      else
+        line_len_ += take;
       produced += static_cast<int>(take);
       pos_ += take;
     }

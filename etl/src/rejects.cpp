@@ -22,7 +22,8 @@ void append_csv_field(std::string& out, std::string_view v) {
   out.push_back('"');
 }
 
-RejectsWriter::RejectsWriter(const std::string& path) : path_(path), file_(std::fopen(path.c_str(), "wb")) {
+RejectsWriter::RejectsWriter(const std::string& path)
+    : path_(path), file_(std::fopen(path.c_str(), "wb")) {
   if (!file_) {
     throw InputError(fmt::format("cannot write the rejects file {}: {}; pass --rejects-dir DIR",
                                  path, std::strerror(errno)));
@@ -39,7 +40,8 @@ void RejectsWriter::write(const RowError& e, std::string_view raw_line) {
   buf_.push_back(',');
   append_csv_field(buf_, e.message);
   buf_.push_back(',');
-  append_csv_field(buf_, e.kind == RejectKind::kLineTooLong ? raw_line.substr(0, kRawMax) : raw_line);
+  append_csv_field(buf_,
+                   e.kind == RejectKind::kLineTooLong ? raw_line.substr(0, kRawMax) : raw_line);
   buf_.push_back('\n');
   if (buf_.size() > (1 << 16)) {
     std::fwrite(buf_.data(), 1, buf_.size(), file_.get());

@@ -13,14 +13,14 @@ double rate(std::uint64_t rows, double seconds) { return seconds > 0 ? rows / se
 }  // namespace
 
 std::string render_table(const RunSummary& s) {
-  std::string out = fmt::format("{:<14} {:<12} {:>11} {:>11} {:>9} {:>9} {:>10} {:>8} {:>11}\n",
-                                "file", "table", "read", "loaded", "rejected", "repaired", "MB",
-                                "seconds", "rows/s");
+  std::string out =
+      fmt::format("{:<14} {:<12} {:>11} {:>11} {:>9} {:>9} {:>10} {:>8} {:>11}\n", "file", "table",
+                  "read", "loaded", "rejected", "repaired", "MB", "seconds", "rows/s");
   FileStats total;
   for (const auto& f : s.files) {
     out += fmt::format("{:<14} {:<12} {:>11} {:>11} {:>9} {:>9} {:>10.1f} {:>8.2f} {:>11.0f}\n",
-                       f.file, f.table, f.read, f.loaded, f.rejected, f.repaired,
-                       f.bytes / 1e6, f.seconds, rate(f.read, f.seconds));
+                       f.file, f.table, f.read, f.loaded, f.rejected, f.repaired, f.bytes / 1e6,
+                       f.seconds, rate(f.read, f.seconds));
     total.read += f.read;
     total.loaded += f.loaded;
     total.rejected += f.rejected;
@@ -28,8 +28,8 @@ std::string render_table(const RunSummary& s) {
     total.bytes += f.bytes;
   }
   for (const auto& p : s.phases) {
-    out += fmt::format("{:<27} {:>11} {:>11} {:>9} {:>9} {:>10} {:>8.2f}\n", p.name, "", "", "",
-                       "", "", p.seconds);
+    out += fmt::format("{:<27} {:>11} {:>11} {:>9} {:>9} {:>10} {:>8.2f}\n", p.name, "", "", "", "",
+                       "", p.seconds);
   }
   out += fmt::format("{:<14} {:<12} {:>11} {:>11} {:>9} {:>9} {:>10.1f} {:>8.2f} {:>11.0f}\n",
                      "total", "", total.read, total.loaded, total.rejected, total.repaired,
@@ -54,7 +54,8 @@ std::string render_table(const RunSummary& s) {
 
 std::string render_json(const RunSummary& s) {
   std::string out = fmt::format("{{\"ok\": {}, ", s.ok ? "true" : "false");
-  if (!s.ok) out += fmt::format("\"error\": {}, \"exit_code\": {}, ", json_string(s.error), s.exit_code);
+  if (!s.ok)
+    out += fmt::format("\"error\": {}, \"exit_code\": {}, ", json_string(s.error), s.exit_code);
   out += fmt::format("\"seconds\": {:.3f}, \"files\": [", s.seconds);
   for (std::size_t i = 0; i < s.files.size(); ++i) {
     const auto& f = s.files[i];

@@ -12,12 +12,18 @@ namespace catwalk::etl {
 
 std::string_view reject_kind_name(RejectKind k) {
   switch (k) {
-    case RejectKind::kColumnCount: return "column_count";
-    case RejectKind::kBadValue: return "bad_value";
-    case RejectKind::kDuplicateId: return "duplicate_id";
-    case RejectKind::kOrphan: return "orphan";
-    case RejectKind::kEncoding: return "encoding";
-    case RejectKind::kLineTooLong: return "line_too_long";
+    case RejectKind::kColumnCount:
+      return "column_count";
+    case RejectKind::kBadValue:
+      return "bad_value";
+    case RejectKind::kDuplicateId:
+      return "duplicate_id";
+    case RejectKind::kOrphan:
+      return "orphan";
+    case RejectKind::kEncoding:
+      return "encoding";
+    case RejectKind::kLineTooLong:
+      return "line_too_long";
   }
   return "bad_value";
 }
@@ -78,8 +84,8 @@ HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const 
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (names[i] != col.name) continue;
       if (found != names.size()) {
-        throw InputError(fmt::format("{}: column \"{}\" appears twice in the header; keep one",
-                                     path, col.name));
+        throw InputError(
+            fmt::format("{}: column \"{}\" appears twice in the header; keep one", path, col.name));
       }
       found = i;
     }
@@ -172,11 +178,21 @@ void append_copy_text(std::string& out, std::string_view text) {
     char c = p[i];
     char esc;
     switch (c) {
-      case '\\': esc = '\\'; break;
-      case '\t': esc = 't'; break;
-      case '\n': esc = 'n'; break;
-      case '\r': esc = 'r'; break;
-      default: ++i; continue;
+      case '\\':
+        esc = '\\';
+        break;
+      case '\t':
+        esc = 't';
+        break;
+      case '\n':
+        esc = 'n';
+        break;
+      case '\r':
+        esc = 'r';
+        break;
+      default:
+        ++i;
+        continue;
     }
     out.append(p + start, i - start);
     out.push_back('\\');
@@ -199,14 +215,14 @@ bool RowValidator::fail(RowError& e, std::uint64_t line, std::size_t spec_col, R
   return false;
 }
 
-bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
-                            std::string& copy_out, bool& repaired, RowError& error) {
+bool RowValidator::validate(std::uint64_t line_number, std::string_view line, std::string& copy_out,
+                            bool& repaired, RowError& error) {
   constexpr std::size_t kWholeLine = static_cast<std::size_t>(-1);
   repaired = false;
   if (line.size() > kMaxLineBytes) {
-    return fail(error, line_number, kWholeLine, RejectKind::kLineTooLong,
-                fmt::format("line is longer than {} bytes; split or shorten the record",
-                            kMaxLineBytes));
+    return fail(
+        error, line_number, kWholeLine, RejectKind::kLineTooLong,
+        fmt::format("line is longer than {} bytes; split or shorten the record", kMaxLineBytes));
   }
   if (!valid_utf8(line)) {
     return fail(error, line_number, kWholeLine, RejectKind::kEncoding,
@@ -255,8 +271,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
         }
         if (c == 0) row_id = n;
         values_[c] = v;
-        if (col.type == ColumnType::kRef && orphan_col == kWholeLine &&
-            !parents_[c]->contains(n)) {
+        if (col.type == ColumnType::kRef && orphan_col == kWholeLine && !parents_[c]->contains(n)) {
           orphan_col = c;
           orphan_value = n;
         }
@@ -283,9 +298,12 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
         break;
       case ColumnType::kBool: {
         std::string_view t = trim(v);
-        if (t == "1" || equals_ci(t, "true")) copy_out.push_back('t'), values_[c] = "true";
-        else if (t == "0" || equals_ci(t, "false")) copy_out.push_back('f'), values_[c] = "false";
-        else return bad("one of 0, 1, true, false");
+        if (t == "1" || equals_ci(t, "true"))
+          copy_out.push_back('t'), values_[c] = "true";
+        else if (t == "0" || equals_ci(t, "false"))
+          copy_out.push_back('f'), values_[c] = "false";
+        else
+          return bad("one of 0, 1, true, false");
         break;
       }
       case ColumnType::kTextOrNull:
@@ -305,17 +323,17 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line,
   }
   if (own_ids_.contains(row_id)) {
     copy_out.resize(mark);
-    return fail(error, line_number, 0, RejectKind::kDuplicateId,
-                fmt::format("id {} already appeared on an earlier line; the first one is kept",
-                            row_id));
+    return fail(
+        error, line_number, 0, RejectKind::kDuplicateId,
+        fmt::format("id {} already appeared on an earlier line; the first one is kept", row_id));
   }
   if (orphan_col != kWholeLine) {
     copy_out.resize(mark);
     const ColumnSpec& col = spec_.columns[orphan_col];
     return fail(error, line_number, orphan_col, RejectKind::kOrphan,
                 fmt::format("column {}: {} {} does not exist (absent from {} or rejected there)",
-                            col.name, col.parent == "products" ? "product" : "style",
-                            orphan_value, find_spec_by_table(col.parent)->file));
+                            col.name, col.parent == "products" ? "product" : "style", orphan_value,
+                            find_spec_by_table(col.parent)->file));
   }
   own_ids_.insert(row_id);
   fmt::format_to(std::back_inserter(copy_out), "{}\n", line_number);

@@ -1,9 +1,10 @@
+#include "catwalk/etl/dag.hpp"
+
 #include <doctest/doctest.h>
 
 #include <mutex>
 #include <stdexcept>
 
-#include "catwalk/etl/dag.hpp"
 #include "catwalk/etl/migrations.hpp"
 #include "catwalk/etl/table_spec.hpp"
 
@@ -16,13 +17,18 @@ TEST_CASE("run_dag: every task runs once, after its dependencies, on every worke
     std::mutex m;
     std::vector<std::size_t> order;
     std::atomic<bool> cancelled{false};
-    run_dag(tasks, workers, [&](std::size_t i, int w) {
-      CHECK(w < workers);
-      std::lock_guard lock(m);
-      order.push_back(i);
-    }, cancelled);
+    run_dag(
+        tasks, workers,
+        [&](std::size_t i, int w) {
+          CHECK(w < workers);
+          std::lock_guard lock(m);
+          order.push_back(i);
+        },
+        cancelled);
     REQUIRE(order.size() == 5);
-    auto at = [&](std::size_t t) { return std::find(order.begin(), order.end(), t) - order.begin(); };
+    auto at = [&](std::size_t t) {
+      return std::find(order.begin(), order.end(), t) - order.begin();
+    };
     CHECK(at(0) < at(1));
     CHECK(at(0) < at(2));
     CHECK(at(1) < at(3));
@@ -34,7 +40,8 @@ TEST_CASE("run_dag: ready tasks start by priority") {
   std::vector<DagTask> tasks = {{{}, 1}, {{}, 5}, {{}, 3}};
   std::vector<std::size_t> order;
   std::atomic<bool> cancelled{false};
-  run_dag(tasks, 1, [&](std::size_t i, int) { order.push_back(i); }, cancelled);
+  run_dag(
+      tasks, 1, [&](std::size_t i, int) { order.push_back(i); }, cancelled);
   CHECK(order == std::vector<std::size_t>{1, 2, 0});
 }
 
@@ -42,10 +49,14 @@ TEST_CASE("run_dag: a failure stops what has not started and is rethrown") {
   std::vector<DagTask> tasks = {{{}, 2}, {{0}, 1}, {{}, 0}};
   std::vector<std::size_t> ran;
   std::atomic<bool> cancelled{false};
-  CHECK_THROWS_WITH_AS(run_dag(tasks, 1, [&](std::size_t i, int) {
-    ran.push_back(i);
-    if (i == 0) throw std::runtime_error("boom");
-  }, cancelled), "boom", std::runtime_error);
+  CHECK_THROWS_WITH_AS(run_dag(
+                           tasks, 1,
+                           [&](std::size_t i, int) {
+                             ran.push_back(i);
+                             if (i == 0) throw std::runtime_error("boom");
+                           },
+                           cancelled),
+                       "boom", std::runtime_error);
   CHECK(ran == std::vector<std::size_t>{0});
   CHECK(cancelled);
 }

@@ -1,8 +1,9 @@
+#include "catwalk/etl/documents.hpp"
+
 #include <doctest/doctest.h>
 
 #include <filesystem>
 
-#include "catwalk/etl/documents.hpp"
 #include "pg_server.hpp"
 
 using namespace catwalk::etl;
@@ -30,9 +31,10 @@ TEST_CASE("append_money_json: whole amounts bare, others with two decimals, NULL
     std::optional<std::string_view> in;
     std::string out;
   };
-  std::vector<Case> cases = {{"140", "\"140\""},     {"140.00", "\"140\""}, {"99.5", "\"99.50\""},
-                             {"99.50", "\"99.50\""}, {"0140", "\"140\""},   {"0.5", "\"0.50\""},
-                             {"100.0", "\"100\""},   {std::nullopt, "null"}, {"5000000", "\"5000000\""}};
+  std::vector<Case> cases = {
+      {"140", "\"140\""},     {"140.00", "\"140\""},  {"99.5", "\"99.50\""},
+      {"99.50", "\"99.50\""}, {"0140", "\"140\""},    {"0.5", "\"0.50\""},
+      {"100.0", "\"100\""},   {std::nullopt, "null"}, {"5000000", "\"5000000\""}};
   for (auto& c : cases) {
     std::string out;
     append_money_json(out, c.in);
@@ -84,7 +86,8 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
     DocumentStore store(tmp, 4);
     IdSet products, styles, features, photos, skus, related;
     {
-      Feeder f(store, "products", "id,name,slogan,description,category,default_price", products, {});
+      Feeder f(store, "products", "id,name,slogan,description,category,default_price", products,
+               {});
       f.add(R"(5,"Shoe","Run","A ""fast"" shoe","Kicks",99.5)", 2);
       f.add(R"(2,"Hat","Sun","Wide","Hats",20)", 3);
       f.w->close();
@@ -111,13 +114,15 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
       f.w->close();
     }
     {
-      Feeder f(store, "photos", "id,styleId,url,thumbnail_url", photos, {nullptr, &styles, nullptr, nullptr});
+      Feeder f(store, "photos", "id,styleId,url,thumbnail_url", photos,
+               {nullptr, &styles, nullptr, nullptr});
       f.add(R"(7,9,"u7","t7")", 2);
       f.add(R"(3,9,"u3","t3")", 3);
       f.w->close();
     }
     {
-      Feeder f(store, "skus", "id,styleId,size,quantity", skus, {nullptr, &styles, nullptr, nullptr});
+      Feeder f(store, "skus", "id,styleId,size,quantity", skus,
+               {nullptr, &styles, nullptr, nullptr});
       f.add(R"(8,4,"XS",8)", 2);
       f.add(R"(7,4,"S",16)", 3);
       f.w->close();
@@ -133,9 +138,8 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
                  "{\"id\":2,\"name\":\"Hat\",\"slogan\":\"Sun\",\"description\":\"Wide\","
                  "\"category\":\"Hats\",\"default_price\":\"20\",\"features\":[]}\t"
                  "{\"product_id\":\"2\",\"results\":[]}\t[]\n") != std::string::npos);
-  CHECK(out.find(
-            "5\t2\t{\"id\":5,\"name\":\"Shoe\",\"slogan\":\"Run\",\"description\":\"A "
-            "\\\\\"fast\\\\\" shoe\",\"category\":\"Kicks\",\"default_price\":\"99.50\"}\t") !=
+  CHECK(out.find("5\t2\t{\"id\":5,\"name\":\"Shoe\",\"slogan\":\"Run\",\"description\":\"A "
+                 "\\\\\"fast\\\\\" shoe\",\"category\":\"Kicks\",\"default_price\":\"99.50\"}\t") !=
         std::string::npos);
   CHECK(out.find(",\"features\":[{\"feature\":\"Sole\",\"value\":null},"
                  "{\"feature\":\"Fabric\",\"value\":\"Mesh\"}]}\t") != std::string::npos);
@@ -143,10 +147,12 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
             "{\"product_id\":\"5\",\"results\":["
             "{\"style_id\":4,\"name\":\"Blue\",\"original_price\":\"99.50\",\"sale_price\":\"80\","
             "\"default?\":false,\"photos\":[{\"thumbnail_url\":null,\"url\":null}],"
-            "\"skus\":{\"8\":{\"quantity\":8,\"size\":\"XS\"},\"7\":{\"quantity\":16,\"size\":\"S\"}}},"
+            "\"skus\":{\"8\":{\"quantity\":8,\"size\":\"XS\"},\"7\":{\"quantity\":16,\"size\":"
+            "\"S\"}}},"
             "{\"style_id\":9,\"name\":\"Red\",\"original_price\":\"99.50\",\"sale_price\":null,"
             "\"default?\":true,\"photos\":[{\"thumbnail_url\":\"t7\",\"url\":\"u7\"},"
             "{\"thumbnail_url\":\"t3\",\"url\":\"u3\"}],"
-            "\"skus\":{\"null\":{\"quantity\":null,\"size\":null}}}]}\t[2,5]\n") != std::string::npos);
+            "\"skus\":{\"null\":{\"quantity\":null,\"size\":null}}}]}\t[2,5]\n") !=
+        std::string::npos);
   std::filesystem::remove_all(tmp);
 }

@@ -76,28 +76,37 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
   REQUIRE(r.exit_code == 0);
   const std::string& j = r.out;
   CHECK(j.starts_with("{\"ok\": true, "));
-  CHECK(file_entry(j, "product.csv").starts_with(
-      "{\"file\": \"product.csv\", \"table\": \"products\", \"read\": 16, \"loaded\": 12, "
-      "\"rejected\": 4, \"repaired\": 0, \"rejects\": {\"column_count\": 1, \"bad_value\": 1, "
-      "\"duplicate_id\": 1, \"encoding\": 1}"));
-  CHECK(file_entry(j, "features.csv").find("\"read\": 13, \"loaded\": 10, \"rejected\": 3, "
-                                           "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, "
-                                           "\"orphan\": 2}") != std::string::npos);
-  CHECK(file_entry(j, "styles.csv").find("\"read\": 15, \"loaded\": 12, \"rejected\": 3, "
-                                         "\"repaired\": 0, \"rejects\": {\"bad_value\": 2, "
-                                         "\"orphan\": 1}") != std::string::npos);
-  CHECK(file_entry(j, "photos.csv").find("\"read\": 14, \"loaded\": 11, \"rejected\": 3, "
-                                         "\"repaired\": 1, \"rejects\": {\"column_count\": 1, "
-                                         "\"duplicate_id\": 1, \"orphan\": 1}") != std::string::npos);
-  CHECK(file_entry(j, "skus.csv").find("\"read\": 40, \"loaded\": 37, \"rejected\": 3, "
-                                       "\"repaired\": 0, \"rejects\": {\"bad_value\": 2, "
-                                       "\"orphan\": 1}") != std::string::npos);
-  CHECK(file_entry(j, "related.csv").find("\"read\": 19, \"loaded\": 16, \"rejected\": 3, "
-                                          "\"repaired\": 0, \"rejects\": {\"column_count\": 1, "
-                                          "\"orphan\": 2}") != std::string::npos);
-  CHECK(file_entry(j, "cart.csv").find("\"table\": \"cart\", \"read\": 6, \"loaded\": 4, "
-                                       "\"rejected\": 2, \"repaired\": 0, \"rejects\": "
-                                       "{\"bad_value\": 1, \"duplicate_id\": 1}") != std::string::npos);
+  CHECK(
+      file_entry(j, "product.csv")
+          .starts_with(
+              "{\"file\": \"product.csv\", \"table\": \"products\", \"read\": 16, \"loaded\": 12, "
+              "\"rejected\": 4, \"repaired\": 0, \"rejects\": {\"column_count\": 1, \"bad_value\": "
+              "1, "
+              "\"duplicate_id\": 1, \"encoding\": 1}"));
+  CHECK(file_entry(j, "features.csv")
+            .find("\"read\": 13, \"loaded\": 10, \"rejected\": 3, "
+                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, "
+                  "\"orphan\": 2}") != std::string::npos);
+  CHECK(file_entry(j, "styles.csv")
+            .find("\"read\": 15, \"loaded\": 12, \"rejected\": 3, "
+                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 2, "
+                  "\"orphan\": 1}") != std::string::npos);
+  CHECK(file_entry(j, "photos.csv")
+            .find("\"read\": 14, \"loaded\": 11, \"rejected\": 3, "
+                  "\"repaired\": 1, \"rejects\": {\"column_count\": 1, "
+                  "\"duplicate_id\": 1, \"orphan\": 1}") != std::string::npos);
+  CHECK(file_entry(j, "skus.csv")
+            .find("\"read\": 40, \"loaded\": 37, \"rejected\": 3, "
+                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 2, "
+                  "\"orphan\": 1}") != std::string::npos);
+  CHECK(file_entry(j, "related.csv")
+            .find("\"read\": 19, \"loaded\": 16, \"rejected\": 3, "
+                  "\"repaired\": 0, \"rejects\": {\"column_count\": 1, "
+                  "\"orphan\": 2}") != std::string::npos);
+  CHECK(file_entry(j, "cart.csv")
+            .find("\"table\": \"cart\", \"read\": 6, \"loaded\": 4, "
+                  "\"rejected\": 2, \"repaired\": 0, \"rejects\": "
+                  "{\"bad_value\": 1, \"duplicate_id\": 1}") != std::string::npos);
 
   pg::Connection c(url);
   CHECK(rows(c, "SELECT id, name, default_price, pos FROM products ORDER BY id") ==
@@ -111,8 +120,9 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
         "1|1|Fabric|Canvas\n2|1|Buttons|Brass\n3|2|Lenses|Ultrasheen\n4|2|UV Protection|NULL\n"
         "5|2|Frames|LightCompose\n6|3|Fabric|100% Cotton\n7|3|Cut|Skinny\n"
         "8|4|Fabric|99% Cotton 1% Elastic\n9|4|Cut|Loose\n11|3|Fit|NULL\n");
-  CHECK(rows(c, "SELECT id, product_id, sale_price, original_price, default_style FROM styles "
-                "ORDER BY id") ==
+  CHECK(rows(c,
+             "SELECT id, product_id, sale_price, original_price, default_style FROM styles "
+             "ORDER BY id") ==
         "1|1|NULL|140.00|t\n2|1|NULL|140.00|f\n3|1|100.00|140.00|f\n4|1|NULL|140.00|f\n"
         "5|1|100.00|140.00|f\n6|1|NULL|170.00|f\n7|2|NULL|69.00|f\n8|2|NULL|69.00|t\n"
         "9|3|NULL|40.00|t\n10|4|NULL|65.00|t\n11|5|NULL|99.00|t\n14|6|55.50|89.00|t\n");
@@ -121,39 +131,45 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
   // The repaired line: its closing quote was added, nothing else changed.
   CHECK(rows(c, "SELECT right(thumbnail_url, 20) FROM photos WHERE id = 10") ==
         "&fit=crop&w=300&q=80\n");
-  CHECK(rows(c, "SELECT string_agg(id || ':' || size || ':' || quantity, ',' ORDER BY pos) "
-                "FROM skus WHERE style_id IN (1, 2)") ==
+  CHECK(rows(c,
+             "SELECT string_agg(id || ':' || size || ':' || quantity, ',' ORDER BY pos) "
+             "FROM skus WHERE style_id IN (1, 2)") ==
         "1:XS:8,2:S:16,3:M:17,4:L:10,5:XL:15,6:XL:4,8:XS:8,7:S:16,9:M:17,10:L:10,11:XL:15,"
         "12:XXL:6\n");
   CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
-  CHECK(rows(c, "SELECT current_product_id, string_agg(related_product_id::text, ',' ORDER BY pos)"
-                " FROM related GROUP BY 1 ORDER BY 1") ==
+  CHECK(rows(c,
+             "SELECT current_product_id, string_agg(related_product_id::text, ',' ORDER BY pos)"
+             " FROM related GROUP BY 1 ORDER BY 1") ==
         "1|2,3,8,7\n2|3,7,6,5\n3|5,9,7,2,1\n4|4,5,5\n");
   CHECK(rows(c, "SELECT id, user_session, product_id, active FROM public.cart ORDER BY id") ==
         "1|1234|1|t\n2|1234|1|t\n3|1234|3|f\n4|5678|8|t\n");
   // Tables answer to their plain names (search_path), with keys in place.
-  CHECK(rows(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND "
-                "connamespace = 'catwalk'::regnamespace") == "6\n");
+  CHECK(rows(c,
+             "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND "
+             "connamespace = 'catwalk'::regnamespace") == "6\n");
   CHECK(rows(c, "SELECT count(*) FROM products") == "12\n");
-  CHECK(rows(c, "SELECT detail FROM catwalk.product_docs WHERE id = 1") ==
-        R"({"id":1,"name":"Camo Onesie","slogan":"Blend in to your crowd","description":"The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.","category":"Jackets","default_price":"140","features":[{"feature":"Fabric","value":"Canvas"},{"feature":"Buttons","value":"Brass"}]})"
-        "\n");
+  CHECK(
+      rows(c, "SELECT detail FROM catwalk.product_docs WHERE id = 1") ==
+      R"({"id":1,"name":"Camo Onesie","slogan":"Blend in to your crowd","description":"The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.","category":"Jackets","default_price":"140","features":[{"feature":"Fabric","value":"Canvas"},{"feature":"Buttons","value":"Brass"}]})"
+      "\n");
 
   // The rejects files: one per input file, every rejected line with its number and reason.
   std::string pr = read_file(rejects + "/product.rejects.csv");
-  CHECK(pr ==
-        "line,column,kind,message,raw\n"
-        "14,id,duplicate_id,id 3 already appeared on an earlier line; the first one is kept,"
-        "\"3,\"\"Morning Joggers again\"\",\"\"dup\"\",\"\"dup\"\",\"\"Pants\"\",40\"\n"
-        "15,default_price,bad_value,\"column default_price: \"\"12abc\"\" is not an amount like 140 "
-        "or 99.50\",\"13,\"\"Bad Price\"\",\"\"x\"\",\"\"y\"\",\"\"z\"\",12abc\"\n"
-        "16,,column_count,\"expected 6 fields as in the header, found 4\",\"14,\"\"Too Few\"\","
-        "\"\"x\"\",\"\"y\"\"\"\n"
-        "17,,encoding,line is not valid UTF-8 (or holds a NUL byte); re-export it as UTF-8,"
-        "\"15,\"\"Bad \xFF Bytes\"\",\"\"x\"\",\"\"y\"\",\"\"z\"\",5\"\n");
+  CHECK(
+      pr ==
+      "line,column,kind,message,raw\n"
+      "14,id,duplicate_id,id 3 already appeared on an earlier line; the first one is kept,"
+      "\"3,\"\"Morning Joggers again\"\",\"\"dup\"\",\"\"dup\"\",\"\"Pants\"\",40\"\n"
+      "15,default_price,bad_value,\"column default_price: \"\"12abc\"\" is not an amount like 140 "
+      "or 99.50\",\"13,\"\"Bad Price\"\",\"\"x\"\",\"\"y\"\",\"\"z\"\",12abc\"\n"
+      "16,,column_count,\"expected 6 fields as in the header, found 4\",\"14,\"\"Too Few\"\","
+      "\"\"x\"\",\"\"y\"\"\"\n"
+      "17,,encoding,line is not valid UTF-8 (or holds a NUL byte); re-export it as UTF-8,"
+      "\"15,\"\"Bad \xFF Bytes\"\",\"\"x\"\",\"\"y\"\",\"\"z\"\",5\"\n");
   std::string ph = read_file(rejects + "/photos.rejects.csv");
   CHECK(ph.find("\n12,id,duplicate_id,") != std::string::npos);
-  CHECK(ph.find("\n13,style_id,orphan,column style_id: style 13 does not exist") != std::string::npos);
+  CHECK(ph.find("\n13,style_id,orphan,column style_id: style 13 does not exist") !=
+        std::string::npos);
   CHECK(ph.find("\n15,,column_count,") != std::string::npos);
   std::string rel = read_file(rejects + "/related.rejects.csv");
   CHECK(rel.find("\n15,related_product_id,orphan,") != std::string::npos);
@@ -166,13 +182,16 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
 
 TEST_CASE("check validates without a database and reports the same counts") {
   std::string rejects = test::make_temp_dir("catwalk-check");
-  auto r = run_command(etl() + " check --json --progress off --rejects-dir " + rejects + " " + samples());
+  auto r = run_command(etl() + " check --json --progress off --rejects-dir " + rejects + " " +
+                       samples());
   INFO(r.err);
   CHECK(r.exit_code == 0);
-  CHECK(file_entry(r.out, "photos.csv").find("\"read\": 14, \"loaded\": 11, \"rejected\": 3, "
-                                             "\"repaired\": 1") != std::string::npos);
+  CHECK(file_entry(r.out, "photos.csv")
+            .find("\"read\": 14, \"loaded\": 11, \"rejected\": 3, "
+                  "\"repaired\": 1") != std::string::npos);
   CHECK(file_entry(r.out, "skus.csv").find("\"orphan\": 1") != std::string::npos);
-  auto table = run_command(etl() + " check --progress off --rejects-dir " + rejects + " " + samples());
+  auto table =
+      run_command(etl() + " check --progress off --rejects-dir " + rejects + " " + samples());
   CHECK(table.exit_code == 0);
   CHECK(table.out.find("product.csv    products") != std::string::npos);
   CHECK(table.out.find("total") != std::string::npos);
@@ -193,7 +212,8 @@ TEST_CASE("bad usage and bad input stop before anything is written, with named e
   CHECK(missing.out.starts_with("{\"ok\": false, \"error\": "));
 
   fs::copy(samples() + "/skus.csv", dir);
-  std::ofstream(dir + "/styles.csv", std::ios::binary) << "id,productId,name,sale_price,original_price\n1,1,\"a\",null,5\n";
+  std::ofstream(dir + "/styles.csv", std::ios::binary)
+      << "id,productId,name,sale_price,original_price\n1,1,\"a\",null,5\n";
   auto column = load(url, dir, rejects);
   CHECK(column.exit_code == 3);
   CHECK(column.err.find("required column \"default_style\" is missing") != std::string::npos);
@@ -201,7 +221,8 @@ TEST_CASE("bad usage and bad input stop before anything is written, with named e
   CHECK(run_command(etl() + " load --jobs 0 " + samples()).exit_code == 2);
   CHECK(run_command(etl() + " frobnicate").exit_code == 2);
   CHECK(run_command(etl() + " load").exit_code == 2);
-  auto nodb = run_command(etl() + " load --progress off --db 'postgresql:///nope?host=/nonexistent' " + samples());
+  auto nodb = run_command(
+      etl() + " load --progress off --db 'postgresql:///nope?host=/nonexistent' " + samples());
   CHECK(nodb.exit_code == 4);
   CHECK(nodb.err.find("cannot connect to PostgreSQL") != std::string::npos);
 
@@ -234,7 +255,9 @@ TEST_CASE("carts written through the API survive a reload; existing cart.csv ids
   REQUIRE(load(url, samples(), rejects).exit_code == 0);
   pg::Connection c(url);
   // What POST /cart does: rows with ids from the sequence.
-  c.exec("INSERT INTO public.cart (user_session, product_id, active) VALUES (42, 5, true), (42, 5, true)");
+  c.exec(
+      "INSERT INTO public.cart (user_session, product_id, active) VALUES (42, 5, true), (42, 5, "
+      "true)");
   c.exec("UPDATE public.cart SET product_id = 9 WHERE id = 1");  // cart.csv id 1 differs now
   auto r = load(url, samples(), rejects);
   REQUIRE(r.exit_code == 0);
@@ -255,7 +278,8 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the ne
   {
     std::ofstream out(dir + "/skus.csv", std::ios::app | std::ios::binary);
     std::string buf;
-    for (int i = 1000; i < 401000; ++i) buf += std::to_string(i) + ",1,\"M\"," + std::to_string(i % 50) + "\n";
+    for (int i = 1000; i < 401000; ++i)
+      buf += std::to_string(i) + ",1,\"M\"," + std::to_string(i % 50) + "\n";
     out << buf;
   }
   pg::Connection c(url);
@@ -273,7 +297,8 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the ne
     // Kill it while a COPY is running.
     bool seen_copy = false;
     for (int i = 0; i < 400 && !seen_copy; ++i) {
-      auto r = c.exec("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
+      auto r = c.exec(
+          "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
       seen_copy = r.get(0, 0) != "0";
       if (!seen_copy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -285,8 +310,9 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the ne
   }
   CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   CHECK(rows(c, "SELECT count(*) FROM products") == "12\n");
-  CHECK(rows(c, "SELECT styles LIKE '{\"product_id\":\"1\",\"results\":[{\"style_id\":1,%' FROM "
-                "catwalk.product_docs WHERE id = 1") == "t\n");
+  CHECK(rows(c,
+             "SELECT styles LIKE '{\"product_id\":\"1\",\"results\":[{\"style_id\":1,%' FROM "
+             "catwalk.product_docs WHERE id = 1") == "t\n");
   auto rerun = load(url, dir, rejects);
   INFO(rerun.err);
   CHECK(rerun.exit_code == 0);
@@ -324,9 +350,10 @@ TEST_CASE("an over-long line is rejected with its number; the lines around it lo
   auto r = load(url, dir, rejects);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK(file_entry(r.out, "features.csv").find("\"read\": 15, \"loaded\": 11, \"rejected\": 4, "
-                                               "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, "
-                                               "\"orphan\": 2, \"line_too_long\": 1}") != std::string::npos);
+  CHECK(file_entry(r.out, "features.csv")
+            .find("\"read\": 15, \"loaded\": 11, \"rejected\": 4, "
+                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, "
+                  "\"orphan\": 2, \"line_too_long\": 1}") != std::string::npos);
   std::string fr = read_file(rejects + "/features.rejects.csv");
   auto at = fr.find("\n15,,line_too_long,line is longer than 1048576 bytes");
   CHECK(at != std::string::npos);
@@ -366,7 +393,8 @@ TEST_CASE("SIGTERM stops a load cleanly: exit 130, nothing published, no work fi
   }
   bool seen_copy = false;
   for (int i = 0; i < 1000 && !seen_copy; ++i) {
-    auto r = c.exec("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
+    auto r = c.exec(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
     seen_copy = r.get(0, 0) != "0";
     if (!seen_copy) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

@@ -1,3 +1,5 @@
+#include "catwalk/etl/record.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -5,7 +7,6 @@
 #include <fstream>
 
 #include "catwalk/etl/errors.hpp"
-#include "catwalk/etl/record.hpp"
 #include "pg_server.hpp"
 
 using namespace catwalk::etl;

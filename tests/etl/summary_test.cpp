@@ -1,3 +1,5 @@
+#include "catwalk/etl/summary.hpp"
+
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -5,7 +7,6 @@
 #include <sstream>
 
 #include "catwalk/etl/rejects.hpp"
-#include "catwalk/etl/summary.hpp"
 #include "pg_server.hpp"
 
 using namespace catwalk::etl;
@@ -14,7 +15,8 @@ TEST_CASE("rejects file: header, one row per rejected line, raw line quoted") {
   std::string dir = catwalk::test::make_temp_dir("catwalk-rejects");
   std::string path = dir + "/product.rejects.csv";
   RejectsWriter w(path);
-  w.write({15, "default_price", RejectKind::kBadValue, "column default_price: \"12abc\" is not an amount"},
+  w.write({15, "default_price", RejectKind::kBadValue,
+           "column default_price: \"12abc\" is not an amount"},
           R"(13,"Bad Price","x","y","z",12abc)");
   w.write({16, "", RejectKind::kColumnCount, "expected 6 fields as in the header, found 4"},
           R"(14,"Too Few","x","y")");

@@ -1,7 +1,8 @@
+#include "catwalk/etl/validate.hpp"
+
 #include <doctest/doctest.h>
 
 #include "catwalk/etl/errors.hpp"
-#include "catwalk/etl/validate.hpp"
 
 using namespace catwalk::etl;
 
@@ -53,9 +54,9 @@ TEST_CASE("header: names trimmed, camelCase matched, any order; a missing column
   const TableSpec& spec = *find_spec_by_table("styles");
   CHECK_THROWS_AS(map_header(spec, "id,productId,name,sale_price,original_price", "s.csv"),
                   InputError);
-  CHECK_THROWS_AS(map_header(spec, "id,id,productId,name,sale_price,original_price,default_style",
-                             "s.csv"),
-                  InputError);
+  CHECK_THROWS_AS(
+      map_header(spec, "id,id,productId,name,sale_price,original_price,default_style", "s.csv"),
+      InputError);
 }
 
 TEST_CASE("rejections name the kind and the column") {
@@ -69,24 +70,24 @@ TEST_CASE("rejections name the kind and the column") {
        RejectKind::kColumnCount, ""},
       {"products", "id,name,slogan,description,category,default_price",
        R"(1,"a","b","c","d",12abc)", RejectKind::kBadValue, "default_price"},
-      {"products", "id,name,slogan,description,category,default_price",
-       R"(x1,"a","b","c","d",12)", RejectKind::kBadValue, "id"},
-      {"products", "id,name,slogan,description,category,default_price",
-       R"(0,"a","b","c","d",12)", RejectKind::kBadValue, "id"},
+      {"products", "id,name,slogan,description,category,default_price", R"(x1,"a","b","c","d",12)",
+       RejectKind::kBadValue, "id"},
+      {"products", "id,name,slogan,description,category,default_price", R"(0,"a","b","c","d",12)",
+       RejectKind::kBadValue, "id"},
       {"products", "id,name,slogan,description,category,default_price",
        R"(99999999999,"a","b","c","d",12)", RejectKind::kBadValue, "id"},
       {"products", "id,name,slogan,description,category,default_price",
        "1,\"a\xFF\",\"b\",\"c\",\"d\",12", RejectKind::kEncoding, ""},
-      {"products", "id,name,slogan,description,category,default_price",
-       R"(1,"a"x,"b","c","d",12)", RejectKind::kColumnCount, ""},
+      {"products", "id,name,slogan,description,category,default_price", R"(1,"a"x,"b","c","d",12)",
+       RejectKind::kColumnCount, ""},
       {"products", "id,name,slogan,description,category,default_price",
        R"(1,"a","b","c","d",1234567890123)", RejectKind::kBadValue, "default_price"},
       {"styles", "id,productId,name,sale_price,original_price,default_style",
        R"(1,1,"a",null,140,2)", RejectKind::kBadValue, "default_style"},
       {"styles", "id,productId,name,sale_price,original_price,default_style",
        R"(1,1,"a",null,-5,0)", RejectKind::kBadValue, "original_price"},
-      {"styles", "id,productId,name,sale_price,original_price,default_style",
-       R"(1,1,"a",abc,5,0)", RejectKind::kBadValue, "sale_price"},
+      {"styles", "id,productId,name,sale_price,original_price,default_style", R"(1,1,"a",abc,5,0)",
+       RejectKind::kBadValue, "sale_price"},
       {"styles", "id,productId,name,sale_price,original_price,default_style",
        R"(1,77,"a",null,5,0)", RejectKind::kOrphan, "product_id"},
       {"skus", "id,styleId,size,quantity", R"(1,1,"XS",-1)", RejectKind::kBadValue, "quantity"},

@@ -58,8 +58,8 @@ PgServer::PgServer() {
 }
 
 void PgServer::start() {
-  auto r = run_command(source_path("scripts/pg-local") + " start " + dir_ + " " +
-                       std::to_string(port_));
+  auto r =
+      run_command(source_path("scripts/pg-local") + " start " + dir_ + " " + std::to_string(port_));
   if (r.exit_code != 0) {
     throw std::runtime_error("could not start the test PostgreSQL in " + dir_ + ": " + r.err);
   }
@@ -67,9 +67,7 @@ void PgServer::start() {
   while (!url_.empty() && (url_.back() == '\n' || url_.back() == ' ')) url_.pop_back();
 }
 
-void PgServer::stop() {
-  run_command(source_path("scripts/pg-local") + " stop " + dir_);
-}
+void PgServer::stop() { run_command(source_path("scripts/pg-local") + " stop " + dir_); }
 
 PgServer::~PgServer() {
   stop();

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "catwalk/etl/table_spec.hpp"
-#include "catwalk/json.hpp"
 #include "catwalk/etl/validate.hpp"
+#include "catwalk/json.hpp"
 
 namespace catwalk::etl {
 

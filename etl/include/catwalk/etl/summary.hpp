@@ -33,7 +33,7 @@ struct RunSummary {
   int exit_code = 0;
   double seconds = 0;
   std::vector<FileStats> files;
-  std::vector<Phase> phases;  // keys and indexes, documents, publish (load only)
+  std::vector<Phase> phases;                    // keys and indexes, documents, publish (load only)
   std::optional<std::uint64_t> cart_rows_kept;  // cart.csv ids already present, left alone
 };
 

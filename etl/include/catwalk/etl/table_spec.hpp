@@ -8,20 +8,20 @@
 namespace catwalk::etl {
 
 enum class ColumnType {
-  kId,             // positive 32-bit integer, unique in its file
-  kBigId,          // positive 64-bit integer, unique in its file (cart ids)
-  kRef,            // non-negative 32-bit integer naming a row of the parent table
-  kPositiveInt,    // positive 32-bit integer, no parent check (cart session, cart sku)
-  kQuantity,       // non-negative 32-bit integer
-  kMoney,          // decimal, up to 12 integer digits and 2 decimals
-  kMoneyOrNull,    // kMoney, or null / empty / 0 meaning "no sale": SQL NULL
-  kBool,           // 0, 1, true, false (any case)
-  kText,           // any text, kept exactly
-  kTextOrNull,     // kText, but unquoted null or an empty field is SQL NULL
+  kId,           // positive 32-bit integer, unique in its file
+  kBigId,        // positive 64-bit integer, unique in its file (cart ids)
+  kRef,          // non-negative 32-bit integer naming a row of the parent table
+  kPositiveInt,  // positive 32-bit integer, no parent check (cart session, cart sku)
+  kQuantity,     // non-negative 32-bit integer
+  kMoney,        // decimal, up to 12 integer digits and 2 decimals
+  kMoneyOrNull,  // kMoney, or null / empty / 0 meaning "no sale": SQL NULL
+  kBool,         // 0, 1, true, false (any case)
+  kText,         // any text, kept exactly
+  kTextOrNull,   // kText, but unquoted null or an empty field is SQL NULL
 };
 
 struct ColumnSpec {
-  std::string name;         // normalized header name (see normalize_column_name)
+  std::string name;  // normalized header name (see normalize_column_name)
   ColumnType type;
   std::string parent = {};  // for kRef: the table whose ids it references
 };

@@ -38,7 +38,7 @@ class IdSet {
   std::uint32_t rank(std::int64_t id) const;
 
  private:
-  std::vector<std::uint32_t> prefix_;       // members in words before each bitmap word
+  std::vector<std::uint32_t> prefix_;        // members in words before each bitmap word
   std::vector<std::int64_t> sparse_sorted_;  // sparse members, sorted, after finalize()
   static constexpr std::int64_t kBitmapLimit = std::int64_t{1} << 28;  // 32 MiB of bits at most
   std::vector<std::uint64_t> bits_;
