@@ -318,12 +318,11 @@ class Run {
   // COPYs every product's documents into product_docs, assembled from the fragments the file
   // tasks spilled.
   void build_documents(pg::Connection& c) {
-    for (auto& t : tasks_) {
-      if (t->spec->table == "products") t->ids.finalize();
-    }
     const IdSet* products = nullptr;
     for (auto& t : tasks_) {
-      if (t->spec->table == "products") products = &t->ids;
+      if (t->spec->table != "products") continue;
+      t->ids.finalize();  // every file task is done: the set is final, ranks can be computed
+      products = &t->ids;
     }
     c.exec("BEGIN");
     ChunkPipe pipe(4);
