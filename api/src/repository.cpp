@@ -98,8 +98,7 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
   });
 }
 
-std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id,
-                                                       std::int32_t limit) {
+std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id, std::int32_t limit) {
   IntText a(after_id), n(limit);
   const char* values[] = {a.c_str(), n.c_str()};
   return read([&](PooledConnection& c) {

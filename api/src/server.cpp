@@ -617,8 +617,7 @@ bool Server::Impl::warm(std::uint64_t generation) {
                                                  {DocKind::kDetail, &p.detail},
                                                  {DocKind::kRelated, &p.related}};
       for (auto& [kind, doc] : docs) {
-        auto r = cache.put(doc_key(kind, p.id), generation, std::move(*doc),
-                           DocCache::Evict::kNo);
+        auto r = cache.put(doc_key(kind, p.id), generation, std::move(*doc), DocCache::Evict::kNo);
         if (r == DocCache::PutResult::kStored) {
           ++stored;
           warmed_docs.fetch_add(1, std::memory_order_relaxed);
