@@ -69,6 +69,19 @@ int table_of(const TableSpec& spec) {
 
 constexpr std::uint32_t kDenseStyles = 1u << 26;
 
+// COPY binary format: "PGCOPY\n\377\r\n\0", then 32-bit flags and header-extension length (0, 0).
+constexpr char kCopyBinaryHeader[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+static_assert(sizeof kCopyBinaryHeader - 1 == 19);
+
+void append_be16(std::string& out, std::uint16_t v) {
+  out.push_back(static_cast<char>(v >> 8));
+  out.push_back(static_cast<char>(v));
+}
+void append_be32(std::string& out, std::uint32_t v) {
+  append_be16(out, static_cast<std::uint16_t>(v >> 16));
+  append_be16(out, static_cast<std::uint16_t>(v));
+}
+
 }  // namespace
 
 namespace {
@@ -249,6 +262,7 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
   };
   std::string out;
   out.reserve(1 << 21);
+  out.append(kCopyBinaryHeader, sizeof kCopyBinaryHeader - 1);  // signature, flags, extension
   std::string item, detail, styles, related, row;
   std::uint64_t written = 0;
   std::vector<char> buffer;
@@ -343,15 +357,17 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
       detail += "]}";
       related += "]";
       styles += "]}";
-      fmt::format_to(std::back_inserter(out), "{}\t{}\t", product, products.rank(product));
-      append_copy_text(out, item);
-      out.push_back('\t');
-      append_copy_text(out, detail);
-      out.push_back('\t');
-      append_copy_text(out, styles);
-      out.push_back('\t');
-      append_copy_text(out, related);
-      out.push_back('\n');
+      // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
+      // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
+      append_be16(out, 6);
+      append_be32(out, 4);
+      append_be32(out, product);
+      append_be32(out, 4);
+      append_be32(out, products.rank(product));
+      for (const std::string* field : {&item, &detail, &styles, &related}) {
+        append_be32(out, static_cast<std::uint32_t>(field->size()));
+        out.append(*field);
+      }
       ++written;
       if (out.size() >= (1 << 20)) {
         sink(out);
@@ -360,7 +376,8 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
       i = end;
     }
   }
-  if (!out.empty()) sink(out);
+  append_be16(out, 0xFFFF);  // the trailer: a field count of -1
+  sink(out);
   return written;
 }
 

@@ -340,7 +340,9 @@ class Run {
     });
     try {
       c.exec("TRUNCATE product_docs");
-      c.exec("COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN WITH (FREEZE)");
+      c.exec(
+          "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
+          "WITH (FORMAT binary, FREEZE)");
       std::string chunk;
       while (pipe.pop(chunk)) c.put_copy(chunk.data(), chunk.size());
       assembler.join();

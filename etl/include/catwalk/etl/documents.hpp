@@ -55,8 +55,9 @@ class DocumentStore {
   };
   std::unique_ptr<Writer> writer(const TableSpec& spec);
 
-  // Assembles every product's documents and hands COPY text rows (product_docs column order:
-  // id, rn, item, detail, styles, related) to `sink` in chunks of about 1 MiB. `products` are
+  // Assembles every product's documents and hands them to `sink` as a COPY stream in binary
+  // format (header, rows in product_docs column order: id, rn, item, detail, styles, related,
+  // trailer), in chunks of about 1 MiB. `products` are
   // the accepted product ids, already finalize()d (for rn). Returns the number of products.
   std::uint64_t assemble(const IdSet& products,
                          const std::function<void(const std::string&)>& sink);
