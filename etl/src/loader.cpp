@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/dag.hpp"
 #include "catwalk/etl/documents.hpp"
 #include "catwalk/etl/errors.hpp"
@@ -441,7 +442,8 @@ class Run {
       conn->exec("BEGIN");
       // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
       conn->exec("TRUNCATE " + table);
-      conn->exec(fmt::format("COPY {} ({}pos) FROM STDIN WITH (FREEZE)", table, cols));
+      conn->exec(
+          fmt::format("COPY {} ({}pos) FROM STDIN WITH (FORMAT binary, FREEZE)", table, cols));
     }
 
     std::unique_ptr<DocumentStore::Writer> docs;
@@ -452,6 +454,7 @@ class Run {
     std::string buffer;
     constexpr std::size_t kFlushAt = 1 << 20;
     buffer.reserve(kFlushAt + (1 << 16));
+    buffer.append(copy_binary::kHeader);
     RowError error;
     bool repaired = false;
     auto publish_live = [&] {
@@ -488,7 +491,8 @@ class Run {
         }
       }
       if (conn) {
-        if (!buffer.empty()) conn->put_copy(buffer.data(), buffer.size());
+        copy_binary::trailer(buffer);
+        conn->put_copy(buffer.data(), buffer.size());
         conn->end_copy();
         conn->exec("COMMIT");
       }

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
 
 namespace catwalk::etl {
@@ -161,45 +162,39 @@ std::string shown(std::string_view v) {
 
 }  // namespace
 
-void append_copy_text(std::string& out, std::string_view text) {
-  std::size_t start = 0;
-  std::size_t i = 0;
-  const char* p = text.data();
-  while (i < text.size()) {
-    // Skip eight bytes at a time while none is a backslash or a control character.
-    if (text.size() - i >= 8) {
-      std::uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      if (!word_has_byte(w, '\\') && !word_has_less_than(w, 0x0E)) {
-        i += 8;
-        continue;
-      }
-    }
-    char c = p[i];
-    char esc;
-    switch (c) {
-      case '\\':
-        esc = '\\';
-        break;
-      case '\t':
-        esc = 't';
-        break;
-      case '\n':
-        esc = 'n';
-        break;
-      case '\r':
-        esc = 'r';
-        break;
-      default:
-        ++i;
-        continue;
-    }
-    out.append(p + start, i - start);
-    out.push_back('\\');
-    out.push_back(esc);
-    start = ++i;
+void copy_binary::numeric_field(std::string& out, std::string_view decimal) {
+  std::size_t dot = decimal.find('.');
+  std::string_view whole = decimal.substr(0, dot);
+  std::string_view frac = dot == std::string_view::npos ? "" : decimal.substr(dot + 1);
+  while (!whole.empty() && whole.front() == '0') whole.remove_prefix(1);
+  auto group = [](std::string_view d) {
+    std::uint16_t g = 0;
+    for (char c : d) g = static_cast<std::uint16_t>(g * 10 + (c - '0'));
+    return g;
+  };
+  std::uint16_t digits[5];  // 12 integer digits: 3 groups, plus one for the fraction
+  int n = 0;
+  std::size_t first = whole.size() % 4 == 0 ? 4 : whole.size() % 4;
+  for (std::size_t at = 0; at < whole.size(); at += (at == 0 ? first : 4)) {
+    digits[n++] = group(whole.substr(at, at == 0 ? first : 4));
   }
-  out.append(p + start, text.size() - start);
+  int weight = n - 1;  // the first group's power of 10000
+  if (!frac.empty()) {
+    std::uint16_t g = group(frac);
+    for (std::size_t i = frac.size(); i < 4; ++i) g = static_cast<std::uint16_t>(g * 10);
+    digits[n++] = g;
+  }
+  int begin = 0;
+  while (begin < n && digits[begin] == 0) ++begin, --weight;  // only for 0.xx
+  while (n > begin && digits[n - 1] == 0) --n;
+  if (begin == n) weight = 0;  // zero
+  int ndigits = n - begin;
+  be32(out, static_cast<std::uint32_t>(8 + 2 * ndigits));
+  be16(out, static_cast<std::uint16_t>(ndigits));
+  be16(out, static_cast<std::uint16_t>(static_cast<std::int16_t>(weight)));
+  be16(out, 0);                                        // sign: positive
+  be16(out, static_cast<std::uint16_t>(frac.size()));  // display scale
+  for (int i = begin; i < n; ++i) be16(out, digits[i]);
 }
 
 RowValidator::RowValidator(const TableSpec& spec, HeaderMap header,
@@ -240,6 +235,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
                             fields_.size()));
   }
   std::size_t mark = copy_out.size();
+  copy_binary::row(copy_out, static_cast<std::uint16_t>(spec_.columns.size() + 1));  // + pos
   values_.assign(spec_.columns.size(), std::nullopt);
   std::int64_t row_id = 0;
   std::size_t orphan_col = kWholeLine;
@@ -275,51 +271,54 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
           orphan_col = c;
           orphan_value = n;
         }
-        copy_out.append(v);
+        if (col.type == ColumnType::kBigId) {
+          copy_binary::int8_field(copy_out, static_cast<std::uint64_t>(n));
+        } else {
+          copy_binary::int4_field(copy_out, static_cast<std::uint32_t>(n));
+        }
         break;
       }
       case ColumnType::kMoney:
         v = trim(v);
         if (!valid_money(v)) return bad("an amount like 140 or 99.50");
         values_[c] = v;
-        copy_out.append(v);
+        copy_binary::numeric_field(copy_out, v);
         break;
       case ColumnType::kMoneyOrNull:
         v = trim(v);
         if (v.empty() || (!f.quoted && equals_ci(v, "null")) ||
             (valid_money(v) && is_zero_money(v))) {
-          copy_out.append("\\N");
+          copy_binary::null_field(copy_out);
         } else if (!valid_money(v)) {
           return bad("an amount like 140 or 99.50, or null");
         } else {
           values_[c] = v;
-          copy_out.append(v);
+          copy_binary::numeric_field(copy_out, v);
         }
         break;
       case ColumnType::kBool: {
         std::string_view t = trim(v);
         if (t == "1" || equals_ci(t, "true"))
-          copy_out.push_back('t'), values_[c] = "true";
+          copy_binary::bool_field(copy_out, true), values_[c] = "true";
         else if (t == "0" || equals_ci(t, "false"))
-          copy_out.push_back('f'), values_[c] = "false";
+          copy_binary::bool_field(copy_out, false), values_[c] = "false";
         else
           return bad("one of 0, 1, true, false");
         break;
       }
       case ColumnType::kTextOrNull:
         if (!f.quoted && (v.empty() || v == "null")) {
-          copy_out.append("\\N");
+          copy_binary::null_field(copy_out);
           break;
         }
         values_[c] = v;
-        append_copy_text(copy_out, v);
+        copy_binary::text_field(copy_out, v);
         break;
       case ColumnType::kText:
         values_[c] = v;
-        append_copy_text(copy_out, v);
+        copy_binary::text_field(copy_out, v);
         break;
     }
-    copy_out.push_back('\t');
   }
   if (own_ids_.contains(row_id)) {
     copy_out.resize(mark);
@@ -336,7 +335,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
                             find_spec_by_table(col.parent)->file));
   }
   own_ids_.insert(row_id);
-  fmt::format_to(std::back_inserter(copy_out), "{}\n", line_number);
+  copy_binary::int4_field(copy_out, static_cast<std::uint32_t>(line_number));
   repaired = split.status == SplitStatus::kRepaired;
   return true;
 }

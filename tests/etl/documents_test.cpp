@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include "catwalk/etl/copy_binary.hpp"
+#include "copy_decode.hpp"
 #include "pg_server.hpp"
 
 using namespace catwalk::etl;
@@ -57,37 +59,6 @@ TEST_CASE("IdSet rank: 1-based position among members") {
 }
 
 namespace {
-// Decodes a COPY binary stream of int4/text columns into "field\tfield\n" lines (no escaping),
-// checking the header and trailer.
-std::string decode_copy_binary(const std::string& in, std::size_t int_columns) {
-  auto be16 = [&](std::size_t at) {
-    return static_cast<std::uint16_t>((static_cast<unsigned char>(in[at]) << 8) |
-                                      static_cast<unsigned char>(in[at + 1]));
-  };
-  auto be32 = [&](std::size_t at) {
-    return (static_cast<std::uint32_t>(be16(at)) << 16) | be16(at + 2);
-  };
-  REQUIRE(in.size() >= 21);
-  REQUIRE(in.compare(0, 11, std::string("PGCOPY\n\377\r\n\0", 11)) == 0);
-  std::size_t at = 19;
-  std::string out;
-  while (true) {
-    std::uint16_t n = be16(at);
-    at += 2;
-    if (n == 0xFFFF) break;
-    for (std::size_t f = 0; f < n; ++f) {
-      std::uint32_t len = be32(at);
-      at += 4;
-      out += f ? "\t" : "";
-      out += f < int_columns ? std::to_string(be32(at)) : in.substr(at, len);
-      at += len;
-    }
-    out += "\n";
-  }
-  CHECK(at == in.size());
-  return out;
-}
-
 // Feeds one line through a validator of `table` and the store's writer for it.
 struct Feeder {
   const TableSpec& spec;
@@ -162,7 +133,12 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
     std::string binary;
     auto n = store.assemble(products, [&](const std::string& chunk) { binary += chunk; });
     CHECK(n == 2);
-    out = decode_copy_binary(binary, 2);
+    REQUIRE(binary.starts_with(copy_binary::kHeader));
+    CHECK(binary.ends_with("\xFF\xFF"));
+    using catwalk::test::Bin;
+    out = catwalk::test::decode_rows(
+        binary, {Bin::kInt4, Bin::kInt4, Bin::kText, Bin::kText, Bin::kText, Bin::kText},
+        copy_binary::kHeader.size());
   }
   CHECK(std::filesystem::is_empty(tmp));  // the store removed its work folder
   // Rows: id, rn, item, detail, styles, related.

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "catwalk/etl/errors.hpp"
+#include "copy_decode.hpp"
 
 using namespace catwalk::etl;
 
@@ -29,9 +30,12 @@ struct Harness {
     for (auto& c : spec.columns) out.push_back(c.parent.empty() ? nullptr : &parent);
     return out;
   }
+  // o.copy is the row rendered as text (see copy_decode.hpp).
   Outcome check(std::string_view line, std::uint64_t n = 2) {
     Outcome o;
-    o.ok = validator.validate(n, line, o.copy, o.repaired, o.error);
+    std::string binary;
+    o.ok = validator.validate(n, line, binary, o.repaired, o.error);
+    o.copy = catwalk::test::decode_rows(binary, catwalk::test::binary_columns(spec));
     return o;
   }
 };
@@ -149,7 +153,22 @@ TEST_CASE("nulls, zero sale price, booleans, COPY escaping") {
   CHECK(features.check(R"(1,1,"UV",null)").copy == "1\t1\tUV\t\\N\t2\n");
   CHECK(features.check(R"(2,1,"UV",)").copy == "2\t1\tUV\t\\N\t2\n");
   CHECK(features.check(R"(3,1,"Tab	here","back\slash")").copy ==
-        "3\t1\tTab\\there\tback\\\\slash\t2\n");
+        "3\t1\tTab\there\tback\\slash\t2\n");  // raw bytes: binary COPY needs no escaping
+  Harness products("products", "id,name,slogan,description,category,default_price");
+  for (auto [price, shown] :
+       std::vector<std::pair<std::string, std::string>>{{"140", "140"},
+                                                        {"99.50", "99.50"},
+                                                        {"5000000", "5000000"},
+                                                        {"0.5", "0.5"},
+                                                        {"123456789012.34", "123456789012.34"},
+                                                        {"0", "0"},
+                                                        {"007", "7"},
+                                                        {"10000.01", "10000.01"}}) {
+    CAPTURE(price);
+    CHECK(products.check("1,\"a\",\"b\",\"c\",\"d\"," + price).copy ==
+          "1\ta\tb\tc\td\t" + shown + "\t2\n");
+    products.own = IdSet();
+  }
 }
 
 TEST_CASE("IdSet: dense and sparse ids") {

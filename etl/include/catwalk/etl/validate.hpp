@@ -62,9 +62,9 @@ class RowValidator {
   RowValidator(const TableSpec& spec, HeaderMap header, std::vector<const IdSet*> parents,
                IdSet& own_ids);
 
-  // Checks one line. On success appends one COPY text row (with the line number as `pos`)
-  // to `copy_out` and returns true; `repaired` tells whether a quote had to be closed.
-  // On failure fills `error` and leaves `copy_out` as it was.
+  // Checks one line. On success appends one row in COPY binary format (see copy_binary.hpp;
+  // the line number last, as `pos`) to `copy_out` and returns true; `repaired` tells whether a
+  // quote had to be closed. On failure fills `error` and leaves `copy_out` as it was.
   bool validate(std::uint64_t line_number, std::string_view line, std::string& copy_out,
                 bool& repaired, RowError& error);
 
@@ -83,17 +83,5 @@ class RowValidator {
   std::vector<std::optional<std::string_view>> values_;
   std::string scratch_;
 };
-
-// Word-at-a-time byte tests (bytes >= 0x80 never match), for scanning text 8 bytes at a time.
-inline bool word_has_byte(std::uint64_t w, unsigned char c) {
-  std::uint64_t x = w ^ (0x0101010101010101ULL * c);
-  return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0;
-}
-inline bool word_has_less_than(std::uint64_t w, unsigned char n) {  // n <= 128
-  return ((w - 0x0101010101010101ULL * n) & ~w & 0x8080808080808080ULL) != 0;
-}
-
-// Appends `text` to `out` escaped for COPY's text format.
-void append_copy_text(std::string& out, std::string_view text);
 
 }  // namespace catwalk::etl
