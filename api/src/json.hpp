@@ -6,10 +6,12 @@
 #include <string_view>
 #include <variant>
 
+#include "catwalk/json.hpp"
+
 namespace catwalk::api {
 
-// Appends `s` as a JSON string literal (quotes included), escaping what RFC 8259 requires.
-void append_json_string(std::string& out, std::string_view s);
+// JSON string literals: the one escaper both binaries share.
+using catwalk::append_json_string;
 
 // {"error":"<code>","message":"<message>"}
 std::string error_body(std::string_view code, std::string_view message);
