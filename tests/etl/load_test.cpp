@@ -66,6 +66,48 @@ std::string rows(pg::Connection& c, const std::string& sql) {
   return out;
 }
 
+// A copy of the samples whose skus.csv has `extra` more rows (of style 1), so a load's COPY
+// runs long enough to be interrupted.
+std::string samples_with_extra_skus(int extra) {
+  std::string dir = test::make_temp_dir("catwalk-big");
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  std::ofstream out(dir + "/skus.csv", std::ios::app | std::ios::binary);
+  std::string buf;
+  for (int i = 1000; i < 1000 + extra; ++i) {
+    buf += std::to_string(i) + ",1,\"M\"," + std::to_string(i % 50) + "\n";
+  }
+  out << buf;
+  return dir;
+}
+
+// Starts `catwalk-etl load` in the background (output discarded), with TMPDIR set if given.
+pid_t spawn_load(const std::string& url, const std::string& rejects, const std::string& dir,
+                 const std::string& tmpdir = "") {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (!tmpdir.empty()) setenv("TMPDIR", tmpdir.c_str(), 1);
+    int null = ::open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execl(etl().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
+          rejects.c_str(), "--progress", "off", dir.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits (at most about 2 s) until a COPY is running on the server.
+bool wait_for_copy(pg::Connection& c) {
+  for (int i = 0; i < 1000; ++i) {
+    auto r = c.exec(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
+    if (r.get(0, 0) != "0") return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("the samples load with exact counts, rejects and table contents") {
@@ -83,30 +125,33 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
               "\"rejected\": 4, \"repaired\": 0, \"rejects\": {\"column_count\": 1, \"bad_value\": "
               "1, "
               "\"duplicate_id\": 1, \"encoding\": 1}"));
-  CHECK(file_entry(j, "features.csv")
-            .find("\"read\": 13, \"loaded\": 10, \"rejected\": 3, "
-                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, "
-                  "\"orphan\": 2}") != std::string::npos);
-  CHECK(file_entry(j, "styles.csv")
-            .find("\"read\": 15, \"loaded\": 12, \"rejected\": 3, "
-                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 2, "
-                  "\"orphan\": 1}") != std::string::npos);
-  CHECK(file_entry(j, "photos.csv")
-            .find("\"read\": 14, \"loaded\": 11, \"rejected\": 3, "
-                  "\"repaired\": 1, \"rejects\": {\"column_count\": 1, "
-                  "\"duplicate_id\": 1, \"orphan\": 1}") != std::string::npos);
-  CHECK(file_entry(j, "skus.csv")
-            .find("\"read\": 40, \"loaded\": 37, \"rejected\": 3, "
-                  "\"repaired\": 0, \"rejects\": {\"bad_value\": 2, "
-                  "\"orphan\": 1}") != std::string::npos);
-  CHECK(file_entry(j, "related.csv")
-            .find("\"read\": 19, \"loaded\": 16, \"rejected\": 3, "
-                  "\"repaired\": 0, \"rejects\": {\"column_count\": 1, "
-                  "\"orphan\": 2}") != std::string::npos);
-  CHECK(file_entry(j, "cart.csv")
-            .find("\"table\": \"cart\", \"read\": 6, \"loaded\": 4, "
-                  "\"rejected\": 2, \"repaired\": 0, \"rejects\": "
-                  "{\"bad_value\": 1, \"duplicate_id\": 1}") != std::string::npos);
+  struct Expected {
+    std::string file, counts;
+  };
+  std::vector<Expected> expected = {
+      {"features.csv",
+       "\"read\": 13, \"loaded\": 10, \"rejected\": 3, \"repaired\": 0, "
+       "\"rejects\": {\"bad_value\": 1, \"orphan\": 2}"},
+      {"styles.csv",
+       "\"read\": 15, \"loaded\": 12, \"rejected\": 3, \"repaired\": 0, "
+       "\"rejects\": {\"bad_value\": 2, \"orphan\": 1}"},
+      {"photos.csv",
+       "\"read\": 14, \"loaded\": 11, \"rejected\": 3, \"repaired\": 1, "
+       "\"rejects\": {\"column_count\": 1, \"duplicate_id\": 1, \"orphan\": 1}"},
+      {"skus.csv",
+       "\"read\": 40, \"loaded\": 37, \"rejected\": 3, \"repaired\": 0, "
+       "\"rejects\": {\"bad_value\": 2, \"orphan\": 1}"},
+      {"related.csv",
+       "\"read\": 19, \"loaded\": 16, \"rejected\": 3, \"repaired\": 0, "
+       "\"rejects\": {\"column_count\": 1, \"orphan\": 2}"},
+      {"cart.csv",
+       "\"table\": \"cart\", \"read\": 6, \"loaded\": 4, \"rejected\": 2, "
+       "\"repaired\": 0, \"rejects\": {\"bad_value\": 1, \"duplicate_id\": 1}"},
+  };
+  for (const auto& e : expected) {
+    CAPTURE(e.file);
+    CHECK(file_entry(j, e.file).find(e.counts) != std::string::npos);
+  }
 
   pg::Connection c(url);
   CHECK(rows(c, "SELECT id, name, default_price, pos FROM products ORDER BY id") ==
@@ -272,36 +317,11 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the ne
   std::string rejects = test::make_temp_dir("catwalk-kill");
   REQUIRE(load(url, samples(), rejects).exit_code == 0);
 
-  // A bigger export: the samples plus 400k extra skus of style 1, so COPY runs for a while.
-  std::string dir = test::make_temp_dir("catwalk-big");
-  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
-  {
-    std::ofstream out(dir + "/skus.csv", std::ios::app | std::ios::binary);
-    std::string buf;
-    for (int i = 1000; i < 401000; ++i)
-      buf += std::to_string(i) + ",1,\"M\"," + std::to_string(i % 50) + "\n";
-    out << buf;
-  }
+  std::string dir = samples_with_extra_skus(400000);
   pg::Connection c(url);
   for (int attempt = 0; attempt < 3; ++attempt) {
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      int null = ::open("/dev/null", O_WRONLY);
-      dup2(null, 1);
-      dup2(null, 2);
-      execl(etl().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
-            rejects.c_str(), "--progress", "off", dir.c_str(), (char*)nullptr);
-      _exit(127);
-    }
-    // Kill it while a COPY is running.
-    bool seen_copy = false;
-    for (int i = 0; i < 400 && !seen_copy; ++i) {
-      auto r = c.exec(
-          "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
-      seen_copy = r.get(0, 0) != "0";
-      if (!seen_copy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    pid_t pid = spawn_load(url, rejects, dir);
+    bool seen_copy = wait_for_copy(c);  // kill it while a COPY is running
     ::kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
@@ -371,33 +391,10 @@ TEST_CASE("SIGTERM stops a load cleanly: exit 130, nothing published, no work fi
   std::string tmp = test::make_temp_dir("catwalk-tmpdir");
   // A dead loader's work folder (no process has this pid) is removed by the next load.
   fs::create_directories(tmp + "/catwalk-etl-docs-2147483646-abcdef/x");
-  std::string dir = test::make_temp_dir("catwalk-term-data");
-  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
-  {
-    std::ofstream out(dir + "/skus.csv", std::ios::app | std::ios::binary);
-    std::string buf;
-    for (int i = 1000; i < 1001000; ++i) buf += std::to_string(i) + ",1,\"M\",1\n";
-    out << buf;
-  }
+  std::string dir = samples_with_extra_skus(1000000);
   pg::Connection c(url);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    setenv("TMPDIR", tmp.c_str(), 1);
-    int null = ::open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
-    execl(etl().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
-          rejects.c_str(), "--progress", "off", dir.c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  bool seen_copy = false;
-  for (int i = 0; i < 1000 && !seen_copy; ++i) {
-    auto r = c.exec(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %' AND state = 'active'");
-    seen_copy = r.get(0, 0) != "0";
-    if (!seen_copy) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  pid_t pid = spawn_load(url, rejects, dir, tmp);
+  bool seen_copy = wait_for_copy(c);
   CHECK(seen_copy);
   ::kill(pid, SIGTERM);
   int status = 0;
