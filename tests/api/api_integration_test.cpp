@@ -35,6 +35,23 @@ namespace {
 std::string shell_quote(const std::string& s) { return "'" + s + "'"; }
 
 // Loads an export folder into the shared test database with the real loader; returns its result.
+// A copy of data-samples in a new temporary folder, with product 1 ("Camo Onesie") renamed:
+// loading it is a reload whose effect a test can see.
+std::string samples_with_product1_renamed(const std::string& name) {
+  std::string dir = catwalk::test::make_temp_dir("catwalk-api-reload");
+  fs::copy(source_path("data-samples"), dir, fs::copy_options::recursive);
+  std::ifstream in(dir + "/product.csv", std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  auto p = text.find("\"Camo Onesie\"");
+  REQUIRE(p != std::string::npos);
+  text.replace(p, 13, "\"" + name + "\"");
+  std::ofstream out(dir + "/product.csv", std::ios::binary | std::ios::trunc);
+  out << text;
+  return dir;
+}
+
 catwalk::test::CommandResult etl_load(const std::string& dir) {
   std::string rejects = catwalk::test::make_temp_dir("catwalk-api-rejects");
   auto r =
@@ -433,19 +450,7 @@ TEST_CASE("a reload is served within 1 s, without restart, and keeps API carts")
   REQUIRE(cart);
   REQUIRE(cart->status == 201);
 
-  std::string dir = catwalk::test::make_temp_dir("catwalk-api-reload");
-  fs::copy(source_path("data-samples"), dir, fs::copy_options::recursive);
-  {
-    std::ifstream in(dir + "/product.csv", std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string text = ss.str();
-    auto p = text.find("\"Camo Onesie\"");
-    REQUIRE(p != std::string::npos);
-    text.replace(p, 13, "\"Camo Onesie Reloaded\"");
-    std::ofstream out(dir + "/product.csv", std::ios::binary | std::ios::trunc);
-    out << text;
-  }
+  std::string dir = samples_with_product1_renamed("Camo Onesie Reloaded");
   // A second server without the cache, hammered during the load: its prepared statements name
   // catwalk.product_docs and must follow the schema swap without a single error.
   catwalk::api::ServerOptions opt;
@@ -816,19 +821,7 @@ TEST_CASE("cache warming: a reload is re-warmed with the new content within 2 s"
   REQUIRE(old->body.find("\"Camo Onesie\"") != std::string::npos);
   const double runs_before = s.metric("catwalk_cache_warm_runs_completed_total");
 
-  std::string dir = catwalk::test::make_temp_dir("catwalk-api-rewarm");
-  fs::copy(source_path("data-samples"), dir, fs::copy_options::recursive);
-  {
-    std::ifstream in(dir + "/product.csv", std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string text = ss.str();
-    auto p = text.find("\"Camo Onesie\"");
-    REQUIRE(p != std::string::npos);
-    text.replace(p, 13, "\"Camo Onesie Rewarmed\"");
-    std::ofstream out(dir + "/product.csv", std::ios::binary | std::ios::trunc);
-    out << text;
-  }
+  std::string dir = samples_with_product1_renamed("Camo Onesie Rewarmed");
   auto load = etl_load(dir);
   const auto loaded_at = Clock::now();
   REQUIRE_MESSAGE(load.exit_code == 0, load.err);
