@@ -39,10 +39,6 @@ class Result {
     return {PQgetvalue(r_.get(), row, col),
             static_cast<std::size_t>(PQgetlength(r_.get(), row, col))};
   }
-  std::optional<std::string_view> get_opt(int row, int col) const {
-    if (is_null(row, col)) return std::nullopt;
-    return get(row, col);
-  }
   long long get_int(int row, int col) const;
   PGresult* raw() const { return r_.get(); }
 
