@@ -192,14 +192,12 @@ class FilteringSource : public io::ByteSourceBase {
       std::size_t seg = nl ? static_cast<std::size_t>(nl - chunk) + 1 : avail;  // incl. '\n'
       std::size_t text = nl ? seg - 1 : seg;
       std::size_t room_in_line = kMaxLineBytes + 1 - line_len_;
-      std::size_t take;
-      if (text > room_in_line) {
-        take = room_in_line;  // cut here, drop the rest up to the '\n'
-        dropping_ = true;
-      } else {
-        take = seg;
-      }
-      take = std::min<std::size_t>(take, static_cast<std::size_t>(size - produced));
+      bool over = text > room_in_line;
+      std::size_t take = std::min<std::size_t>(over ? room_in_line : seg,
+                                               static_cast<std::size_t>(size - produced));
+      // Drop the rest of the line only once the kept part is complete: when the output window
+      // ends first, the next read() goes on copying the same line.
+      if (over && take == room_in_line) dropping_ = true;
       std::memcpy(out + produced, chunk, take);
       for (char* z = out + produced;
            (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {

@@ -1,6 +1,7 @@
 // Integration: catwalk-etl run as users run it, against a PostgreSQL the test starts itself.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -404,6 +405,38 @@ TEST_CASE("SIGTERM stops a load cleanly: exit 130, nothing published, no work fi
   CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   CHECK(fs::is_empty(tmp));  // its own work folder and the dead one's are gone
   fs::remove_all(tmp);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("40 consecutive over-long photos lines are each rejected as line_too_long") {
+  std::string rejects = test::make_temp_dir("catwalk-long40");
+  std::string dir = test::make_temp_dir("catwalk-long40data");
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  constexpr int kLong = 42;
+  {
+    // Lines 16-57: about 1.2 MiB each, well-formed and with the last quote open in turn; some
+    // cross the line reader's read boundaries. Line 58 is an ordinary line again.
+    std::ofstream out(dir + "/photos.csv", std::ios::app | std::ios::binary);
+    std::string pad(1258291, 'x');
+    for (int i = 0; i < kLong; ++i) {
+      out << 100 + i << ",1,\"https://x/" << pad << "\",\"https://y/" << pad << (i % 2 ? "" : "\"")
+          << "\n";
+    }
+    out << "200,1,\"https://x/after\",\"https://y/after\"\n";
+  }
+  auto r = run_command(etl() + " check --json --progress off --rejects-dir " + rejects + " " + dir);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(file_entry(r.out, "photos.csv")
+            .find("\"read\": 57, \"loaded\": 12, \"rejected\": 45, \"repaired\": 1, "
+                  "\"rejects\": {\"column_count\": 1, \"duplicate_id\": 1, \"orphan\": 1, "
+                  "\"line_too_long\": 42}") != std::string::npos);
+  std::string ph = read_file(rejects + "/photos.rejects.csv");
+  for (int line = 16; line < 16 + kLong; ++line) {
+    CAPTURE(line);
+    CHECK(ph.find(fmt::format("\n{},,line_too_long,", line)) != std::string::npos);
+  }
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }
