@@ -177,18 +177,49 @@ class ChunkPipe {
   std::condition_variable cv_;
 };
 
+// What an input path is, asked without opening it (opening a FIFO would block).
+enum class PathKind { kMissing, kRegular, kDirectory, kOther };
+
+PathKind path_kind(const fs::path& path) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) return PathKind::kMissing;
+  if (ec) {
+    if (ec == std::errc::too_many_symbolic_link_levels) {
+      throw InputError(fmt::format(
+          "{}: a symbolic link loop (the link points back at itself); point it at the file",
+          path.string()));
+    }
+    throw InputError(fmt::format("{}: cannot read it: {}", path.string(), ec.message()));
+  }
+  if (st.type() == fs::file_type::directory) return PathKind::kDirectory;
+  if (st.type() == fs::file_type::regular) return PathKind::kRegular;
+  return PathKind::kOther;
+}
+
 class Run {
  public:
   explicit Run(const LoadOptions& o) : o_(o) {}
 
   void plan() {
-    if (!fs::is_directory(o_.dir)) {
+    if (path_kind(o_.dir) != PathKind::kDirectory) {
       throw InputError(
           fmt::format("{}: not a folder; pass the folder holding product.csv, ...", o_.dir));
     }
     for (const auto& spec : table_specs()) {
       fs::path path = fs::path(o_.dir) / spec.file;
-      if (!fs::exists(path)) {
+      PathKind kind = path_kind(path);
+      if (kind == PathKind::kDirectory) {
+        throw InputError(fmt::format("{}: is a folder, not a file; expected the {} export",
+                                     path.string(), spec.file));
+      }
+      if (kind == PathKind::kOther) {
+        throw InputError(
+            fmt::format("{}: not a regular file (a FIFO, socket or device); the loader reads "
+                        "regular files only: save the export to a file first",
+                        path.string()));
+      }
+      if (kind == PathKind::kMissing) {
         if (!spec.required) continue;
         throw InputError(fmt::format(
             "{}: required file {} is missing; nothing was loaded. Expected product.csv, "
@@ -232,7 +263,13 @@ class Run {
     main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));
     replay_catalog_phase(*main_, kStagingSchema, MigrationScope::kCatalogPreData);
-    documents_ = std::make_unique<DocumentStore>(fs::temp_directory_path().string(), kPartitions);
+    std::error_code ec;
+    fs::path temp = fs::temp_directory_path(ec);
+    if (ec) {
+      throw InputError(fmt::format("no folder for work files: {}; set TMPDIR to a writable folder",
+                                   ec.message()));
+    }
+    documents_ = std::make_unique<DocumentStore>(temp.string(), kPartitions);
   }
 
   // Everything between planning and publishing, as one graph over --jobs workers: the files
@@ -548,6 +585,8 @@ RunSummary run(const LoadOptions& options) {
   } catch (const std::exception& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitInternal;
   }
+  // Messages may quote paths and header text from the input: keep what is shown valid UTF-8.
+  if (!summary.ok) summary.error = printable_text(summary.error, 4096);
   r.collect(summary);
   summary.seconds = since(start);
   return summary;

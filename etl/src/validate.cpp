@@ -91,8 +91,10 @@ HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const 
       found = i;
     }
     if (found == names.size()) {
+      // The header as found, shown bounded and printable: it may be anything (binary bytes).
       std::string have;
       for (const auto& n : names) have += (have.empty() ? "" : ",") + n;
+      have = printable_text(have, 200);
       throw InputError(fmt::format(
           "{}: required column \"{}\" is missing from the header (found: {}). Possible fixes: "
           "add the column, or check the file is the {} export",
@@ -154,11 +156,8 @@ bool equals_ci(std::string_view a, std::string_view b) {
   return true;
 }
 
-std::string shown(std::string_view v) {
-  constexpr std::size_t kMax = 40;
-  if (v.size() <= kMax) return fmt::format("\"{}\"", v);
-  return fmt::format("\"{}...\"", v.substr(0, kMax));
-}
+// A value quoted for a message: at most about 40 bytes, never a split UTF-8 character.
+std::string shown(std::string_view v) { return fmt::format("\"{}\"", printable_text(v, 40)); }
 
 }  // namespace
 

@@ -3,15 +3,18 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "catwalk/etl/record.hpp"
 #include "catwalk/pg.hpp"
 #include "pg_server.hpp"
 
@@ -21,7 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string etl() { return test::binary_path("catwalk-etl"); }
+std::string etl_bin() { return test::binary_path("catwalk-etl"); }
 std::string samples() { return test::source_path("data-samples"); }
 
 std::string read_file(const std::string& path) {
@@ -43,7 +46,7 @@ std::string fresh_database(const std::string& name) {
 
 test::CommandResult load(const std::string& url, const std::string& dir, const std::string& rejects,
                          const std::string& extra = "") {
-  return run_command(etl() + " load --db '" + url + "' --rejects-dir " + rejects +
+  return run_command(etl_bin() + " load --db '" + url + "' --rejects-dir " + rejects +
                      " --progress lines --json " + extra + " " + dir);
 }
 
@@ -91,7 +94,7 @@ pid_t spawn_load(const std::string& url, const std::string& rejects, const std::
     int null = ::open("/dev/null", O_WRONLY);
     dup2(null, 1);
     dup2(null, 2);
-    execl(etl().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
+    execl(etl_bin().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
           rejects.c_str(), "--progress", "off", dir.c_str(), (char*)nullptr);
     _exit(127);
   }
@@ -228,7 +231,7 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
 
 TEST_CASE("check validates without a database and reports the same counts") {
   std::string rejects = test::make_temp_dir("catwalk-check");
-  auto r = run_command(etl() + " check --json --progress off --rejects-dir " + rejects + " " +
+  auto r = run_command(etl_bin() + " check --json --progress off --rejects-dir " + rejects + " " +
                        samples());
   INFO(r.err);
   CHECK(r.exit_code == 0);
@@ -237,7 +240,7 @@ TEST_CASE("check validates without a database and reports the same counts") {
                   "\"repaired\": 1") != std::string::npos);
   CHECK(file_entry(r.out, "skus.csv").find("\"orphan\": 1") != std::string::npos);
   auto table =
-      run_command(etl() + " check --progress off --rejects-dir " + rejects + " " + samples());
+      run_command(etl_bin() + " check --progress off --rejects-dir " + rejects + " " + samples());
   CHECK(table.exit_code == 0);
   CHECK(table.out.find("product.csv    products") != std::string::npos);
   CHECK(table.out.find("total") != std::string::npos);
@@ -264,11 +267,11 @@ TEST_CASE("bad usage and bad input stop before anything is written, with named e
   CHECK(column.exit_code == 3);
   CHECK(column.err.find("required column \"default_style\" is missing") != std::string::npos);
 
-  CHECK(run_command(etl() + " load --jobs 0 " + samples()).exit_code == 2);
-  CHECK(run_command(etl() + " frobnicate").exit_code == 2);
-  CHECK(run_command(etl() + " load").exit_code == 2);
+  CHECK(run_command(etl_bin() + " load --jobs 0 " + samples()).exit_code == 2);
+  CHECK(run_command(etl_bin() + " frobnicate").exit_code == 2);
+  CHECK(run_command(etl_bin() + " load").exit_code == 2);
   auto nodb = run_command(
-      etl() + " load --progress off --db 'postgresql:///nope?host=/nonexistent' " + samples());
+      etl_bin() + " load --progress off --db 'postgresql:///nope?host=/nonexistent' " + samples());
   CHECK(nodb.exit_code == 4);
   CHECK(nodb.err.find("cannot connect to PostgreSQL") != std::string::npos);
 
@@ -345,11 +348,11 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the ne
 
 TEST_CASE("migrate applies what is missing, once") {
   std::string url = fresh_database("migrate");
-  auto first = run_command(etl() + " migrate --db '" + url + "'");
+  auto first = run_command(etl_bin() + " migrate --db '" + url + "'");
   CHECK(first.exit_code == 0);
   CHECK(first.out.find("applied 001_global.sql") != std::string::npos);
   CHECK(first.out.find("applied 004_catalog_documents.sql") != std::string::npos);
-  auto second = run_command(etl() + " migrate --db '" + url + "'");
+  auto second = run_command(etl_bin() + " migrate --db '" + url + "'");
   CHECK(second.exit_code == 0);
   CHECK(second.out == "schema is up to date\n");
   pg::Connection c(url);
@@ -425,7 +428,8 @@ TEST_CASE("40 consecutive over-long photos lines are each rejected as line_too_l
     }
     out << "200,1,\"https://x/after\",\"https://y/after\"\n";
   }
-  auto r = run_command(etl() + " check --json --progress off --rejects-dir " + rejects + " " + dir);
+  auto r =
+      run_command(etl_bin() + " check --json --progress off --rejects-dir " + rejects + " " + dir);
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(file_entry(r.out, "photos.csv")
@@ -437,6 +441,90 @@ TEST_CASE("40 consecutive over-long photos lines are each rejected as line_too_l
     CAPTURE(line);
     CHECK(ph.find(fmt::format("\n{},,line_too_long,", line)) != std::string::npos);
   }
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// A copy of the samples to break one file of.
+std::string samples_copy(const std::string& prefix) {
+  std::string dir = test::make_temp_dir(prefix);
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  return dir;
+}
+
+// `check` with a time limit, so an input that blocks cannot hang the test.
+test::CommandResult check_within(const std::string& dir, const std::string& rejects,
+                                 const std::string& extra = "--json") {
+  return run_command("timeout 60 " + etl_bin() + " check --progress off " + extra +
+                     " --rejects-dir " + rejects + " " + dir);
+}
+}  // namespace
+
+TEST_CASE("inputs that are not regular files are refused with exit 3 and say what they are") {
+  std::string rejects = test::make_temp_dir("catwalk-odd");
+  std::string dir = samples_copy("catwalk-odd-data");
+  std::string product = dir + "/product.csv";
+
+  fs::remove(product);
+  fs::create_symlink("product.csv", product);  // a link to itself: a loop
+  auto loop = check_within(dir, rejects);
+  CHECK(loop.exit_code == 3);
+  CHECK(loop.err.find("symbolic link loop") != std::string::npos);
+
+  fs::remove(product);
+  fs::create_directory(product);
+  auto folder = check_within(dir, rejects);
+  CHECK(folder.exit_code == 3);
+  CHECK(folder.err.find("product.csv: is a folder, not a file") != std::string::npos);
+
+  fs::remove(product);
+  REQUIRE(::mkfifo(product.c_str(), 0600) == 0);
+  auto fifo = check_within(dir, rejects);  // without the check it blocks until `timeout` (124)
+  CHECK(fifo.exit_code == 3);
+  CHECK(fifo.err.find("not a regular file") != std::string::npos);
+
+  fs::remove(product);
+  fs::create_symlink(samples() + "/product.csv", product);  // a link to a file is fine
+  CHECK(check_within(dir, rejects).exit_code == 0);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("CR-only line ends get a short, clear message instead of the file as the header") {
+  std::string rejects = test::make_temp_dir("catwalk-cr");
+  std::string dir = samples_copy("catwalk-cr-data");
+  std::string text = read_file(samples() + "/product.csv");
+  std::replace(text.begin(), text.end(), '\n', '\r');
+  std::ofstream(dir + "/product.csv", std::ios::binary) << text;
+  auto r = check_within(dir, rejects);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("carriage return (CR) alone") != std::string::npos);
+  CHECK(r.err.find("Camo Onesie") == std::string::npos);  // no data echoed as a "header"
+  CHECK(r.err.size() < 600);
+  CHECK(r.out.size() < 1500);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("binary bytes in a header keep the summary, JSON and log valid UTF-8") {
+  std::string rejects = test::make_temp_dir("catwalk-bin");
+  std::string dir = samples_copy("catwalk-bin-data");
+  std::string text = read_file(samples() + "/product.csv");
+  text.replace(
+      0, text.find('\n'),
+      std::string("id,na\xFF\xC3me,\x01slogan,desc\xE2\x82ription,cat\0egory,default_price", 60));
+  std::ofstream(dir + "/product.csv", std::ios::binary) << text;
+  auto json = check_within(dir, rejects);
+  CHECK(json.exit_code == 3);
+  CHECK(json.out.find("required column \\\"name\\\" is missing") != std::string::npos);
+  CHECK(catwalk::etl::valid_utf8(json.out));
+  CHECK(catwalk::etl::valid_utf8(json.err));
+  auto table = check_within(dir, rejects, "");
+  CHECK(table.exit_code == 3);
+  CHECK(table.out.find("FAILED: ") != std::string::npos);
+  CHECK(catwalk::etl::valid_utf8(table.out));
+  CHECK(catwalk::etl::valid_utf8(table.err));
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }

@@ -180,3 +180,26 @@ TEST_CASE("IdSet: dense and sparse ids") {
   CHECK_FALSE(s.contains(2));
   CHECK(s.size() == 2);
 }
+
+TEST_CASE("a rejected value quoted in the message is cut at a character boundary") {
+  Harness h("products", "id,name,slogan,description,category,default_price");
+  std::string price = "1";
+  for (int i = 0; i < 30; ++i) price += "\xC3\xA9";  // 'é': the 40-byte cut falls inside one
+  auto o = h.check("1,\"a\",\"b\",\"c\",\"d\"," + price);
+  REQUIRE_FALSE(o.ok);
+  CHECK(o.error.kind == RejectKind::kBadValue);
+  CHECK(valid_utf8(o.error.message));
+  CHECK(o.error.message.find("...\"") != std::string::npos);
+}
+
+TEST_CASE("printable_text: invalid bytes replaced, controls shown as '?', cut on a boundary") {
+  CHECK(printable_text("plain") == "plain");
+  CHECK(printable_text("a\xFF"
+                       "b") ==
+        "a\xEF\xBF\xBD"
+        "b");
+  CHECK(printable_text("x\x01y") == "x?y");
+  CHECK(printable_text("\xC3\xA9\xC3\xA9", 3) == "\xC3\xA9...");
+  CHECK(printable_text("trunc \xE2\x82") == "trunc \xEF\xBF\xBD\xEF\xBF\xBD");
+  CHECK(valid_utf8(printable_text(std::string("\0\xC0\xAF\xED\xA0\x80", 6))));
+}
