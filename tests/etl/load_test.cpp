@@ -298,7 +298,7 @@ TEST_CASE("--max-rejects: exceeding it publishes nothing") {
   fs::remove_all(rejects);
 }
 
-TEST_CASE("carts written through the API survive a reload; existing cart.csv ids are left alone") {
+TEST_CASE("carts written through the API survive a reload, existing cart.csv ids are left alone") {
   std::string url = fresh_database("carts");
   std::string rejects = test::make_temp_dir("catwalk-carts");
   REQUIRE(load(url, samples(), rejects).exit_code == 0);
@@ -316,7 +316,7 @@ TEST_CASE("carts written through the API survive a reload; existing cart.csv ids
   fs::remove_all(rejects);
 }
 
-TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the next run succeeds") {
+TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data, the next run succeeds") {
   std::string url = fresh_database("killed");
   std::string rejects = test::make_temp_dir("catwalk-kill");
   REQUIRE(load(url, samples(), rejects).exit_code == 0);
@@ -360,7 +360,7 @@ TEST_CASE("migrate applies what is missing, once") {
   CHECK(rows(c, "SELECT count(*) FROM catwalk.product_docs") == "0\n");
 }
 
-TEST_CASE("an over-long line is rejected with its number; the lines around it load") {
+TEST_CASE("an over-long line is rejected with its number, the lines around it load") {
   std::string url = fresh_database("longline");
   std::string rejects = test::make_temp_dir("catwalk-long");
   std::string dir = test::make_temp_dir("catwalk-longdata");

@@ -33,7 +33,7 @@ TEST_CASE("rejects file: header, one row per rejected line, raw line quoted") {
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("summary: table has a row per file and a total; JSON has the documented keys") {
+TEST_CASE("summary: table has a row per file and a total, JSON has the documented keys") {
   RunSummary s;
   s.seconds = 1.5;
   FileStats f;

@@ -50,7 +50,7 @@ TEST_CASE("products: a valid row becomes one COPY line ending with its position"
   CHECK_FALSE(o.repaired);
 }
 
-TEST_CASE("header: names trimmed, camelCase matched, any order; a missing column throws") {
+TEST_CASE("header: names trimmed, camelCase matched, any order, a missing column throws") {
   Harness h("styles", "name , productId,ID,default_style,original_price,sale_price");
   auto o = h.check(R"("Red",3,7,1,140,null)");
   REQUIRE(o.ok);
