@@ -292,6 +292,11 @@ TEST_CASE("--max-rejects: exceeding it publishes nothing") {
   CHECK(r.exit_code == 5);
   CHECK(r.err.find("more than 5 lines rejected") != std::string::npos);
   CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
+  // 0 means none at all: the first rejected line stops the load.
+  auto zero = load(url, samples(), rejects, "--max-rejects 0");
+  CHECK(zero.exit_code == 5);
+  CHECK(zero.err.find("more than 0 lines rejected") != std::string::npos);
+  CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
   // Exactly at the limit is fine: the samples reject 21 lines.
   CHECK(load(url, samples(), rejects, "--max-rejects 21").exit_code == 0);
   CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "Camo Onesie\n");
@@ -525,6 +530,114 @@ TEST_CASE("binary bytes in a header keep the summary, JSON and log valid UTF-8")
   CHECK(table.out.find("FAILED: ") != std::string::npos);
   CHECK(catwalk::etl::valid_utf8(table.out));
   CHECK(catwalk::etl::valid_utf8(table.err));
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// Rewrites a CSV file with its columns in the order `order` (indices of the original fields),
+// each field quoted as it was. Lines with another field count are kept as they are.
+void reorder_columns(const std::string& path, const std::vector<std::size_t>& order) {
+  std::string text = read_file(path), out, line;
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3), out = "\xEF\xBB\xBF";  // BOM kept
+  std::istringstream in(text);
+  std::vector<catwalk::etl::Field> fields;
+  std::string scratch;
+  while (std::getline(in, line)) {
+    bool crlf = !line.empty() && line.back() == '\r';  // kept as it was
+    if (crlf) line.pop_back();
+    catwalk::etl::split_fields(line, fields, scratch);
+    if (fields.size() != order.size()) {
+      out += line + (crlf ? "\r\n" : "\n");
+      continue;
+    }
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const auto& f = fields[order[i]];
+      out += i ? "," : "";
+      if (!f.quoted) {
+        out += f.text;
+        continue;
+      }
+      out += '"';
+      for (char ch : f.text) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+      out += '"';
+    }
+    out += crlf ? "\r\n" : "\n";
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << out;
+}
+}  // namespace
+
+TEST_CASE("an export with its columns in another order loads each value into its column") {
+  std::string plain_url = fresh_database("order_plain");
+  std::string url = fresh_database("order_shuffled");
+  std::string rejects = test::make_temp_dir("catwalk-order");
+  std::string dir = samples_copy("catwalk-order-data");
+  reorder_columns(dir + "/product.csv", {5, 4, 3, 2, 1, 0});
+  reorder_columns(dir + "/styles.csv", {3, 5, 2, 1, 0, 4});
+  reorder_columns(dir + "/features.csv", {3, 2, 1, 0});
+  reorder_columns(dir + "/skus.csv", {3, 0, 2, 1});
+  REQUIRE(read_file(dir + "/styles.csv").starts_with("sale_price,default_style,name,productId,id"));
+  REQUIRE(load(plain_url, samples(), rejects).exit_code == 0);
+  auto r = load(url, dir, rejects);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  pg::Connection plain(plain_url), shuffled(url);
+  for (std::string sql : {"SELECT * FROM products ORDER BY id", "SELECT * FROM styles ORDER BY id",
+                          "SELECT * FROM features ORDER BY id", "SELECT * FROM skus ORDER BY id",
+                          "SELECT * FROM catwalk.product_docs ORDER BY id"}) {
+    CAPTURE(sql);
+    std::string expected = rows(plain, sql);
+    CHECK(expected.size() > 100);
+    CHECK(rows(shuffled, sql) == expected);
+  }
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("quirks load: NULL sale price (with its photos and skus), spaced numbers, quoted null") {
+  std::string url = fresh_database("quirks");
+  std::string rejects = test::make_temp_dir("catwalk-quirks");
+  std::string dir = samples_copy("catwalk-quirks-data");
+  auto append = [&](const std::string& file, const std::string& text) {
+    std::ofstream(dir + "/" + file, std::ios::app | std::ios::binary) << text;
+  };
+  append("styles.csv", "16,6,\"Upper\",NULL,89,0\n 17 , 6 ,\"Spaced\", 20 , 89 , 1 \n");
+  append("photos.csv", "100,16,\"https://x/u\",\"https://x/t\"\n101, 17 ,\"https://x/v\",\"t\"\n");
+  append("skus.csv", "100,16,\"M\",5\n101,17,\"L\", 3\n");
+  append("features.csv", "13,6,\"Finish\",\"null\"\n");
+  auto r = load(url, dir, rejects);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(file_entry(r.out, "styles.csv").find("\"read\": 17, \"loaded\": 14, \"rejected\": 3") !=
+        std::string::npos);
+  CHECK(file_entry(r.out, "photos.csv").find("\"read\": 16, \"loaded\": 13, \"rejected\": 3") !=
+        std::string::npos);
+  CHECK(file_entry(r.out, "skus.csv").find("\"read\": 42, \"loaded\": 39, \"rejected\": 3") !=
+        std::string::npos);
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT id, sale_price, default_style FROM styles WHERE id > 15 ORDER BY id") ==
+        "16|NULL|f\n17|20.00|t\n");
+  CHECK(rows(c, "SELECT id, style_id FROM photos WHERE id >= 100 ORDER BY id") ==
+        "100|16\n101|17\n");
+  CHECK(rows(c, "SELECT id, quantity FROM skus WHERE id >= 100 ORDER BY id") == "100|5\n101|3\n");
+  CHECK(rows(c, "SELECT value, value IS NULL FROM features WHERE id = 13") == "null|f\n");
+  CHECK(rows(c,
+             "SELECT detail LIKE '%{\"feature\":\"Finish\",\"value\":\"null\"}%' FROM "
+             "catwalk.product_docs WHERE id = 6") == "t\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a header with a column named twice stops the load with exit 3, naming it") {
+  std::string rejects = test::make_temp_dir("catwalk-twice");
+  std::string dir = samples_copy("catwalk-twice-data");
+  std::string text = read_file(samples() + "/skus.csv");
+  text.replace(0, text.find('\n'), "id,styleId,size,quantity,style_id");
+  std::ofstream(dir + "/skus.csv", std::ios::binary) << text;
+  auto r = check_within(dir, rejects);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("column \"style_id\" appears twice in the header") != std::string::npos);
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }
