@@ -641,3 +641,83 @@ TEST_CASE("a header with a column named twice stops the load with exit 3, naming
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }
+
+namespace {
+// Keeps the header and the first `keep` data lines of `file` in `dir`.
+void keep_lines(const std::string& dir, const std::string& file, int keep) {
+  std::istringstream in(read_file(samples() + "/" + file));
+  std::string out, line;
+  for (int n = 0; n <= keep && std::getline(in, line); ++n) out += line + "\n";
+  std::ofstream(dir + "/" + file, std::ios::binary | std::ios::trunc) << out;
+}
+}  // namespace
+
+TEST_CASE("an export that would publish no products is refused unless --allow-empty") {
+  std::string url = fresh_database("empty");
+  std::string rejects = test::make_temp_dir("catwalk-empty");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  pg::Connection c(url);
+  c.exec("UPDATE products SET name = 'marker' WHERE id = 1");
+
+  std::string headers = samples_copy("catwalk-headers-only");
+  for (auto& e : fs::directory_iterator(samples())) keep_lines(headers, e.path().filename(), 0);
+  auto r = load(url, headers, rejects);
+  CHECK(r.exit_code == 6);
+  CHECK(
+      r.out.starts_with("{\"ok\": false, \"error\": \"product.csv holds only a header: the "
+                        "catalogue would be empty; nothing was published. Pass --allow-empty"));
+  CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
+  CHECK(check_within(headers, rejects).exit_code == 6);  // check says what load would do
+
+  // Every product line rejected: the same.
+  std::string rejected = samples_copy("catwalk-all-rejected");
+  std::string text = read_file(samples() + "/product.csv");
+  std::ofstream(rejected + "/product.csv", std::ios::binary | std::ios::trunc)
+      << text.substr(0, text.find('\n') + 1)
+      << "x1,\"a\",\"b\",\"c\",\"d\",1\n0,\"a\",\"b\",\"c\",\"d\",1\n";
+  auto all = load(url, rejected, rejects);
+  CHECK(all.exit_code == 6);
+  CHECK(all.err.find("every one of the 2 lines of product.csv was rejected") != std::string::npos);
+  CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
+  CHECK(rows(c, "SELECT count(*) FROM catwalk.product_docs") == "12\n");
+
+  // Asked for explicitly, it publishes the empty catalogue.
+  auto allowed = load(url, headers, rejects, "--allow-empty");
+  INFO(allowed.err);
+  CHECK(allowed.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "0\n");
+  CHECK(check_within(headers, rejects, "--allow-empty").exit_code == 0);
+  fs::remove_all(headers);
+  fs::remove_all(rejected);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE(
+    "a load keeping fewer than half the published products is refused unless --allow-shrink") {
+  std::string url = fresh_database("shrink");
+  std::string rejects = test::make_temp_dir("catwalk-shrink");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);  // 12 products
+  pg::Connection c(url);
+  std::string dir = samples_copy("catwalk-shrink-data");
+  keep_lines(dir, "product.csv", 5);  // products 1-5: 5 < 12 / 2
+  auto r = load(url, dir, rejects);
+  CHECK(r.exit_code == 6);
+  CHECK(r.err.find("this export has 5 products, fewer than half of the 12 published now") !=
+        std::string::npos);
+  CHECK(r.err.find("--allow-shrink") != std::string::npos);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "12\n");
+  CHECK(check_within(dir, rejects).exit_code == 0);  // nothing published to compare with
+
+  keep_lines(dir, "product.csv", 6);  // exactly half is fine
+  auto half = load(url, dir, rejects);
+  INFO(half.err);
+  CHECK(half.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "6\n");
+
+  keep_lines(dir, "product.csv", 2);
+  auto allowed = load(url, dir, rejects, "--allow-shrink");
+  CHECK(allowed.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "2\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
