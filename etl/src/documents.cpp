@@ -70,6 +70,13 @@ int table_of(const TableSpec& spec) {
 
 constexpr std::uint32_t kDenseStyles = 1u << 26;
 
+[[noreturn]] void damaged_work_file(const std::string& path) {
+  throw InputError(fmt::format(
+      "the document work file {} is damaged (a record runs past its end): was it changed or "
+      "truncated while the load ran? Nothing was published; run the load again",
+      path));
+}
+
 }  // namespace
 
 namespace {
@@ -137,33 +144,45 @@ DocumentStore::Writer::Writer(DocumentStore& store, const TableSpec& spec)
     : store_(store), spec_(spec), table_(table_of(spec)) {
   for (int p = 0; p < store.partitions_; ++p) {
     std::string path = store.partition_path(table_, p);
-    std::FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr) {
-      close();
-      throw InputError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
-    }
-    std::setvbuf(f, nullptr, _IOFBF, 1 << 16);
-    files_.push_back(f);
+    std::unique_ptr<std::FILE, Close> f(std::fopen(path.c_str(), "wb"));
+    if (f == nullptr) write_failed(p, errno);
+    std::setvbuf(f.get(), nullptr, _IOFBF, 1 << 16);
+    files_.push_back(std::move(f));
   }
 }
 
-DocumentStore::Writer::~Writer() {
-  for (auto* f : files_) std::fclose(f);
+DocumentStore::Writer::~Writer() = default;
+
+void DocumentStore::Writer::write_failed(int partition, int err) const {
+  throw InputError(fmt::format(
+      "cannot write the document work file {}: {}. Work files need about the size of the "
+      "export: free some room or set TMPDIR to a folder with more",
+      store_.partition_path(table_, partition), std::strerror(err)));
 }
 
 void DocumentStore::Writer::close() {
-  bool failed = false;
-  for (auto* f : files_) failed |= std::fclose(f) != 0;
+  for (std::size_t p = 0; p < files_.size(); ++p) {
+    errno = 0;
+    bool failed = std::fflush(files_[p].get()) != 0 || std::ferror(files_[p].get());
+    int err = errno;
+    failed |= std::fclose(files_[p].release()) != 0;
+    if (failed) {
+      files_.clear();
+      write_failed(static_cast<int>(p), err ? err : errno ? errno : EIO);
+    }
+  }
   files_.clear();
-  if (failed) throw InputError("error writing the document work files (is the disk full?)");
 }
 
 void DocumentStore::Writer::put(std::uint32_t product, std::uint32_t style, std::uint32_t pos,
                                 std::uint8_t kind, std::string_view json) {
   RecordHeader h{product, style, pos, static_cast<std::uint32_t>(json.size()), kind};
-  std::FILE* f = files_[product % files_.size()];
-  std::fwrite(&h, sizeof h, 1, f);
-  std::fwrite(json.data(), 1, json.size(), f);
+  std::size_t p = product % files_.size();
+  std::FILE* f = files_[p].get();
+  if (std::fwrite(&h, sizeof h, 1, f) != 1 ||
+      std::fwrite(json.data(), 1, json.size(), f) != json.size()) {
+    write_failed(static_cast<int>(p), errno);
+  }
 }
 
 namespace {
@@ -258,6 +277,7 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
   for (int p = 0; p < partitions_; ++p) {
     // Read the partition of every table into one buffer.
     buffer.clear();
+    std::vector<std::pair<std::size_t, std::string>> file_ends;  // where each file's bytes end
     for (int t = 0; t < kTableCount; ++t) {
       std::string path = partition_path(t, p);
       std::error_code ec;
@@ -270,14 +290,22 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
       if (f) std::fclose(f);
       if (!ok) throw InputError("cannot read back the document work file " + path);
       fs::remove(path, ec);
+      file_ends.emplace_back(buffer.size(), path);
     }
     refs.clear();
-    for (std::size_t at = 0; at + sizeof(RecordHeader) <= buffer.size();) {
-      RecordHeader h;
-      std::memcpy(&h, buffer.data() + at, sizeof h);
-      at += sizeof h;
-      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
-      at += h.length;
+    // The files are ours, but they sit in a shared folder: a record that runs past its file's
+    // end (a truncated or damaged file) stops the load instead of reading out of bounds.
+    std::size_t at = 0;
+    for (const auto& [end, path] : file_ends) {
+      while (at < end) {
+        RecordHeader h;
+        if (end - at < sizeof h) damaged_work_file(path);
+        std::memcpy(&h, buffer.data() + at, sizeof h);
+        at += sizeof h;
+        if (h.length > end - at || h.kind > kSku) damaged_work_file(path);
+        refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+        at += h.length;
+      }
     }
     // Per product: item, features, related, then each style (by id) with its photos and skus;
     // within each, export order.

@@ -10,6 +10,7 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "catwalk/etl/copy_binary.hpp"
@@ -368,7 +369,12 @@ class Run {
       t->ids.finalize();  // every file task is done: the set is final, ranks can be computed
       products = &t->ids;
     }
-    c.exec("BEGIN");
+    pg::Transaction tx(c);
+    // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
+    c.exec("TRUNCATE product_docs");
+    pg::CopyIn copy(c,
+                    "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
+                    "WITH (FORMAT binary, FREEZE)");
     ChunkPipe pipe(4);
     std::exception_ptr assembly_error;
     std::thread assembler([&] {
@@ -382,28 +388,24 @@ class Run {
       }
       pipe.close();
     });
-    try {
-      c.exec("TRUNCATE product_docs");
-      c.exec(
-          "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
-          "WITH (FORMAT binary, FREEZE)");
-      std::string chunk;
-      while (pipe.pop(chunk)) c.put_copy(chunk.data(), chunk.size());
-      assembler.join();
-      if (assembly_error) std::rethrow_exception(assembly_error);
-      check_stop();
-      if (cancelled_) throw Cancelled{};
-      c.end_copy();
-      c.exec("COMMIT");
-    } catch (...) {
-      pipe.cancel();
-      if (assembler.joinable()) assembler.join();
-      if (c.ok()) {
-        c.abort_copy("load cancelled");
-        c.exec("ROLLBACK");
+    // Whatever fails here, the assembler stops and is joined first; then the COPY and the
+    // transaction are abandoned by their destructors, which never throw.
+    struct JoinAssembler {
+      ChunkPipe& pipe;
+      std::thread& thread;
+      ~JoinAssembler() {
+        pipe.cancel();
+        if (thread.joinable()) thread.join();
       }
-      throw;
-    }
+    } joiner{pipe, assembler};
+    std::string chunk;
+    while (pipe.pop(chunk)) copy.put(chunk);
+    assembler.join();
+    if (assembly_error) std::rethrow_exception(assembly_error);
+    check_stop();
+    if (cancelled_) throw Cancelled{};
+    copy.finish();
+    tx.commit();
   }
 
   // Refuses to publish a catalogue that is empty, or much smaller than the published one,
@@ -443,31 +445,25 @@ class Run {
     check_stop();  // the last moment a stop is honoured: past here the swap commits
     log("publishing");
     auto t = Clock::now();
-    main_->exec("BEGIN");
-    try {
-      main_->exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
-      main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
-      main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
-      main_->exec("DROP SCHEMA catwalk_retired CASCADE");
-      // Carts written through the API survive: rows whose id is present are left alone.
-      auto ins = main_->exec(
-          "WITH ins AS (INSERT INTO public.cart (id, user_session, product_id, active)"
-          " SELECT id, user_session, product_id, active FROM catwalk.cart_import ORDER BY pos"
-          " ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins");
-      main_->exec(
-          "SELECT setval('public.cart_id_seq', m) FROM (SELECT max(id) AS m FROM public.cart) x"
-          " WHERE m > (SELECT last_value FROM public.cart_id_seq)");
-      main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
-      main_->exec("COMMIT");
-      for (auto& task : tasks_) {
-        if (task->spec->table == "cart_import") {
-          summary.cart_rows_kept =
-              task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
-        }
+    pg::Transaction tx(*main_);
+    main_->exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
+    main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
+    main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
+    main_->exec("DROP SCHEMA catwalk_retired CASCADE");
+    // Carts written through the API survive: rows whose id is present are left alone.
+    auto ins = main_->exec(
+        "WITH ins AS (INSERT INTO public.cart (id, user_session, product_id, active)"
+        " SELECT id, user_session, product_id, active FROM catwalk.cart_import ORDER BY pos"
+        " ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins");
+    main_->exec(
+        "SELECT setval('public.cart_id_seq', m) FROM (SELECT max(id) AS m FROM public.cart) x"
+        " WHERE m > (SELECT last_value FROM public.cart_id_seq)");
+    main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
+    tx.commit();
+    for (auto& task : tasks_) {
+      if (task->spec->table == "cart_import") {
+        summary.cart_rows_kept = task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
       }
-    } catch (...) {
-      if (main_->ok()) main_->exec("ROLLBACK");
-      throw;
     }
     summary.phases.push_back({"publish", since(t)});
   }
@@ -510,16 +506,21 @@ class Run {
     std::string stem = fs::path(task.spec->file).stem().string();
     RejectsWriter rejects((fs::path(o_.rejects_dir) / (stem + ".rejects.csv")).string());
 
+    // The file's rows go to its table in one transaction, a COPY in binary format. On any
+    // failure the destructors abort the COPY and roll back without throwing, and the rejects
+    // file is closed quietly: the error that stopped the task is the one reported.
     pg::Connection* conn = o_.use_database ? &worker_connection(worker) : nullptr;
+    std::optional<pg::Transaction> tx;
+    std::optional<pg::CopyIn> copy;
     if (conn) {
       std::string table = conn->quote_ident(task.spec->table);
       std::string cols;
       for (const auto& c : task.spec->columns) cols += conn->quote_ident(c.name) + ", ";
-      conn->exec("BEGIN");
+      tx.emplace(*conn);
       // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
       conn->exec("TRUNCATE " + table);
-      conn->exec(
-          fmt::format("COPY {} ({}pos) FROM STDIN WITH (FORMAT binary, FREEZE)", table, cols));
+      copy.emplace(*conn, fmt::format("COPY {} ({}pos) FROM STDIN WITH (FORMAT binary, FREEZE)",
+                                      table, cols));
     }
 
     std::unique_ptr<DocumentStore::Writer> docs;
@@ -537,51 +538,42 @@ class Run {
       task.live_rows.store(st.read, std::memory_order_relaxed);
       task.live_bytes.store(source.bytes_read(), std::memory_order_relaxed);
     };
-    try {
-      while (source.next(line)) {
-        ++st.read;
-        if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
-          ++st.loaded;
-          st.repaired += repaired;
-          if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
-          if (buffer.size() >= kFlushAt) {
-            if (conn) conn->put_copy(buffer.data(), buffer.size());
-            buffer.clear();
-          }
-        } else {
-          ++st.rejected;
-          ++st.rejects[static_cast<int>(error.kind)];
-          rejects.write(error, line);
-          std::uint64_t total = ++total_rejects_;
-          if (o_.max_rejects && total > *o_.max_rejects) {
-            throw TooManyRejects(fmt::format(
-                "more than {} lines rejected (--max-rejects); stopped at {} line {}; nothing "
-                "was published. See the rejects in {}",
-                *o_.max_rejects, task.spec->file, source.line_number(), o_.rejects_dir));
-          }
+    while (source.next(line)) {
+      ++st.read;
+      if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
+        ++st.loaded;
+        st.repaired += repaired;
+        if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
+        if (buffer.size() >= kFlushAt) {
+          if (copy) copy->put(buffer);
+          buffer.clear();
         }
-        if ((st.read & 4095) == 0) {
-          publish_live();
-          if (cancelled_) throw Cancelled{};
-          check_stop();
+      } else {
+        ++st.rejected;
+        ++st.rejects[static_cast<int>(error.kind)];
+        rejects.write(error, line);
+        std::uint64_t total = ++total_rejects_;
+        if (o_.max_rejects && total > *o_.max_rejects) {
+          throw TooManyRejects(fmt::format(
+              "more than {} lines rejected (--max-rejects); stopped at {} line {}; nothing "
+              "was published. See the rejects in {}",
+              *o_.max_rejects, task.spec->file, source.line_number(), o_.rejects_dir));
         }
       }
-      if (conn) {
-        copy_binary::trailer(buffer);
-        conn->put_copy(buffer.data(), buffer.size());
-        conn->end_copy();
-        conn->exec("COMMIT");
+      if ((st.read & 4095) == 0) {
+        publish_live();
+        if (cancelled_) throw Cancelled{};
+        check_stop();
       }
-    } catch (...) {
-      if (conn && conn->ok()) {
-        conn->abort_copy("load cancelled");
-        conn->exec("ROLLBACK");
-      }
-      rejects.close();
-      throw;
     }
     rejects.close();
     if (docs) docs->close();
+    if (copy) {
+      copy_binary::trailer(buffer);
+      copy->put(buffer);
+      copy->finish();
+      tx->commit();
+    }
     st.bytes = source.bytes_read();
     st.seconds = since(start);
     publish_live();

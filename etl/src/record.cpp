@@ -205,16 +205,22 @@ namespace {
 // Feeds the line reader. Cuts over-long lines and replaces NUL bytes (see LineSource).
 class FilteringSource : public io::ByteSourceBase {
  public:
-  FilteringSource(FILE* f, std::shared_ptr<std::atomic<std::uint64_t>> counter)
-      : file_(f), counter_(std::move(counter)), in_(kChunk) {}
-  ~FilteringSource() override { std::fclose(file_); }
+  FilteringSource(FILE* f, std::string path, std::shared_ptr<std::atomic<std::uint64_t>> counter)
+      : file_(f), path_(std::move(path)), counter_(std::move(counter)), in_(kChunk) {}
+  FilteringSource(const FilteringSource&) = delete;  // owns the file
+  FilteringSource& operator=(const FilteringSource&) = delete;
 
   int read(char* out, int size) override {
     int produced = 0;
     while (produced < size) {
       if (pos_ == end_) {
-        end_ = std::fread(in_.data(), 1, in_.size(), file_);
+        end_ = std::fread(in_.data(), 1, in_.size(), file_.get());
         pos_ = 0;
+        // A read error is not the end of the file: the rows after it would be lost silently.
+        // (The line reader hands this exception to the thread reading lines.)
+        if (end_ == 0 && std::ferror(file_.get())) {
+          throw InputError(path_ + ": cannot read the file: " + std::strerror(errno));
+        }
         if (end_ == 0) break;
         counter_->fetch_add(end_, std::memory_order_relaxed);
       }
@@ -256,7 +262,11 @@ class FilteringSource : public io::ByteSourceBase {
 
  private:
   static constexpr std::size_t kChunk = 1 << 20;
-  FILE* file_;
+  struct Close {
+    void operator()(FILE* f) const { std::fclose(f); }
+  };
+  std::unique_ptr<FILE, Close> file_;
+  std::string path_;
   std::shared_ptr<std::atomic<std::uint64_t>> counter_;
   std::vector<char> in_;
   std::size_t pos_ = 0, end_ = 0;
@@ -272,7 +282,8 @@ LineSource::LineSource(const std::string& path)
   if (f == nullptr) throw InputError(path + ": cannot open the file: " + std::strerror(errno));
   std::error_code ec;
   file_size_ = std::filesystem::file_size(path, ec);
-  std::unique_ptr<io::ByteSourceBase> source = std::make_unique<FilteringSource>(f, bytes_read_);
+  std::unique_ptr<io::ByteSourceBase> source =
+      std::make_unique<FilteringSource>(f, path, bytes_read_);
   reader_ = std::make_unique<io::LineReader>(path, std::move(source));
 }
 
