@@ -60,13 +60,69 @@ struct RecordHeader {
 };
 #pragma pack(pop)
 
+// Which spill table a file's fragments go to, by its role; -1: the file has no document part.
 int table_of(const TableSpec& spec) {
-  static const char* names[] = {"products", "features", "related", "styles", "photos", "skus"};
-  for (int i = 0; i < kTableCount; ++i) {
-    if (spec.table == names[i]) return i;
+  switch (spec.role) {
+    case TableRole::kProducts:
+      return kProducts;
+    case TableRole::kFeatures:
+      return kFeatures;
+    case TableRole::kRelated:
+      return kRelatedTable;
+    case TableRole::kStyles:
+      return kStyles;
+    case TableRole::kPhotos:
+      return kPhotos;
+    case TableRole::kSkus:
+      return kSkus;
+    case TableRole::kCart:
+      return -1;
   }
   return -1;
 }
+
+// The columns the fragments read, by name; where each sits comes from the table spec.
+enum Col : std::uint8_t {
+  kColId,
+  kColProductId,
+  kColStyleId,
+  kColCurrentProductId,
+  kColRelatedProductId,
+  kColName,
+  kColSlogan,
+  kColDescription,
+  kColCategory,
+  kColDefaultPrice,
+  kColFeature,
+  kColValue,
+  kColSalePrice,
+  kColOriginalPrice,
+  kColDefaultStyle,
+  kColUrl,
+  kColThumbnailUrl,
+  kColSize,
+  kColQuantity,
+  kColCount
+};
+constexpr std::string_view kColNames[kColCount] = {"id",
+                                                   "product_id",
+                                                   "style_id",
+                                                   "current_product_id",
+                                                   "related_product_id",
+                                                   "name",
+                                                   "slogan",
+                                                   "description",
+                                                   "category",
+                                                   "default_price",
+                                                   "feature",
+                                                   "value",
+                                                   "sale_price",
+                                                   "original_price",
+                                                   "default_style",
+                                                   "url",
+                                                   "thumbnail_url",
+                                                   "size",
+                                                   "quantity"};
 
 constexpr std::uint32_t kDenseStyles = 1u << 26;
 
@@ -142,6 +198,7 @@ std::unique_ptr<DocumentStore::Writer> DocumentStore::writer(const TableSpec& sp
 
 DocumentStore::Writer::Writer(DocumentStore& store, const TableSpec& spec)
     : store_(store), spec_(spec), table_(table_of(spec)) {
+  for (std::string_view name : kColNames) at_.push_back(spec.column_index(name));
   for (int p = 0; p < store.partitions_; ++p) {
     std::string path = store.partition_path(table_, p);
     std::unique_ptr<std::FILE, Close> f(std::fopen(path.c_str(), "wb"));
@@ -196,62 +253,64 @@ std::uint32_t to_u32(const std::optional<std::string_view>& v) {
 void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) {
   std::string& j = scratch_;
   j.clear();
-  auto text = [&](std::size_t c) {
-    const auto& v = row.value(c);
+  // A column of this file by name; the spec has every column its fragment reads.
+  auto value = [&](Col c) -> const std::optional<std::string_view>& { return row.value(at_[c]); };
+  auto text = [&](Col c) {
+    const auto& v = value(c);
     if (v)
       append_json_string(j, *v);
     else
       j += "null";
   };
   switch (table_) {
-    case kProducts:  // id,name,slogan,description,category,default_price
+    case kProducts:
       j += "{\"id\":";
-      j += *row.value(0);
-      j += ",\"name\":", text(1);
-      j += ",\"slogan\":", text(2);
-      j += ",\"description\":", text(3);
-      j += ",\"category\":", text(4);
-      j += ",\"default_price\":", append_money_json(j, row.value(5));
+      j += *value(kColId);
+      j += ",\"name\":", text(kColName);
+      j += ",\"slogan\":", text(kColSlogan);
+      j += ",\"description\":", text(kColDescription);
+      j += ",\"category\":", text(kColCategory);
+      j += ",\"default_price\":", append_money_json(j, value(kColDefaultPrice));
       j += "}";
-      put(to_u32(row.value(0)), 0, pos, kItem, j);
+      put(to_u32(value(kColId)), 0, pos, kItem, j);
       break;
-    case kFeatures:  // id,product_id,feature,value
-      j += "{\"feature\":", text(2);
-      j += ",\"value\":", text(3);
+    case kFeatures:
+      j += "{\"feature\":", text(kColFeature);
+      j += ",\"value\":", text(kColValue);
       j += "}";
-      put(to_u32(row.value(1)), 0, pos, kFeature, j);
+      put(to_u32(value(kColProductId)), 0, pos, kFeature, j);
       break;
-    case kRelatedTable:  // id,current_product_id,related_product_id
-      put(to_u32(row.value(1)), 0, pos, kRelated, *row.value(2));
+    case kRelatedTable:
+      put(to_u32(value(kColCurrentProductId)), 0, pos, kRelated, *value(kColRelatedProductId));
       break;
-    case kStyles: {  // id,product_id,name,sale_price,original_price,default_style
-      std::uint32_t id = to_u32(row.value(0)), product = to_u32(row.value(1));
+    case kStyles: {
+      std::uint32_t id = to_u32(value(kColId)), product = to_u32(value(kColProductId));
       store_.set_style_product(id, product);
       j += "{\"style_id\":";
-      j += *row.value(0);
-      j += ",\"name\":", text(2);
-      j += ",\"original_price\":", append_money_json(j, row.value(4));
-      j += ",\"sale_price\":", append_money_json(j, row.value(3));
+      j += *value(kColId);
+      j += ",\"name\":", text(kColName);
+      j += ",\"original_price\":", append_money_json(j, value(kColOriginalPrice));
+      j += ",\"sale_price\":", append_money_json(j, value(kColSalePrice));
       j += ",\"default?\":";
-      j += *row.value(5);
+      j += *value(kColDefaultStyle);
       put(product, id, pos, kStyle, j);  // closed with photos and skus when assembled
       break;
     }
-    case kPhotos: {  // id,style_id,url,thumbnail_url
-      std::uint32_t style = to_u32(row.value(1));
-      j += "{\"thumbnail_url\":", text(3);
-      j += ",\"url\":", text(2);
+    case kPhotos: {
+      std::uint32_t style = to_u32(value(kColStyleId));
+      j += "{\"thumbnail_url\":", text(kColThumbnailUrl);
+      j += ",\"url\":", text(kColUrl);
       j += "}";
       put(store_.product_of_style(style), style, pos, kPhoto, j);
       break;
     }
-    case kSkus: {  // id,style_id,size,quantity
-      std::uint32_t style = to_u32(row.value(1));
+    case kSkus: {
+      std::uint32_t style = to_u32(value(kColStyleId));
       j += "\"";
-      j += *row.value(0);
+      j += *value(kColId);
       j += "\":{\"quantity\":";
-      j += *row.value(3);
-      j += ",\"size\":", text(2);
+      j += *value(kColQuantity);
+      j += ",\"size\":", text(kColSize);
       j += "}";
       put(store_.product_of_style(style), style, pos, kSku, j);
       break;

@@ -13,7 +13,6 @@
 #include <optional>
 #include <thread>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/dag.hpp"
 #include "catwalk/etl/documents.hpp"
 #include "catwalk/etl/errors.hpp"
@@ -23,11 +22,14 @@
 #include "catwalk/etl/validate.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
+#include "chunk_pipe.hpp"
+#include "copy_writer.hpp"
+#include "file_task.hpp"
+#include "progress.hpp"
 
 namespace catwalk::etl {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -49,134 +51,6 @@ void check_stop() {
         "is unchanged");
   }
 }
-
-struct FileTask {
-  const TableSpec* spec = nullptr;
-  std::string path;
-  HeaderMap header;
-  std::uint64_t size = 0;
-  std::vector<std::size_t> parent_tasks;  // indices of tasks that must finish first
-  IdSet ids;                              // accepted ids; read by child tasks once this one is done
-  FileStats stats;
-  // Live progress, written by the worker, read by the progress thread.
-  std::atomic<std::uint64_t> live_rows{0};
-  std::atomic<std::uint64_t> live_bytes{0};
-  std::atomic<Clock::rep> live_started_ns{0};  // steady clock; 0 = not started
-  std::atomic<bool> live_done{false};
-};
-
-// Live progress on stderr: on a terminal, one line per file redrawn in place (rows, MB/s, percent,
-// ETA); otherwise one line per running file every 5 seconds, so CI logs stay short.
-class Progress {
- public:
-  Progress(std::vector<std::unique_ptr<FileTask>>& tasks, LoadOptions::Progress mode)
-      : tasks_(tasks) {
-    terminal_ = mode == LoadOptions::Progress::kTerminal ||
-                (mode == LoadOptions::Progress::kAuto && ::isatty(STDERR_FILENO));
-    if (mode != LoadOptions::Progress::kOff) thread_ = std::thread([this] { loop(); });
-  }
-  ~Progress() { stop(); }
-  // True while live terminal lines are being redrawn (other stderr output would garble them).
-  bool live() {
-    std::lock_guard lock(m_);
-    return terminal_ && !stopped_;
-  }
-  void stop() {
-    {
-      std::lock_guard lock(m_);
-      if (stopped_) return;
-      stopped_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void loop() {
-    auto interval = terminal_ ? std::chrono::milliseconds(250) : std::chrono::seconds(5);
-    std::unique_lock lock(m_);
-    while (!cv_.wait_for(lock, interval, [this] { return stopped_; })) render();
-    if (terminal_) render();  // the final state of every line
-  }
-
-  void render() {
-    std::string out;
-    if (drawn_ > 0) out += fmt::format("\x1b[{}A", drawn_);  // back to the first line
-    int lines = 0;
-    for (auto& t : tasks_) {
-      bool done = t->live_done.load();
-      auto started = t->live_started_ns.load();
-      if (started == 0 || (done && !terminal_)) continue;
-      std::uint64_t rows = t->live_rows.load(), bytes = t->live_bytes.load();
-      double secs = done
-                        ? t->stats.seconds
-                        : std::max(1e-3, (Clock::now().time_since_epoch().count() - started) / 1e9);
-      double mbps = bytes / 1e6 / secs;
-      std::string state = "done";
-      if (!done) {
-        double left = t->size > bytes && mbps > 0 ? (t->size - bytes) / 1e6 / mbps : 0;
-        state = fmt::format("{:3.0f}%  ETA {}:{:02}", t->size ? 100.0 * bytes / t->size : 100.0,
-                            static_cast<int>(left) / 60, static_cast<int>(left) % 60);
-      }
-      out += fmt::format("{}{:<13} {:>12} rows {:>8.1f} MB/s  {}\n", terminal_ ? "\x1b[2K" : "",
-                         t->spec->file, rows, mbps, state);
-      ++lines;
-    }
-    if (terminal_) drawn_ = lines;
-    if (out.empty()) return;
-    ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
-    (void)ignored;
-  }
-
-  std::vector<std::unique_ptr<FileTask>>& tasks_;
-  bool terminal_ = false, stopped_ = false;
-  int drawn_ = 0;
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::thread thread_;
-};
-
-// A bounded hand-off of COPY chunks from one producer thread to one consumer: the documents are
-// assembled while PostgreSQL ingests the previous chunks. close() ends the stream (producer
-// side); cancel() makes both sides give up (consumer side, on a failed send).
-class ChunkPipe {
- public:
-  explicit ChunkPipe(std::size_t capacity) : capacity_(capacity) {}
-  bool push(std::string chunk) {  // false once cancelled
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return cancelled_ || queue_.size() < capacity_; });
-    if (cancelled_) return false;
-    queue_.push_back(std::move(chunk));
-    cv_.notify_all();
-    return true;
-  }
-  bool pop(std::string& out) {  // false at the end of the stream or once cancelled
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return cancelled_ || closed_ || !queue_.empty(); });
-    if (cancelled_ || queue_.empty()) return false;
-    out = std::move(queue_.front());
-    queue_.pop_front();
-    cv_.notify_all();
-    return true;
-  }
-  void close() {
-    std::lock_guard lock(m_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-  void cancel() {
-    std::lock_guard lock(m_);
-    cancelled_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::size_t capacity_;
-  std::deque<std::string> queue_;
-  bool closed_ = false, cancelled_ = false;
-  std::mutex m_;
-  std::condition_variable cv_;
-};
 
 // What an input path is, asked without opening it (opening a FIFO would block).
 enum class PathKind { kMissing, kRegular, kDirectory, kOther };
@@ -233,7 +107,7 @@ class Run {
       t->header = map_header(spec, read_header_line(t->path), t->path);
       t->size = fs::file_size(path);
       t->stats.file = spec.file;
-      t->stats.table = spec.table == "cart_import" ? "cart" : spec.table;
+      t->stats.table = spec.shown_table;
       tasks_.push_back(std::move(t));
     }
     for (auto& t : tasks_) {
@@ -365,7 +239,7 @@ class Run {
   void build_documents(pg::Connection& c) {
     const IdSet* products = nullptr;
     for (auto& t : tasks_) {
-      if (t->spec->table != "products") continue;
+      if (t->spec->role != TableRole::kProducts) continue;
       t->ids.finalize();  // every file task is done: the set is final, ranks can be computed
       products = &t->ids;
     }
@@ -414,7 +288,7 @@ class Run {
   void check_catalogue_size() const {
     const FileStats* products = nullptr;
     for (const auto& t : tasks_) {
-      if (t->spec->table == "products") products = &t->stats;
+      if (t->spec->role == TableRole::kProducts) products = &t->stats;
     }
     if (products == nullptr) return;
     if (products->loaded == 0 && !o_.allow_empty) {
@@ -461,7 +335,7 @@ class Run {
     main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
     tx.commit();
     for (auto& task : tasks_) {
-      if (task->spec->table == "cart_import") {
+      if (task->spec->role == TableRole::kCart) {
         summary.cart_rows_kept = task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
       }
     }
@@ -506,32 +380,19 @@ class Run {
     std::string stem = fs::path(task.spec->file).stem().string();
     RejectsWriter rejects((fs::path(o_.rejects_dir) / (stem + ".rejects.csv")).string());
 
-    // The file's rows go to its table in one transaction, a COPY in binary format. On any
-    // failure the destructors abort the COPY and roll back without throwing, and the rejects
-    // file is closed quietly: the error that stopped the task is the one reported.
-    pg::Connection* conn = o_.use_database ? &worker_connection(worker) : nullptr;
-    std::optional<pg::Transaction> tx;
-    std::optional<pg::CopyIn> copy;
-    if (conn) {
-      std::string table = conn->quote_ident(task.spec->table);
-      std::string cols;
-      for (const auto& c : task.spec->columns) cols += conn->quote_ident(c.name) + ", ";
-      tx.emplace(*conn);
-      // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
-      conn->exec("TRUNCATE " + table);
-      copy.emplace(*conn, fmt::format("COPY {} ({}pos) FROM STDIN WITH (FORMAT binary, FREEZE)",
-                                      table, cols));
-    }
+    // The file's rows go to its table (load only). On any failure the writer aborts the COPY
+    // and rolls back without throwing, and the rejects file is closed quietly: the error that
+    // stopped the task is the one reported.
+    std::optional<CopyWriter> copy;
+    if (o_.use_database) copy.emplace(worker_connection(worker), *task.spec);
+    std::string no_database_rows;  // `check`: rows are formed the same way, then dropped
+    std::string& buffer = copy ? copy->rows() : no_database_rows;
 
     std::unique_ptr<DocumentStore::Writer> docs;
     if (documents_) docs = documents_->writer(*task.spec);
     LineSource source(task.path);
     std::string_view line;
     source.next(line);  // the header, checked in plan()
-    std::string buffer;
-    constexpr std::size_t kFlushAt = 1 << 20;
-    buffer.reserve(kFlushAt + (1 << 16));
-    buffer.append(copy_binary::kHeader);
     RowError error;
     bool repaired = false;
     auto publish_live = [&] {
@@ -544,10 +405,10 @@ class Run {
         ++st.loaded;
         st.repaired += repaired;
         if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
-        if (buffer.size() >= kFlushAt) {
-          if (copy) copy->put(buffer);
-          buffer.clear();
-        }
+        if (copy)
+          copy->send_if_full();
+        else
+          drop_if_full(buffer);
       } else {
         ++st.rejected;
         ++st.rejects[static_cast<int>(error.kind)];
@@ -568,12 +429,7 @@ class Run {
     }
     rejects.close();
     if (docs) docs->close();
-    if (copy) {
-      copy_binary::trailer(buffer);
-      copy->put(buffer);
-      copy->finish();
-      tx->commit();
-    }
+    if (copy) copy->finish();
     st.bytes = source.bytes_read();
     st.seconds = since(start);
     publish_live();

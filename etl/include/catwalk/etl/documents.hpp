@@ -57,6 +57,8 @@ class DocumentStore {
     DocumentStore& store_;
     const TableSpec& spec_;
     int table_;  // which table's fragments
+    // Per column the fragments read (see documents.cpp), its index in the spec's columns.
+    std::vector<std::size_t> at_;
     std::vector<std::unique_ptr<std::FILE, Close>> files_;
     std::string scratch_;
   };
