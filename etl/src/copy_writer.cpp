@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "catwalk/etl/copy_binary.hpp"
+#include "copy_binary.hpp"
 
 namespace catwalk::etl {
 

@@ -4,8 +4,8 @@
 // FREEZE the rows and, with wal_level = minimal, skip the WAL.
 #include <string>
 
-#include "catwalk/etl/table_spec.hpp"
 #include "catwalk/pg.hpp"
+#include "table_spec.hpp"
 
 namespace catwalk::etl {
 

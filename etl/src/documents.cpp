@@ -1,4 +1,4 @@
-#include "catwalk/etl/documents.hpp"
+#include "documents.hpp"
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -9,8 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
+#include "copy_binary.hpp"
 
 namespace catwalk::etl {
 

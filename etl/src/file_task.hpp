@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "catwalk/etl/summary.hpp"
-#include "catwalk/etl/table_spec.hpp"
-#include "catwalk/etl/validate.hpp"
+#include "table_spec.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 

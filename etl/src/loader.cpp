@@ -13,19 +13,19 @@
 #include <optional>
 #include <thread>
 
-#include "catwalk/etl/dag.hpp"
-#include "catwalk/etl/documents.hpp"
 #include "catwalk/etl/errors.hpp"
 #include "catwalk/etl/migrations.hpp"
-#include "catwalk/etl/record.hpp"
-#include "catwalk/etl/rejects.hpp"
-#include "catwalk/etl/validate.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
 #include "chunk_pipe.hpp"
 #include "copy_writer.hpp"
+#include "dag.hpp"
+#include "documents.hpp"
 #include "file_task.hpp"
 #include "progress.hpp"
+#include "record.hpp"
+#include "rejects.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 

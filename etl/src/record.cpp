@@ -11,7 +11,7 @@
 #include <fstream>
 
 #include "catwalk/etl/errors.hpp"
-#include "catwalk/etl/record.hpp"
+#include "record.hpp"
 
 namespace catwalk::etl {
 

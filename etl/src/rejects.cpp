@@ -1,4 +1,4 @@
-#include "catwalk/etl/rejects.hpp"
+#include "rejects.hpp"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "catwalk/etl/table_spec.hpp"
+#include "table_spec.hpp"
 
 #include <algorithm>
 #include <stdexcept>

@@ -1,4 +1,4 @@
-#include "catwalk/etl/validate.hpp"
+#include "validate.hpp"
 
 #include <fmt/format.h>
 
@@ -6,8 +6,8 @@
 #include <charconv>
 #include <cstring>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
+#include "copy_binary.hpp"
 
 namespace catwalk::etl {
 

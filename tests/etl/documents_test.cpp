@@ -1,4 +1,4 @@
-#include "catwalk/etl/documents.hpp"
+#include "documents.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -9,8 +9,8 @@
 #include <fstream>
 #include <type_traits>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
+#include "copy_binary.hpp"
 #include "copy_decode.hpp"
 #include "pg_server.hpp"
 

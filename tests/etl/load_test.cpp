@@ -14,9 +14,9 @@
 #include <sstream>
 #include <thread>
 
-#include "catwalk/etl/record.hpp"
 #include "catwalk/pg.hpp"
 #include "pg_server.hpp"
+#include "record.hpp"
 
 using namespace catwalk;
 using catwalk::test::run_command;

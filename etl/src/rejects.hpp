@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "catwalk/etl/validate.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 

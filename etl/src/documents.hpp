@@ -17,9 +17,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "catwalk/etl/table_spec.hpp"
-#include "catwalk/etl/validate.hpp"
 #include "catwalk/json.hpp"
+#include "table_spec.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 
