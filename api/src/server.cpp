@@ -14,6 +14,7 @@
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
 #include "doc_cache.hpp"
+#include "http_server.hpp"
 #include "json.hpp"
 #include "metrics.hpp"
 #include "pool.hpp"
@@ -32,16 +33,6 @@ using HandlerResponse = httplib::Server::HandlerResponse;
 const std::string kJsonType = "application/json; charset=utf-8";
 constexpr std::size_t kMaxBodyBytes = 16 * 1024;
 constexpr int kListenBacklog = 1024;
-
-// cpp-httplib 0.11.4 listens with a backlog of 5 and offers no setter; the listening socket is a
-// protected member, and Linux resizes the backlog on a second listen() of a bound socket.
-class HttpServer : public httplib::Server {
- public:
-  bool relisten(int backlog) {
-    auto sock = svr_sock_.load();
-    return sock != INVALID_SOCKET && ::listen(sock, backlog) == 0;
-  }
-};
 
 // What the logger needs to know about the request a worker is answering. A worker thread
 // serves one request at a time, so a thread_local is the request's own slot.
@@ -177,14 +168,13 @@ void Server::Impl::configure() {
   // because a worker owns its connection for its keep-alive life; keep-alive max count 5
   // (the default) forces a reconnect every 5 requests.
   http.set_tcp_nodelay(true);
-  const int threads = std::max(opt.threads, 2);
-  // cpp-httplib owns and deletes the queue it gets from this factory.
-  http.new_task_queue = [threads] {
-    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
-  };
+  http.set_connection_limits({.threads = std::max(opt.threads, 2),
+                              .max_queued = opt.max_queued,
+                              .header_timeout_s = opt.header_timeout_s});
   http.set_keep_alive_max_count(100000);
-  // An idle (keep-alive or never-used) connection frees its worker after io_timeout_s; so does
-  // a client that stalls mid-request or stops reading its response.
+  // An idle (keep-alive or never-used) connection frees its worker after io_timeout_s (at once
+  // when others wait: http_server.hpp), so does a client that stops reading its response; a
+  // stalled request after header_timeout_s.
   const auto timeout = static_cast<time_t>(std::max(opt.io_timeout_s, 1));
   http.set_keep_alive_timeout(timeout);
   http.set_read_timeout(timeout, 0);
@@ -219,11 +209,19 @@ HandlerResponse Server::Impl::pre_route(const Request& req, Response& res) {
   RouteMatch m = match_route(req.path);
   t_request.route = m.route;
   const std::string& method = req.method;
-  if (method != "GET" && method != "HEAD" && method != "OPTIONS") return HandlerResponse::Unhandled;
+  // Methods with a body are answered in handle_with_body once cpp-httplib has read it; the rest
+  // here, TRACE and CONNECT included (cpp-httplib has no handlers for them).
+  if (method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE")
+    return HandlerResponse::Unhandled;
   guarded(res, [&] {
     if (m.route == Route::kUnmatched) {
       send_error(res, 404, "not_found",
                  "No such route; see openapi.yaml for the routes this API serves.");
+    } else if (!method_allowed(m.route, method)) {
+      res.set_header("Allow", std::string(allowed_methods(m.route)));
+      send_error(res, 405, "method_not_allowed",
+                 fmt::format("{} is not allowed here; this route accepts {}.", printable(method),
+                             allowed_methods(m.route)));
     } else if (method == "OPTIONS") {
       // CORS preflight: browsers send it before a POST with a JSON body or a user_session header.
       res.status = 204;
