@@ -432,6 +432,32 @@ TEST_CASE("thousands of idle connections: a new client is served or told 503 at 
   MESSAGE("clients served while 2,000 connections were idle: " << served << " of 5");
 }
 
+TEST_CASE("when every worker is busy and the queue full a new connection gets 503 at once") {
+  catwalk::api::ServerOptions opt;
+  opt.threads = 2;
+  opt.max_queued = 1;
+  opt.header_timeout_s = 10;
+  TestServer server(opt);
+  // Three connections mid-request: two hold the workers, one waits in the queue.
+  std::vector<int> busy;
+  for (int i = 0; i < 3; ++i) {
+    int s = connect_to(server.port);
+    REQUIRE(s >= 0);
+    REQUIRE(send_text(s, "GET /health HTTP/1.1\r\n"));
+    busy.push_back(s);
+  }
+  std::this_thread::sleep_for(300ms);
+  const auto t0 = Clock::now();
+  auto a = ask(server.port, kHealth, 20s);
+  const auto waited = Clock::now() - t0;
+  REQUIRE(a);
+  check_json_error(*a, 503, "unavailable");
+  CHECK(a->headers["retry-after"] == "1");
+  CHECK(a->headers["connection"] == "close");
+  CHECK(waited < 1s);  // not after the 10 s header timeout of the others
+  for (int s : busy) ::close(s);
+}
+
 TEST_CASE("an idle keep-alive connection gives its worker to a waiting one") {
   catwalk::api::ServerOptions opt;
   opt.threads = 2;
