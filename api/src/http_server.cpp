@@ -481,7 +481,8 @@ class ConnectionStream final : public httplib::Stream {
 // blocking and closes. Knows whether connections are waiting for a worker.
 class WorkerPool final : public httplib::TaskQueue {
  public:
-  WorkerPool(std::size_t threads, std::size_t max_queued) : max_queued_(max_queued) {
+  WorkerPool(std::size_t threads, std::size_t max_queued)
+      : n_threads_(threads), max_queued_(max_queued) {
     threads_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
   }
@@ -490,7 +491,9 @@ class WorkerPool final : public httplib::TaskQueue {
   void enqueue(std::function<void()> fn) override {
     {
       std::unique_lock lock(mu_);
-      if (jobs_.size() < max_queued_ || shutdown_) {
+      // Jobs up to the number of workers not busy are about to be taken: only the rest wait.
+      if (jobs_.size() + busy_.load(std::memory_order_relaxed) < n_threads_ + max_queued_ ||
+          shutdown_) {
         jobs_.push_back(std::move(fn));
         waiting_.store(jobs_.size(), std::memory_order_relaxed);
         lock.unlock();
@@ -515,10 +518,10 @@ class WorkerPool final : public httplib::TaskQueue {
     threads_.clear();
   }
 
-  // Connections accepted and waiting while no worker is free.
+  // Whether accepted connections wait because no worker is free.
   bool under_pressure() const {
-    return waiting_.load(std::memory_order_relaxed) > 0 &&
-           free_.load(std::memory_order_relaxed) == 0;
+    return waiting_.load(std::memory_order_relaxed) + busy_.load(std::memory_order_relaxed) >
+           n_threads_;
   }
 
  private:
@@ -527,24 +530,25 @@ class WorkerPool final : public httplib::TaskQueue {
       std::function<void()> fn;
       {
         std::unique_lock lock(mu_);
-        free_.fetch_add(1, std::memory_order_relaxed);
         cv_.wait(lock, [this] { return !jobs_.empty() || shutdown_; });
-        free_.fetch_sub(1, std::memory_order_relaxed);
         if (jobs_.empty()) return;  // shutting down, nothing left
         fn = std::move(jobs_.front());
         jobs_.pop_front();
         waiting_.store(jobs_.size(), std::memory_order_relaxed);
+        busy_.fetch_add(1, std::memory_order_relaxed);
       }
       fn();
+      std::lock_guard lock(mu_);
+      busy_.fetch_sub(1, std::memory_order_relaxed);
     }
   }
 
-  const std::size_t max_queued_;
+  const std::size_t n_threads_, max_queued_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
   bool shutdown_ = false;
-  std::atomic<std::size_t> waiting_{0}, free_{0};
+  std::atomic<std::size_t> waiting_{0}, busy_{0};  // written under mu_
   std::vector<std::thread> threads_;
 };
 
