@@ -644,8 +644,11 @@ void HttpServer::serve_connection(socket_t sock) {
     }
   };
 
-  bool drain = false;  // whether the last thing done was answering the client
+  // Whether the connection ends right after an answer, when the client may still be sending:
+  // then closing drains. An idle connection is closed at once.
+  bool drain = false;
   for (std::size_t left = std::max<std::size_t>(keep_alive_max_count_, 1); left > 0; --left) {
+    drain = false;
     if (svr_sock_ == INVALID_SOCKET || !wait_for_request()) break;
     const auto started = Clock::now();
     const auto deadline = started + request_timeout;
@@ -698,16 +701,12 @@ void HttpServer::serve_connection(socket_t sock) {
     // Only the request's own bytes may have been read: what follows is the next request.
     const std::uint64_t used = conn.consumed() - start;
     if (used < *head_len) break;  // the library stopped inside the head: framing unknown
-    if (head.chunked) {
-      break;  // where a chunked body ended is the library's to know: start afresh
-    } else {
-      const std::uint64_t end = *head_len + head.length;
-      if (used > end) break;
-      // A body the route did not read (a GET with a body): skipped if it is small.
-      if (used < end && (end - used > payload_max_length_ || end - used > 1024 * 1024 ||
-                         !conn.skip(end - used, deadline))) {
-        break;
-      }
+    if (head.chunked) break;      // where a chunked body ended is the library's to know
+    const std::uint64_t end = *head_len + head.length;
+    if (used > end) break;
+    // A body the route did not read (a GET with a body): skipped if it is small.
+    if (used < end && (end - used > payload_max_length_ || !conn.skip(end - used, deadline))) {
+      break;
     }
     if (closes_connection(conn.status())) break;
   }
