@@ -33,3 +33,19 @@ TEST_CASE("Metrics: counters by route and status, cumulative histogram") {
         std::string::npos);
   CHECK(out.find("route=\"product\"") == std::string::npos);  // nothing recorded, nothing shown
 }
+
+TEST_CASE("Metrics: the build-info line carries the CMake project version, first") {
+  Metrics m;
+  std::string out;
+  m.render(out);
+  const std::string line =
+      std::string("catwalk_build_info{version=\"") + CATWALK_EXPECTED_VERSION + "\",revision=\"";
+  auto at = out.find(line);
+  REQUIRE(at != std::string::npos);
+  auto end = out.find('\n', at);
+  REQUIRE(end != std::string::npos);
+  CHECK(out.substr(at, end - at).ends_with("\"} 1"));
+  CHECK(out.find("# TYPE catwalk_build_info gauge\n") < at);
+  // Rendered even before any request: a scrape always says which build answers.
+  CHECK(out.starts_with("# HELP catwalk_build_info "));
+}
