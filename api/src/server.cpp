@@ -172,10 +172,10 @@ struct Server::Impl {
 };
 
 void Server::Impl::configure() {
-  // Tuning measured in shared/perf-notes.md: without nodelay every keep-alive response waits
-  // for the client's delayed ACK; the worker pool must cover every concurrent connection
-  // because a worker owns its connection for its keep-alive life; keep-alive max count 5
-  // (the default) forces a reconnect every 5 requests.
+  // Tuning measured (bench/README.md, "cpp-httplib 0.11.4: the tuning, measured"): without
+  // nodelay every keep-alive response waits for the client's delayed ACK; the worker pool must
+  // cover every concurrent connection because a worker owns its connection for its keep-alive
+  // life; keep-alive max count 5 (the default) forces a reconnect every 5 requests.
   http.set_tcp_nodelay(true);
   const int threads = std::max(opt.threads, 2);
   // cpp-httplib owns and deletes the queue it gets from this factory.
@@ -223,7 +223,7 @@ HandlerResponse Server::Impl::pre_route(const Request& req, Response& res) {
   guarded(res, [&] {
     if (m.route == Route::kUnmatched) {
       send_error(res, 404, "not_found",
-                 "No such route; see openapi.yaml for the routes this API serves.");
+                 "No such route; see docs/openapi.yaml for the routes this API serves.");
     } else if (method == "OPTIONS") {
       // CORS preflight: browsers send it before a POST with a JSON body or a user_session header.
       res.status = 204;
@@ -269,7 +269,7 @@ void Server::Impl::handle_with_body(const Request& req, Response& res) {
     RouteMatch m = match_route(req.path);
     if (m.route == Route::kUnmatched) {
       send_error(res, 404, "not_found",
-                 "No such route; see openapi.yaml for the routes this API serves.");
+                 "No such route; see docs/openapi.yaml for the routes this API serves.");
     } else if (!method_allowed(m.route, req.method)) {
       res.set_header("Allow", std::string(allowed_methods(m.route)));
       send_error(res, 405, "method_not_allowed",
@@ -458,7 +458,7 @@ bool Server::Impl::error_response(const Request& req, Response& res) {
                    fmt::format("This route accepts {}.", allowed_methods(m.route)));
       } else {
         send_error(res, 404, "not_found",
-                   "No such route; see openapi.yaml for the routes this API serves.");
+                   "No such route; see docs/openapi.yaml for the routes this API serves.");
       }
       break;
     }
