@@ -336,6 +336,8 @@ class ConnectionStream final : public httplib::Stream {
   ssize_t write(const char* ptr, size_t size) override {
     if (broken_) return -1;
     if (status_ == 0 && size >= 12 && std::memcmp(ptr, "HTTP/1.", 7) == 0) {
+      // An interim "100 Continue" goes out at once: the client waits for it to send its body.
+      if (ptr[9] == '1') return send_all(ptr, size) ? static_cast<ssize_t>(size) : -1;
       status_ = (ptr[9] - '0') * 100 + (ptr[10] - '0') * 10 + (ptr[11] - '0');
     }
     if (out_.size() + size <= kCoalesceBytes) {

@@ -221,6 +221,24 @@ TEST_CASE("bytes after a request body are the next request") {
   ::close(s);
 }
 
+TEST_CASE("Expect: 100-continue is answered before the body is sent") {
+  TestServer server;
+  int s = connect_to(server.port);
+  REQUIRE(s >= 0);
+  REQUIRE(send_text(s,
+                    "POST /cart HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 12\r\n\r\n"));
+  Reader r(s);
+  auto interim = r.next(2s);  // curl waits 1 s for it before sending the body anyway
+  REQUIRE(interim);
+  CHECK(interim->status == 100);
+  REQUIRE(send_text(s, "{\"sku_id\":1}"));
+  auto a = r.next(5s);
+  REQUIRE(a);
+  check_json_error(*a, 400, "invalid_session");
+  ::close(s);
+}
+
 TEST_CASE("a POST without Content-Length has an empty body and is answered at once") {
   TestServer server;
   auto a = ask(server.port, "POST /cart HTTP/1.1\r\nHost: x\r\nuser_session: 1\r\n\r\n", 3s);
