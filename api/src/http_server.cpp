@@ -39,6 +39,11 @@ constexpr std::size_t kMaxHeadBytes = 32 * 1024;
 // How often a connection waiting for its next request checks whether others wait for a worker
 // (and whether the server stops).
 constexpr auto kIdleSlice = 50ms;
+// How long a connection that has been answered may sit idle before it gives way to waiting
+// ones: its client may be about to send the next request (a busy client under load takes
+// tens of milliseconds), and closing then loses that request to the close race. A connection
+// that never sent anything gives way after one slice.
+constexpr auto kKeepAliveGrace = 250ms;
 // A request head takes one round trip to arrive from a client that is not slow on purpose.
 // Past this, while connections wait for a worker, an incomplete head is answered 408.
 constexpr auto kHeadGrace = 1s;
@@ -634,24 +639,31 @@ void HttpServer::serve_connection(socket_t sock) {
   // Waits for the first byte of the next request; false when the connection should end: the
   // client closed or stayed idle past the keep-alive timeout, the server stops, or connections
   // wait for a worker while this one is idle.
-  auto wait_for_request = [&] {
+  auto wait_for_request = [&](bool fresh) {
     if (conn.available() > 0) return true;
-    const auto deadline = Clock::now() + idle_timeout;
+    const auto start = Clock::now();
+    const auto deadline = start + idle_timeout;
+    const auto grace = fresh ? kIdleSlice : kKeepAliveGrace;
     for (;;) {
       const auto f = conn.fill(std::min(Clock::now() + kIdleSlice, deadline));
       if (f == ConnectionStream::Fill::kData) return true;
       if (f == ConnectionStream::Fill::kEof) return false;
       if (svr_sock_ == INVALID_SOCKET || Clock::now() >= deadline) return false;
-      if (under_pressure()) return false;
+      if (Clock::now() - start >= grace && under_pressure()) {
+        // A request that arrived meanwhile is served rather than lost to the close.
+        return conn.fill(Clock::now()) == ConnectionStream::Fill::kData;
+      }
     }
   };
 
   // Whether the connection ends right after an answer, when the client may still be sending:
   // then closing drains. An idle connection is closed at once.
   bool drain = false;
+  bool first = true;
   for (std::size_t left = std::max<std::size_t>(keep_alive_max_count_, 1); left > 0; --left) {
     drain = false;
-    if (svr_sock_ == INVALID_SOCKET || !wait_for_request()) break;
+    if (svr_sock_ == INVALID_SOCKET || !wait_for_request(first)) break;
+    first = false;
     const auto started = Clock::now();
     const auto deadline = started + request_timeout;
     conn.begin_request(deadline);
