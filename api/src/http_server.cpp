@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "catwalk/log.hpp"
 #include "json.hpp"
 
 namespace catwalk::api {
@@ -51,6 +52,8 @@ constexpr auto kHeadGrace = 1s;
 // closing does not reset the connection before the client read the response.
 constexpr auto kDrainTime = 200ms;
 constexpr std::size_t kDrainBytes = 64 * 1024;
+// How often connections refused for a full queue are reported on stderr, at most.
+constexpr auto kRejectLogInterval = 10s;
 // Responses are gathered and sent with one system call; a larger body goes out directly.
 constexpr std::size_t kCoalesceBytes = 16 * 1024;
 
@@ -600,6 +603,15 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
 
 void HttpServer::reject_connection(socket_t sock) {
   rejected_.fetch_add(1, std::memory_order_relaxed);
+  const std::int64_t now = Clock::now().time_since_epoch().count();
+  std::int64_t last = rejected_logged_at_.load(std::memory_order_relaxed);
+  const auto interval = std::chrono::duration_cast<Clock::duration>(kRejectLogInterval).count();
+  if (now - last >= interval && rejected_logged_at_.compare_exchange_strong(last, now)) {
+    catwalk::log(
+        "catwalk-api: {} connections answered 503: every worker busy and {} waiting (raise "
+        "--threads or --max-queued, or put a proxy in front)",
+        rejected_.exchange(0), limits_.max_queued);
+  }
   static const std::string kBusy = canned_response(
       503, "unavailable", "The server is at its connection limit; retry in a second.",
       "Retry-After: 1\r\n");

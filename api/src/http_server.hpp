@@ -14,10 +14,13 @@
 // - framing the library would misread is refused before it reads anything: a Transfer-Encoding
 //   other than a lone "chunked" (501), or one with a Content-Length (400), and a malformed or
 //   conflicting Content-Length (400); the connection is then closed (no desync behind a proxy);
+// - header lines ending in a bare LF, folded lines and whitespace before a header's colon are
+//   refused (400) too; a request with neither Content-Length nor Transfer-Encoding has no body
+//   (the library would read one until the client closes); a body no route read is skipped;
 // - an encoded slash (%2F) in the path is kept encoded, so it never acts as a separator;
 // - the worker pool has a bounded queue: a connection that finds it full gets a 503 JSON with
-//   Retry-After at once, from the accepting thread, and is closed; and a connection idle
-//   between requests gives its worker up when others wait for one;
+//   Retry-After at once, from the accepting thread, and is closed (logged at most every 10 s);
+//   and an idle connection gives its worker up when others wait for one;
 // - the listening socket is bound with SO_REUSEADDR only (the library's default SO_REUSEPORT
 //   lets a second server share a busy port).
 //
@@ -53,9 +56,6 @@ class HttpServer : public httplib::Server {
   // a protected member, and Linux resizes the backlog on a second listen() of a bound socket.
   bool relisten(int backlog);
 
-  // Connections answered 503 because every worker was busy and the queue full.
-  std::uint64_t rejected_connections() const { return rejected_.load(); }
-
  private:
   bool process_and_close_socket(socket_t sock) override;
   void serve_connection(socket_t sock);
@@ -64,7 +64,10 @@ class HttpServer : public httplib::Server {
   ConnectionLimits limits_;
   // The pool cpp-httplib made with new_task_queue and owns; set while listen() runs.
   std::atomic<WorkerPool*> pool_{nullptr};
+  // Connections answered 503 because the queue was full, since the last log line about them
+  // (written at most every kRejectLogInterval), and when that line was written.
   std::atomic<std::uint64_t> rejected_{0};
+  std::atomic<std::int64_t> rejected_logged_at_{0};
 };
 
 }  // namespace catwalk::api
