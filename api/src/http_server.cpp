@@ -137,7 +137,6 @@ struct HeadScan {
 
 // What the connection loop needs from a complete request head; cpp-httplib parses it again.
 struct Head {
-  std::string_view method;
   bool chunked = false;         // Transfer-Encoding: chunked (alone)
   std::uint64_t length = 0;     // Content-Length (0 when absent)
   int error_status = 0;         // non-zero: answer this and close, without calling the library
@@ -169,8 +168,7 @@ Head parse_head(std::string_view head) {
     line.remove_suffix(1);
     if (first) {
       first = false;
-      h.method = line.substr(0, line.find(' '));
-      continue;
+      continue;  // the request line: cpp-httplib's to parse
     }
     if (line.empty()) break;  // the blank line that ends the head
     if (is_space_or_tab(line.front())) {
