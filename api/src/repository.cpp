@@ -90,7 +90,8 @@ auto Repository::read(Deadline deadline, F&& f) {
     } catch (const pg::DbError& e) {
       bool lost = e.connection_lost() || !lease.conn().ok();
       if (lost) lease.discard();
-      if (lost && !lease.fresh() && attempt == 0) continue;
+      // A deadline (57014) also leaves the connection closed, but its time is spent: no retry.
+      if (lost && !lease.fresh() && attempt == 0 && e.sqlstate() != "57014") continue;
       throw;
     }
   }
