@@ -3,7 +3,17 @@
 
 #include <fmt/format.h>
 
+#include "catwalk/version.hpp"
+
 namespace catwalk::api {
+
+void render_build_info(std::string& out) {
+  // Version and commit are digits, dots and hex: nothing to escape in a label value.
+  out += "# HELP catwalk_build_info The running build: version and git commit. Always 1.\n";
+  out += "# TYPE catwalk_build_info gauge\n";
+  fmt::format_to(std::back_inserter(out),
+                 "catwalk_build_info{{version=\"{}\",revision=\"{}\"}} 1\n", kVersion, kGitCommit);
+}
 
 void Metrics::record(Route route, int status, std::int64_t micros) {
   auto& r = routes_[static_cast<std::size_t>(route)];
@@ -19,6 +29,7 @@ void Metrics::record(Route route, int status, std::int64_t micros) {
 }
 
 void Metrics::render(std::string& out) const {
+  render_build_info(out);
   auto it = std::back_inserter(out);
   out += "# HELP catwalk_http_requests_total HTTP requests answered, by route and status.\n";
   out += "# TYPE catwalk_http_requests_total counter\n";

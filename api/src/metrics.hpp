@@ -1,8 +1,9 @@
 #pragma once
 // Everything /metrics says, in the Prometheus text format: the request counters and latency
-// histograms per route (Metrics, recorded by every worker), and the families rendered from
-// snapshots of the other parts (the connection pool, the document cache and its refresher).
-// Recording is lock-free (relaxed atomics): it runs once per request on every worker.
+// histograms per route (Metrics, recorded by every worker, after the build-info line), and the
+// families rendered from snapshots of the other parts (the connection pool, the document cache and
+// its refresher). Recording is lock-free (relaxed atomics): it runs once per request on every
+// worker.
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -13,13 +14,18 @@
 
 namespace catwalk::api {
 
+// Appends `catwalk_build_info{version="...",revision="..."} 1`: the version of this build (the
+// CMake project version, as --version prints it) and its git commit ("" when unknown), the
+// Prometheus convention for telling which build a scraped process runs.
+void render_build_info(std::string& out);
+
 class Metrics {
  public:
   static constexpr std::array<double, 13> kBucketsSeconds = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
   void record(Route route, int status, std::int64_t micros);
-  // Appends the request and latency families.
+  // Appends the build info (render_build_info), then the request and latency families.
   void render(std::string& out) const;
 
  private:

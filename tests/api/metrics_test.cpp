@@ -56,3 +56,19 @@ TEST_CASE("render_pool_metrics and render_cache_metrics: one sample per family, 
     CHECK(out.find(line) != std::string::npos);
   }
 }
+
+TEST_CASE("Metrics: the build-info line carries the CMake project version, first") {
+  Metrics m;
+  std::string out;
+  m.render(out);
+  const std::string line =
+      std::string("catwalk_build_info{version=\"") + CATWALK_EXPECTED_VERSION + "\",revision=\"";
+  auto at = out.find(line);
+  REQUIRE(at != std::string::npos);
+  auto end = out.find('\n', at);
+  REQUIRE(end != std::string::npos);
+  CHECK(out.substr(at, end - at).ends_with("\"} 1"));
+  CHECK(out.find("# TYPE catwalk_build_info gauge\n") < at);
+  // Rendered even before any request: a scrape always says which build answers.
+  CHECK(out.starts_with("# HELP catwalk_build_info "));
+}
