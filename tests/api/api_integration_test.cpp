@@ -491,7 +491,7 @@ TEST_CASE("POST /cart: concurrent adds for one session and sku lose nothing") {
   CHECK(sql_value("SELECT count(*) FROM public.cart WHERE user_session = 777") == kThreads * kEach);
 }
 
-TEST_CASE("POST /cart: a large count costs one row; GET /cart sums the quantities") {
+TEST_CASE("POST /cart: a large count costs one row, GET /cart sums the quantities") {
   api();
   auto rows = [] {
     return sql_value("SELECT count(*) FROM public.cart WHERE user_session = 90210");
@@ -1096,7 +1096,7 @@ TEST_CASE("no catalogue loaded: 503 not_loaded, told apart from an unreachable d
   CHECK(cart->body == "[]");
 }
 
-TEST_CASE("a frozen database (SIGSTOP): 503 within the bound, uncached and /ready; 200 after") {
+TEST_CASE("a frozen database (SIGSTOP): 503 within the bound, uncached and /ready, 200 after") {
   api();
   catwalk::api::ServerOptions opt;
   opt.cache_mb = 0;  // every document request reaches the database
