@@ -55,7 +55,7 @@ void send_not_found_route(Response& res) {
 std::string invalid_id_message(std::string_view raw) {
   std::string m =
       "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
-  m.append(raw.substr(0, 40));
+  m += utf8_quotable(raw, 40);  // the body stays valid UTF-8 whatever the path held
   m += "\".";
   return m;
 }
@@ -88,8 +88,9 @@ void Handlers::guarded(Response& res, F&& f) {
     f();
   } catch (const std::exception& e) {
     if (is_catalogue_missing(e)) {
+      // Its own code: an operator must load a catalogue, retrying alone will not help.
       res.set_header("Retry-After", "5");
-      send_error(res, 503, "unavailable",
+      send_error(res, 503, "not_loaded",
                  "The catalogue is not loaded yet: run `catwalk-etl migrate` and `catwalk-etl "
                  "load` on this database.");
     } else if (is_unavailable(e)) {
@@ -251,8 +252,9 @@ void Handlers::ready(Response& res) {
     repo_.ping();
     send_json(res, 200, R"({"status":"ready"})");
   } catch (const std::exception& e) {
-    res.set_header("Retry-After", "1");
-    send_error(res, 503, "unavailable", fmt::format("The database does not answer: {}", e.what()));
+    // libpq's words name hosts and socket paths: they go to the log, the client gets ours.
+    catwalk::log("ready: the database does not answer: {}", e.what());
+    send_unavailable(res);
   }
 }
 

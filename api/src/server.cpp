@@ -39,7 +39,7 @@ struct Server::Impl {
   explicit Impl(ServerOptions o)
       : opt(std::move(o)),
         pool(opt.db_url, opt.db_pool, std::chrono::milliseconds(2000)),
-        repo(pool),
+        repo(pool, std::chrono::milliseconds(opt.db_timeout_ms)),
         cache(opt.cache_mb * 1024 * 1024),
         refresher({opt.db_url, opt.cache_mb > 0, opt.publish_poll_ms, opt.warm_batch_rows,
                    opt.warm_pause_ms},
