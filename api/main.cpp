@@ -10,6 +10,7 @@
 #include "catwalk/api/server.hpp"
 #include "catwalk/config.hpp"
 #include "catwalk/log.hpp"
+#include "catwalk/version.hpp"
 
 namespace {
 // Exit codes (documented in the README).
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   std::string db_flag;
   int port = 0;
   CLI::App app{"catwalk-api: the Catwalk products and cart HTTP API"};
+  app.set_version_flag("--version", fmt::format("catwalk-api {}", catwalk::kVersionText));
   app.add_option("--db", db_flag,
                  "PostgreSQL URL or conninfo (default: DATABASE_URL, else libpq PG* variables)");
   app.add_option("--port", port, "TCP port (default: PORT, else 3000)")
@@ -87,10 +89,11 @@ int main(int argc, char** argv) {
     catwalk::log("catwalk-api: {}", e.what());
     return kExitCannotListen;
   }
-  catwalk::log("catwalk-api listening on http://{}:{} (database {}, {} threads, {} db connections)",
-               opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
-               opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url),
-               opt.threads, opt.db_pool);
+  catwalk::log(
+      "catwalk-api {} listening on http://{}:{} (database {}, {} threads, {} db connections)",
+      catwalk::kVersionText, opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
+      opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
+      opt.db_pool);
 
   std::atomic<bool> done{false};
   std::thread signals([&] {

@@ -1,3 +1,4 @@
+// The small JSON the API writes (error bodies) and reads (POST /cart bodies): see json.hpp.
 #include "json.hpp"
 
 #include <optional>

@@ -1,3 +1,4 @@
+// The bounded PostgreSQL connection pool with reconnect back-off: see pool.hpp.
 #include "pool.hpp"
 
 namespace catwalk::api {

@@ -1,3 +1,4 @@
+// The API's SQL (prepared statements) and the typed calls that run them: see repository.hpp.
 #include "repository.hpp"
 
 #include <charconv>
@@ -71,6 +72,11 @@ bool is_unavailable(const std::exception& e) {
            st == "53300";
   }
   return false;
+}
+
+bool is_catalogue_missing(const std::exception& e) {
+  auto* db = dynamic_cast<const pg::DbError*>(&e);
+  return db != nullptr && (db->sqlstate() == "42P01" || db->sqlstate() == "3F000");
 }
 
 template <typename F>

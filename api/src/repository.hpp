@@ -15,6 +15,11 @@ namespace catwalk::api {
 
 enum class DocKind : int { kDetail = 0, kStyles = 1, kRelated = 2 };
 
+// The document cache's key of a product's document of one kind.
+inline std::uint64_t doc_key(DocKind kind, std::int32_t id) {
+  return (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(id);
+}
+
 // One product's three documents, as the warmer streams them.
 struct ProductDocs {
   std::int32_t id = 0;
@@ -57,5 +62,8 @@ class Repository {
 
 // True when an exception means "the database cannot answer now" (503), as opposed to a bug.
 bool is_unavailable(const std::exception& e);
+// True when the database answers but holds no published catalogue (no migrations, or no load
+// yet): also a 503, but one only an operator can fix. Implies is_unavailable().
+bool is_catalogue_missing(const std::exception& e);
 
 }  // namespace catwalk::api

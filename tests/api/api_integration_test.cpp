@@ -724,6 +724,9 @@ TEST_CASE("the binary: flags, access log, SIGTERM finishes in-flight requests an
   std::stringstream ss;
   ss << in.rdbuf();
   std::string log = ss.str();
+  // The startup line names the build, as --version does.
+  CHECK(log.find(std::string("catwalk-api ") + CATWALK_EXPECTED_VERSION) <
+        log.find(" listening on http://"));
   CHECK(log.find("GET /health 200 15 ") != std::string::npos);
   CHECK(log.find("GET /products/1/styles 200 " + std::to_string(expected->body.size()) + " ") !=
         std::string::npos);
