@@ -243,14 +243,36 @@ void Handlers::post_cart(const Request& req, Response& res) {
   send_json(res, 201, fmt::format(R"({{"sku_id":{},"count":{}}})", add.sku_id, *total));
 }
 
+// Every database the instance depends on, by role: the primary, and the replica with --read-db.
+// 503 (the error shape, plus the same "databases") when one does not answer. libpq's words
+// name hosts and socket paths: they go to the log, never to the client.
 void Handlers::ready(Response& res) {
-  try {
-    repo_.ping();
-    send_json(res, 200, R"({"status":"ready"})");
-  } catch (const std::exception& e) {
-    res.set_header("Retry-After", "1");
-    send_error(res, 503, "unavailable", fmt::format("The database does not answer: {}", e.what()));
-  }
+  auto check = [](const char* role, auto&& ping) {
+    try {
+      ping();
+      return true;
+    } catch (const std::exception& e) {
+      catwalk::log("ready: the {} database does not answer: {}", role, e.what());
+      return false;
+    }
+  };
+  const bool primary = check("primary", [&] { repo_.ping(); });
+  const bool replica =
+      !repo_.separate_catalogue() || check("replica", [&] { repo_.ping_catalogue(); });
+  std::string databases =
+      fmt::format(R"("databases":{{"primary":"{}")", primary ? "ok" : "unavailable");
+  if (repo_.separate_catalogue())
+    databases += fmt::format(R"(,"replica":"{}")", replica ? "ok" : "unavailable");
+  databases += '}';
+  if (primary && replica) return send_json(res, 200, R"({"status":"ok",)" + databases + "}");
+  res.set_header("Retry-After", "1");
+  const char* which = !primary && !replica ? "The primary and replica databases do not"
+                      : !primary           ? "The primary database does not"
+                                           : "The replica database does not";
+  send_json(res, 503,
+            fmt::format(R"({{"error":"unavailable","message":"{} answer; retry in a few )"
+                        R"(seconds.",{}}})",
+                        which, databases));
 }
 
 void Handlers::render_metrics(Response& res) {

@@ -33,7 +33,10 @@ struct CartLine {
 
 class Repository {
  public:
-  explicit Repository(ConnectionPool& pool) : pool_(pool) {}
+  // `pool` (the primary) serves the cart and every write; `catalogue` (a streaming replica, when
+  // the API has --read-db) serves the catalogue reads: documents, pages and the warm-up.
+  explicit Repository(ConnectionPool& pool, ConnectionPool* catalogue = nullptr)
+      : pool_(pool), catalogue_(catalogue != nullptr ? *catalogue : pool) {}
 
   // The precomputed body of /products/:id, /styles or /related; nullopt for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
@@ -48,16 +51,19 @@ class Repository {
   // or nullopt when the sku does not exist (nothing written).
   std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku,
                                           std::int32_t count);
-  void ping();
+  void ping();            // the primary
+  void ping_catalogue();  // the catalogue's database (the primary when it is the same pool)
+  bool separate_catalogue() const { return &catalogue_ != &pool_; }
 
  private:
   // Runs a read; a connection found dead (e.g. PostgreSQL restarted since its last use) is
   // discarded and the read retried once on a fresh one, so a restart costs no client a 503
   // once the server is back.
   template <typename F>
-  auto read(F&& f);
+  auto read(ConnectionPool& pool, F&& f);
 
   ConnectionPool& pool_;
+  ConnectionPool& catalogue_;
 };
 
 // True when an exception means "the database cannot answer now" (503), as opposed to a bug.

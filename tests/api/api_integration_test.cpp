@@ -416,6 +416,8 @@ TEST_CASE("/health, /ready and /metrics") {
   auto r = get("/ready");
   REQUIRE(r);
   CHECK(r->status == 200);
+  // Without --read-db the primary is the one database it depends on.
+  CHECK(r->body == R"({"status":"ok","databases":{"primary":"ok"}})");
   get("/products/1/styles");
   get("/products/1/styles");
   auto m = get("/metrics");
@@ -547,12 +549,22 @@ TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK(down_seen);
-  for (const char* path : {"/products/1", "/products/2/related", "/products?page=1", "/ready"}) {
+  for (const char* path : {"/products/1", "/products/2/related", "/products?page=1"}) {
     CAPTURE(path);
     auto t0 = Clock::now();
     check_error(get(path), 503, "unavailable");
     CHECK(Clock::now() - t0 < std::chrono::seconds(2));
   }
+  // /ready: the error shape plus which database does not answer (and no libpq detail).
+  auto ready_t0 = Clock::now();
+  auto ready_down = get("/ready");
+  CHECK(Clock::now() - ready_t0 < std::chrono::seconds(2));
+  REQUIRE(ready_down);
+  CHECK(ready_down->status == 503);
+  CHECK(ready_down->get_header_value("Retry-After") == "1");
+  CHECK(ready_down->body ==
+        R"({"error":"unavailable","message":"The primary database does not answer; retry in a )"
+        R"(few seconds.","databases":{"primary":"unavailable"}})");
   check_error(get("/cart", {{"user_session", "1234"}}), 503, "unavailable");
   check_error(post_cart(R"({"sku_id":1})", "1234"), 503, "unavailable");
   auto health = get("/health");
