@@ -1,4 +1,4 @@
-// catwalk-api: serves the published catalogue and the carts over HTTP (see openapi.yaml).
+// catwalk-api: serves the published catalogue and the carts over HTTP (see docs/api-contract.md).
 #include <pthread.h>
 #include <signal.h>
 

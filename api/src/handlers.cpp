@@ -49,7 +49,7 @@ void send_unavailable(Response& res) {
 
 void send_not_found_route(Response& res) {
   send_error(res, 404, "not_found",
-             "No such route; see openapi.yaml for the routes this API serves.");
+             "No such route; see docs/openapi.yaml for the routes this API serves.");
 }
 
 std::string invalid_id_message(std::string_view raw) {

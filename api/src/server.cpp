@@ -81,10 +81,10 @@ struct Server::Impl {
 };
 
 void Server::Impl::configure() {
-  // Tuning measured in shared/perf-notes.md: without nodelay every keep-alive response waits
-  // for the client's delayed ACK; the worker pool must cover every concurrent connection
-  // because a worker owns its connection for its keep-alive life; keep-alive max count 5
-  // (the default) forces a reconnect every 5 requests.
+  // Tuning measured (bench/README.md, "cpp-httplib 0.11.4: the tuning, measured"): without
+  // nodelay every keep-alive response waits for the client's delayed ACK; the worker pool must
+  // cover every concurrent connection because a worker owns its connection for its keep-alive
+  // life; keep-alive max count 5 (the default) forces a reconnect every 5 requests.
   http.set_tcp_nodelay(true);
   const int threads = std::max(opt.threads, 2);
   // cpp-httplib owns and deletes the queue it gets from this factory.

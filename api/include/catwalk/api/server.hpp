@@ -1,5 +1,5 @@
 #pragma once
-// The Catwalk HTTP API server: every route of the contract (shared/api-contract.md), at the root
+// The Catwalk HTTP API server: every route of the contract (docs/api-contract.md), at the root
 // and under /catwalk, on cpp-httplib, reading the documents the loader precomputed at publish time.
 //
 // Thread-safety: construct, bind() and run() from one thread; stop() may be called from any
