@@ -391,6 +391,61 @@ TEST_CASE("through NGINX every contract answer is byte-identical to each instanc
   CHECK(get(c.nginx_port, "/metrics").status == 200);
 }
 
+// A raw loopback connection to `port` that sends `bytes` and then nothing more.
+int stalled_client(int port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::send(fd, bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+  return fd;
+}
+
+// Seconds from `t0` until the server closes `fd` (reading and dropping what it sends), or -1
+// past `limit`.
+double seconds_until_closed(int fd, Clock::time_point t0, double limit) {
+  char buf[4096];
+  while (seconds_since(t0) < limit) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0 && ::recv(fd, buf, sizeof buf, 0) <= 0) return seconds_since(t0);
+  }
+  return -1;
+}
+
+TEST_CASE("NGINX drops clients that stall in their headers or body (5 s), many at once") {
+  // cpp-httplib gives each connection a thread and has no whole-request deadline: NGINX's
+  // client_header_timeout and client_body_timeout are what free a stalled client. Its default
+  // is 60 s: the bound below fails without them. 150 stalled clients at once, more than an
+  // instance's threads behind NGINX, while GETs through NGINX are still answered at once.
+  auto& c = cluster();
+  std::vector<int> header_stalls, body_stalls;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < 150; ++i)
+    header_stalls.push_back(
+        stalled_client(c.nginx_port, "GET /products/1 HTTP/1.1\r\nHost: x\r\n"));
+  for (int i = 0; i < 20; ++i) {
+    body_stalls.push_back(stalled_client(c.nginx_port,
+                                         "POST /cart HTTP/1.1\r\nHost: x\r\nuser_session: 9\r\n"
+                                         "Content-Type: application/json\r\nContent-Length: 40\r\n"
+                                         "\r\n{\"sku_id\":"));
+  }
+  for (int i = 0; i < 20; ++i) {
+    auto a = get(c.nginx_port, "/products/1/styles");
+    CHECK(a.status == 200);
+    CHECK(a.seconds < 2.0);
+  }
+  const double header_s = seconds_until_closed(header_stalls.front(), t0, 15.0);
+  const double body_s = seconds_until_closed(body_stalls.front(), t0, 15.0);
+  MESSAGE("stalled header closed after " << header_s << " s, stalled body after " << body_s
+                                         << " s");
+  CHECK(header_s > 0);
+  CHECK(body_s > 0);
+  for (int fd : header_stalls) ::close(fd);
+  for (int fd : body_stalls) ::close(fd);
+}
+
 TEST_CASE("concurrent POST /cart through NGINX raise the count exactly") {
   auto& c = cluster();
   const int session = 424242, sku = 1, threads = 8, per_thread = 25;
