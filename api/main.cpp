@@ -72,9 +72,9 @@ int main(int argc, char** argv) {
   opt.access_log = !quiet;
   opt.port = port != 0 ? port : 3000;
   opt.db_url = catwalk::resolve_db_url(db_flag);
-  // Never hang on the database: a connect gives up after 3 s and a statement after 5 s, unless
-  // the operator chose otherwise through libpq's own variables.
-  setenv("PGCONNECT_TIMEOUT", "3", 0);
+  // Requests stop waiting after ServerOptions::db_timeout_ms whatever the server does; this makes
+  // the server itself end a statement whose cancel did not reach it (unless the operator chose
+  // otherwise through libpq's own variable).
   setenv("PGOPTIONS", "-c statement_timeout=5000", 0);
 
   // SIGTERM/SIGINT are taken by a thread of ours (blocked everywhere else, inherited by every

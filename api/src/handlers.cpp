@@ -55,7 +55,7 @@ void send_not_found_route(Response& res) {
 std::string invalid_id_message(std::string_view raw) {
   std::string m =
       "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
-  m.append(raw.substr(0, 40));
+  m += utf8_quotable(raw, 40);  // the body stays valid UTF-8 whatever the path held
   m += "\".";
   return m;
 }
@@ -85,8 +85,9 @@ void Handlers::guarded(Response& res, F&& f) {
     f();
   } catch (const std::exception& e) {
     if (is_catalogue_missing(e)) {
+      // Its own code: an operator must load a catalogue, retrying alone will not help.
       res.set_header("Retry-After", "5");
-      send_error(res, 503, "unavailable",
+      send_error(res, 503, "not_loaded",
                  "The catalogue is not loaded yet: run `catwalk-etl migrate` and `catwalk-etl "
                  "load` on this database.");
     } else if (is_unavailable(e)) {
@@ -244,8 +245,8 @@ void Handlers::post_cart(const Request& req, Response& res) {
 }
 
 // Every database the instance depends on, by role: the primary, and the replica with --read-db.
-// 503 (the error shape, plus the same "databases") when one does not answer. libpq's words
-// name hosts and socket paths: they go to the log, never to the client.
+// 503 (the contract's error shape; the message names each database's state) when one does not
+// answer. libpq's words name hosts and socket paths: they go to the log, never to the client.
 void Handlers::ready(Response& res) {
   auto check = [](const char* role, auto&& ping) {
     try {
@@ -259,20 +260,20 @@ void Handlers::ready(Response& res) {
   const bool primary = check("primary", [&] { repo_.ping(); });
   const bool replica =
       !repo_.separate_catalogue() || check("replica", [&] { repo_.ping_catalogue(); });
-  std::string databases =
-      fmt::format(R"("databases":{{"primary":"{}")", primary ? "ok" : "unavailable");
-  if (repo_.separate_catalogue())
-    databases += fmt::format(R"(,"replica":"{}")", replica ? "ok" : "unavailable");
-  databases += '}';
-  if (primary && replica) return send_json(res, 200, R"({"status":"ok",)" + databases + "}");
+  const auto state = [](bool ok) { return ok ? "ok" : "unavailable"; };
+  if (primary && replica) {
+    return send_json(res, 200,
+                     repo_.separate_catalogue()
+                         ? R"({"status":"ok","databases":{"primary":"ok","replica":"ok"}})"
+                         : R"({"status":"ok","databases":{"primary":"ok"}})");
+  }
   res.set_header("Retry-After", "1");
-  const char* which = !primary && !replica ? "The primary and replica databases do not"
-                      : !primary           ? "The primary database does not"
-                                           : "The replica database does not";
-  send_json(res, 503,
-            fmt::format(R"({{"error":"unavailable","message":"{} answer; retry in a few )"
-                        R"(seconds.",{}}})",
-                        which, databases));
+  send_error(res, 503, "unavailable",
+             repo_.separate_catalogue()
+                 ? fmt::format("A database does not answer (primary: {}, replica: {}); retry in "
+                               "a few seconds.",
+                               state(primary), state(replica))
+                 : "The database does not answer; retry in a few seconds.");
 }
 
 void Handlers::render_metrics(Response& res) {

@@ -52,7 +52,7 @@ struct Server::Impl {
                       ? nullptr
                       : std::make_unique<ConnectionPool>(opt.read_db_url, opt.db_pool,
                                                          std::chrono::milliseconds(2000))),
-        repo(pool, read_pool.get()),
+        repo(pool, std::chrono::milliseconds(opt.db_timeout_ms), read_pool.get()),
         cache(opt.cache_mb * 1024 * 1024),
         // The watcher reads the publish version where the catalogue is read: the cache is
         // flushed when the replica has replayed a publish, not before.

@@ -17,6 +17,7 @@ struct ServerOptions {
   int port = 3000;              // 0 = any free port (tests)
   int threads = 128;            // HTTP workers: one per concurrent keep-alive connection
   int db_pool = 6;              // database connections, each borrowed by one request at a time
+  int db_timeout_ms = 2000;     // a request's whole wait for the database (connection, statement)
   std::size_t cache_mb = 4096;  // document cache budget; 0 disables it (used as filled)
   int publish_poll_ms = 250;    // how often catwalk_publish.version is checked (<= 500 ms)
   int warm_batch_rows = 5000;   // products per warm-up statement (the warmer lends one connection)
