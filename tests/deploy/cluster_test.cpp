@@ -391,6 +391,8 @@ TEST_CASE("through NGINX every contract answer is byte-identical to each instanc
   CHECK(get(c.nginx_port, "/metrics").status == 200);
 }
 
+namespace {
+
 // A raw loopback connection to `port` that sends `bytes` and then nothing more.
 int stalled_client(int port, const std::string& bytes) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -413,6 +415,8 @@ double seconds_until_closed(int fd, Clock::time_point t0, double limit) {
   }
   return -1;
 }
+
+}  // namespace
 
 TEST_CASE("NGINX drops clients that stall in their headers or body (5 s), many at once") {
   // cpp-httplib gives each connection a thread and has no whole-request deadline: NGINX's
