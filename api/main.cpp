@@ -1,4 +1,4 @@
-// catwalk-api: serves the published catalogue and the carts over HTTP (see openapi.yaml).
+// catwalk-api: serves the published catalogue and the carts over HTTP (see docs/api-contract.md).
 #include <pthread.h>
 #include <signal.h>
 
@@ -10,6 +10,7 @@
 #include "catwalk/api/server.hpp"
 #include "catwalk/config.hpp"
 #include "catwalk/log.hpp"
+#include "catwalk/version.hpp"
 
 namespace {
 // Exit codes (documented in the README).
@@ -37,8 +38,13 @@ int main(int argc, char** argv) {
   std::string db_flag;
   int port = 0;
   CLI::App app{"catwalk-api: the Catwalk products and cart HTTP API"};
+  app.set_version_flag("--version", fmt::format("catwalk-api {}", catwalk::kVersionText));
   app.add_option("--db", db_flag,
                  "PostgreSQL URL or conninfo (default: DATABASE_URL, else libpq PG* variables)");
+  app.add_option("--read-db", opt.read_db_url,
+                 "PostgreSQL URL or conninfo of a streaming replica for the catalogue reads "
+                 "(documents, pages, publish watcher, warm-up); carts and writes stay on --db "
+                 "(default: --db serves everything)");
   app.add_option("--port", port, "TCP port (default: PORT, else 3000)")
       ->check(CLI::Range(1, 65535));
   app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
@@ -51,9 +57,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--cache-mb", opt.cache_mb, "document cache budget in MiB (0 disables the cache)")
       ->capture_default_str();
-  app.add_option("--timeout", opt.io_timeout_s,
-                 "seconds an idle connection, or a stalled read or write, may hold a worker")
+  app.add_option(
+         "--timeout", opt.io_timeout_s,
+         "seconds an idle keep-alive connection, or a stalled response write, may hold a worker")
       ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--header-timeout", opt.header_timeout_s,
+                 "seconds a request's line, headers and body may take to arrive (else 408)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--max-queued", opt.max_queued,
+                 "connections that may wait for a free worker; more are answered 503 at once")
+      ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   bool quiet = false;
   app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");
@@ -66,9 +81,9 @@ int main(int argc, char** argv) {
   opt.access_log = !quiet;
   opt.port = port != 0 ? port : 3000;
   opt.db_url = catwalk::resolve_db_url(db_flag);
-  // Never hang on the database: a connect gives up after 3 s and a statement after 5 s, unless
-  // the operator chose otherwise through libpq's own variables.
-  setenv("PGCONNECT_TIMEOUT", "3", 0);
+  // Requests stop waiting after ServerOptions::db_timeout_ms whatever the server does; this makes
+  // the server itself end a statement whose cancel did not reach it (unless the operator chose
+  // otherwise through libpq's own variable).
   setenv("PGOPTIONS", "-c statement_timeout=5000", 0);
 
   // SIGTERM/SIGINT are taken by a thread of ours (blocked everywhere else, inherited by every
@@ -87,10 +102,13 @@ int main(int argc, char** argv) {
     catwalk::log("catwalk-api: {}", e.what());
     return kExitCannotListen;
   }
-  catwalk::log("catwalk-api listening on http://{}:{} (database {}, {} threads, {} db connections)",
-               opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
-               opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url),
-               opt.threads, opt.db_pool);
+  catwalk::log(
+      "catwalk-api {} listening on http://{}:{} (database {}, {} threads, {} db connections)",
+      catwalk::kVersionText, opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
+      opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
+      opt.db_pool);
+  if (!opt.read_db_url.empty())
+    catwalk::log("catwalk-api: catalogue reads from {}", catwalk::redact_db_url(opt.read_db_url));
 
   std::atomic<bool> done{false};
   std::thread signals([&] {

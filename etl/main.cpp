@@ -12,6 +12,7 @@
 #include "catwalk/etl/migrations.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
+#include "catwalk/version.hpp"
 
 using namespace catwalk;
 using namespace catwalk::etl;
@@ -19,6 +20,7 @@ using namespace catwalk::etl;
 int main(int argc, char** argv) {
   CLI::App app{"catwalk-etl: stream the Catwalk catalogue CSV exports into PostgreSQL"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", fmt::format("catwalk-etl {}", kVersionText));
 
   LoadOptions opts;
   std::string db_flag;
@@ -61,9 +63,18 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return kExitUsage;
+  }
+
+  // The first log line says which build is running, for whoever reads the logs later.
+  if (migrate->parsed()) {
+    log("catwalk-etl {}: migrate", kVersionText);
+  } else {
+    log("catwalk-etl {}: {} {}", kVersionText, load->parsed() ? "load" : "check", opts.dir);
   }
 
   if (migrate->parsed()) {

@@ -1,3 +1,4 @@
+// The sharded, generation-checked document cache: see doc_cache.hpp.
 #include "doc_cache.hpp"
 
 namespace catwalk::api {

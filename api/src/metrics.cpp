@@ -1,8 +1,19 @@
+// Prometheus text rendering of every /metrics family: see metrics.hpp.
 #include "metrics.hpp"
 
 #include <fmt/format.h>
 
+#include "catwalk/version.hpp"
+
 namespace catwalk::api {
+
+void render_build_info(std::string& out) {
+  // Version and commit are digits, dots and hex: nothing to escape in a label value.
+  out += "# HELP catwalk_build_info The running build: version and git commit. Always 1.\n";
+  out += "# TYPE catwalk_build_info gauge\n";
+  fmt::format_to(std::back_inserter(out),
+                 "catwalk_build_info{{version=\"{}\",revision=\"{}\"}} 1\n", kVersion, kGitCommit);
+}
 
 void Metrics::record(Route route, int status, std::int64_t micros) {
   auto& r = routes_[static_cast<std::size_t>(route)];
@@ -18,6 +29,7 @@ void Metrics::record(Route route, int status, std::int64_t micros) {
 }
 
 void Metrics::render(std::string& out) const {
+  render_build_info(out);
   auto it = std::back_inserter(out);
   out += "# HELP catwalk_http_requests_total HTTP requests answered, by route and status.\n";
   out += "# TYPE catwalk_http_requests_total counter\n";
@@ -54,6 +66,58 @@ void Metrics::render(std::string& out) const {
     fmt::format_to(it, "catwalk_http_request_duration_seconds_count{{route=\"{}\"}} {}\n", label,
                    cumulative);
   }
+}
+
+void render_pool_metrics(const PoolStats& p, std::string& out) {
+  fmt::format_to(
+      std::back_inserter(out),
+      "# HELP catwalk_db_pool_size Database connections the pool may hold.\n"
+      "# TYPE catwalk_db_pool_size gauge\ncatwalk_db_pool_size {}\n"
+      "# HELP catwalk_db_pool_in_use Database connections lent to requests now.\n"
+      "# TYPE catwalk_db_pool_in_use gauge\ncatwalk_db_pool_in_use {}\n"
+      "# HELP catwalk_db_pool_borrows_total Connection borrows.\n"
+      "# TYPE catwalk_db_pool_borrows_total counter\ncatwalk_db_pool_borrows_total {}\n"
+      "# HELP catwalk_db_pool_waits_total Borrows that waited for a free connection.\n"
+      "# TYPE catwalk_db_pool_waits_total counter\ncatwalk_db_pool_waits_total {}\n"
+      "# HELP catwalk_db_pool_timeouts_total Borrows that gave up waiting (answered 503).\n"
+      "# TYPE catwalk_db_pool_timeouts_total counter\ncatwalk_db_pool_timeouts_total {}\n"
+      "# HELP catwalk_db_connects_total Database connections opened.\n"
+      "# TYPE catwalk_db_connects_total counter\ncatwalk_db_connects_total {}\n"
+      "# HELP catwalk_db_connect_failures_total Failed attempts to open a database connection.\n"
+      "# TYPE catwalk_db_connect_failures_total counter\ncatwalk_db_connect_failures_total {}\n",
+      p.size, p.in_use, p.borrows, p.waits, p.timeouts, p.connects, p.connect_failures);
+}
+
+void render_cache_metrics(const CacheStats& c, std::string& out) {
+  fmt::format_to(
+      std::back_inserter(out),
+      "# HELP catwalk_cache_hits_total Document cache hits.\n"
+      "# TYPE catwalk_cache_hits_total counter\ncatwalk_cache_hits_total {}\n"
+      "# HELP catwalk_cache_misses_total Document cache misses.\n"
+      "# TYPE catwalk_cache_misses_total counter\ncatwalk_cache_misses_total {}\n"
+      "# HELP catwalk_cache_invalidations_total Cache flushes (publishes seen, database lost).\n"
+      "# TYPE catwalk_cache_invalidations_total counter\ncatwalk_cache_invalidations_total {}\n"
+      "# HELP catwalk_cache_entries Documents in the cache.\n"
+      "# TYPE catwalk_cache_entries gauge\ncatwalk_cache_entries {}\n"
+      "# HELP catwalk_cache_bytes Bytes of documents in the cache.\n"
+      "# TYPE catwalk_cache_bytes gauge\ncatwalk_cache_bytes {}\n"
+      "# HELP catwalk_cache_warming 1 while a warm-up streams documents into the cache.\n"
+      "# TYPE catwalk_cache_warming gauge\ncatwalk_cache_warming {}\n"
+      "# HELP catwalk_cache_warm_runs_total Warm-ups started (at start and after each publish).\n"
+      "# TYPE catwalk_cache_warm_runs_total counter\ncatwalk_cache_warm_runs_total {}\n"
+      "# HELP catwalk_cache_warm_runs_completed_total Warm-ups that reached the end of the "
+      "catalogue or the budget.\n"
+      "# TYPE catwalk_cache_warm_runs_completed_total counter\n"
+      "catwalk_cache_warm_runs_completed_total {}\n"
+      "# HELP catwalk_cache_warmed_documents_total Documents stored by warm-ups.\n"
+      "# TYPE catwalk_cache_warmed_documents_total counter\n"
+      "catwalk_cache_warmed_documents_total {}\n"
+      "# HELP catwalk_cache_warm_last_seconds Duration of the last completed warm-up.\n"
+      "# TYPE catwalk_cache_warm_last_seconds gauge\ncatwalk_cache_warm_last_seconds {:.3f}\n"
+      "# HELP catwalk_publish_version catwalk_publish.version last seen (-1: unknown).\n"
+      "# TYPE catwalk_publish_version gauge\ncatwalk_publish_version {}\n",
+      c.hits, c.misses, c.invalidations, c.entries, c.bytes, c.warming ? 1 : 0, c.warm_runs,
+      c.warm_runs_completed, c.warmed_documents, c.warm_last_seconds, c.publish_version);
 }
 
 }  // namespace catwalk::api

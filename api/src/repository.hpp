@@ -3,7 +3,9 @@
 // callers never build SQL. Every call borrows one pooled connection for one prepared statement.
 //
 // Errors: PoolUnavailable or pg::DbError (classify with is_unavailable()) when the database
-// cannot answer; values (std::nullopt) for "no such product" / "no such sku".
+// cannot answer, also when it does not answer in time; values (std::nullopt) for "no such
+// product" / "no such sku".
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -14,6 +16,11 @@
 namespace catwalk::api {
 
 enum class DocKind : int { kDetail = 0, kStyles = 1, kRelated = 2 };
+
+// The document cache's key of a product's document of one kind.
+inline std::uint64_t doc_key(DocKind kind, std::int32_t id) {
+  return (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(id);
+}
 
 // One product's three documents, as the warmer streams them.
 struct ProductDocs {
@@ -28,7 +35,14 @@ struct CartLine {
 
 class Repository {
  public:
-  explicit Repository(ConnectionPool& pool) : pool_(pool) {}
+  // `pool` (the primary) serves the cart and every write; `catalogue` (a streaming replica, when
+  // the API has --read-db) serves the catalogue reads: documents, pages and the warm-up.
+  // Every call answers (or throws) within `timeout`, whatever the database does; the warmer's
+  // batches, larger by design, get kBatchTimeout.
+  static constexpr std::chrono::milliseconds kBatchTimeout{10000};
+  Repository(ConnectionPool& pool, std::chrono::milliseconds timeout,
+             ConnectionPool* catalogue = nullptr)
+      : pool_(pool), catalogue_(catalogue != nullptr ? *catalogue : pool), timeout_(timeout) {}
 
   // The precomputed body of /products/:id, /styles or /related; nullopt for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
@@ -39,23 +53,31 @@ class Repository {
   // The JSON array of list items with rn in (lo, hi].
   std::string product_page(std::int32_t lo, std::int32_t hi);
   std::vector<CartLine> cart(std::int32_t session);
-  // Adds `count` units; returns the session's count for the sku after the (committed) write,
-  // or nullopt when the sku does not exist (nothing written).
+  // Adds `count` units as one row; returns the session's count for the sku after the (committed)
+  // write, or nullopt when the sku does not exist (nothing written).
   std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku,
                                           std::int32_t count);
-  void ping();
+  void ping();            // the primary
+  void ping_catalogue();  // the catalogue's database (the primary when it is the same pool)
+  bool separate_catalogue() const { return &catalogue_ != &pool_; }
 
  private:
   // Runs a read; a connection found dead (e.g. PostgreSQL restarted since its last use) is
   // discarded and the read retried once on a fresh one, so a restart costs no client a 503
   // once the server is back.
   template <typename F>
-  auto read(F&& f);
+  auto read(ConnectionPool& pool, Deadline deadline, F&& f);
+  Deadline deadline() const { return std::chrono::steady_clock::now() + timeout_; }
 
   ConnectionPool& pool_;
+  ConnectionPool& catalogue_;
+  const std::chrono::milliseconds timeout_;
 };
 
 // True when an exception means "the database cannot answer now" (503), as opposed to a bug.
 bool is_unavailable(const std::exception& e);
+// True when the database answers but holds no published catalogue (no migrations, or no load
+// yet): also a 503, but one only an operator can fix. Implies is_unavailable().
+bool is_catalogue_missing(const std::exception& e);
 
 }  // namespace catwalk::api

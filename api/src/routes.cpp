@@ -1,3 +1,4 @@
+// The route table: path matching, allowed methods, id and query validation: see routes.hpp.
 #include "routes.hpp"
 
 #include <charconv>

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "catwalk/version.hpp"
 #include "export_generator.hpp"
 
 namespace {
@@ -16,6 +17,7 @@ constexpr int kExitIo = 3;
 int main(int argc, char** argv) {
   catwalk::bench::GeneratorOptions options;
   CLI::App app{"Writes product.csv ... cart.csv shaped like the real export, plus expected.json"};
+  app.set_version_flag("--version", "catwalk-generate " + std::string(catwalk::kVersionText));
   app.add_option("--scale", options.scale, "1.0 = the full export (1,000,011 products)")
       ->check(CLI::Range(0.0001, 10.0));
   app.add_option("--seed", options.seed, "same seed and scale, same bytes");

@@ -33,3 +33,42 @@ TEST_CASE("Metrics: counters by route and status, cumulative histogram") {
         std::string::npos);
   CHECK(out.find("route=\"product\"") == std::string::npos);  // nothing recorded, nothing shown
 }
+
+TEST_CASE("render_pool_metrics and render_cache_metrics: one sample per family, values in place") {
+  PoolStats p;
+  p.size = 6;
+  p.in_use = 2;
+  p.timeouts = 3;
+  CacheStats c;
+  c.hits = 7;
+  c.warming = true;
+  c.warm_last_seconds = 1.5;
+  c.publish_version = 42;
+  std::string out;
+  render_pool_metrics(p, out);
+  render_cache_metrics(c, out);
+  for (const char* line :
+       {"\ncatwalk_db_pool_size 6\n", "\ncatwalk_db_pool_in_use 2\n",
+        "\ncatwalk_db_pool_timeouts_total 3\n", "\ncatwalk_cache_hits_total 7\n",
+        "\ncatwalk_cache_warming 1\n", "\ncatwalk_cache_warm_last_seconds 1.500\n",
+        "\ncatwalk_publish_version 42\n"}) {
+    CAPTURE(line);
+    CHECK(out.find(line) != std::string::npos);
+  }
+}
+
+TEST_CASE("Metrics: the build-info line carries the CMake project version, first") {
+  Metrics m;
+  std::string out;
+  m.render(out);
+  const std::string line =
+      std::string("catwalk_build_info{version=\"") + CATWALK_EXPECTED_VERSION + "\",revision=\"";
+  auto at = out.find(line);
+  REQUIRE(at != std::string::npos);
+  auto end = out.find('\n', at);
+  REQUIRE(end != std::string::npos);
+  CHECK(out.substr(at, end - at).ends_with("\"} 1"));
+  CHECK(out.find("# TYPE catwalk_build_info gauge\n") < at);
+  // Rendered even before any request: a scrape always says which build answers.
+  CHECK(out.starts_with("# HELP catwalk_build_info "));
+}
