@@ -522,9 +522,10 @@ TEST_CASE("binary bytes in a header keep the summary, JSON and log valid UTF-8")
   std::string rejects = test::make_temp_dir("catwalk-bin");
   std::string dir = samples_copy("catwalk-bin-data");
   std::string text = read_file(samples() + "/product.csv");
-  text.replace(
-      0, text.find('\n'),
-      std::string("id,na\xFF\xC3me,\x01slogan,desc\xE2\x82ription,cat\0egory,default_price", 60));
+  // The length from the array itself: the literal holds a NUL, so strlen would stop there.
+  static constexpr char kHeader[] =
+      "id,na\xFF\xC3me,\x01slogan,desc\xE2\x82ription,cat\0egory,default_price";
+  text.replace(0, text.find('\n'), std::string(kHeader, sizeof kHeader - 1));
   std::ofstream(dir + "/product.csv", std::ios::binary) << text;
   auto json = check_within(dir, rejects);
   CHECK(json.exit_code == 3);
