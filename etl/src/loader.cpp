@@ -177,18 +177,49 @@ class ChunkPipe {
   std::condition_variable cv_;
 };
 
+// What an input path is, asked without opening it (opening a FIFO would block).
+enum class PathKind { kMissing, kRegular, kDirectory, kOther };
+
+PathKind path_kind(const fs::path& path) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) return PathKind::kMissing;
+  if (ec) {
+    if (ec == std::errc::too_many_symbolic_link_levels) {
+      throw InputError(fmt::format(
+          "{}: a symbolic link loop (the link points back at itself); point it at the file",
+          path.string()));
+    }
+    throw InputError(fmt::format("{}: cannot read it: {}", path.string(), ec.message()));
+  }
+  if (st.type() == fs::file_type::directory) return PathKind::kDirectory;
+  if (st.type() == fs::file_type::regular) return PathKind::kRegular;
+  return PathKind::kOther;
+}
+
 class Run {
  public:
   explicit Run(const LoadOptions& o) : o_(o) {}
 
   void plan() {
-    if (!fs::is_directory(o_.dir)) {
+    if (path_kind(o_.dir) != PathKind::kDirectory) {
       throw InputError(
           fmt::format("{}: not a folder; pass the folder holding product.csv, ...", o_.dir));
     }
     for (const auto& spec : table_specs()) {
       fs::path path = fs::path(o_.dir) / spec.file;
-      if (!fs::exists(path)) {
+      PathKind kind = path_kind(path);
+      if (kind == PathKind::kDirectory) {
+        throw InputError(fmt::format("{}: is a folder, not a file; expected the {} export",
+                                     path.string(), spec.file));
+      }
+      if (kind == PathKind::kOther) {
+        throw InputError(
+            fmt::format("{}: not a regular file (a FIFO, socket or device); the loader reads "
+                        "regular files only: save the export to a file first",
+                        path.string()));
+      }
+      if (kind == PathKind::kMissing) {
         if (!spec.required) continue;
         throw InputError(fmt::format(
             "{}: required file {} is missing; nothing was loaded. Expected product.csv, "
@@ -228,11 +259,23 @@ class Run {
       main_->exec("SELECT pg_advisory_lock(hashtext('catwalk-load'))");
     }
     for (const auto& name : apply_missing_migrations(*main_)) log("applied migration {}", name);
+    // What is published now, to compare the new catalogue with before replacing it.
+    auto published =
+        main_->exec(fmt::format("SELECT CASE WHEN to_regclass('{0}.products') IS NULL THEN 0 "
+                                "ELSE (SELECT count(*) FROM {0}.products) END",
+                                kPublishedSchema));
+    published_products_ = static_cast<std::uint64_t>(published.get_int(0, 0));
     // A load killed earlier may have left its unpublished schema behind.
     main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));
     replay_catalog_phase(*main_, kStagingSchema, MigrationScope::kCatalogPreData);
-    documents_ = std::make_unique<DocumentStore>(fs::temp_directory_path().string(), kPartitions);
+    std::error_code ec;
+    fs::path temp = fs::temp_directory_path(ec);
+    if (ec) {
+      throw InputError(fmt::format("no folder for work files: {}; set TMPDIR to a writable folder",
+                                   ec.message()));
+    }
+    documents_ = std::make_unique<DocumentStore>(temp.string(), kPartitions);
   }
 
   // Everything between planning and publishing, as one graph over --jobs workers: the files
@@ -360,6 +403,39 @@ class Run {
         c.exec("ROLLBACK");
       }
       throw;
+    }
+  }
+
+  // Refuses to publish a catalogue that is empty, or much smaller than the published one,
+  // unless the user asked for it: a truncated or mis-exported product.csv must not replace
+  // a good catalogue (the API would serve 404s for everything).
+  void check_catalogue_size() const {
+    const FileStats* products = nullptr;
+    for (const auto& t : tasks_) {
+      if (t->spec->table == "products") products = &t->stats;
+    }
+    if (products == nullptr) return;
+    if (products->loaded == 0 && !o_.allow_empty) {
+      std::string why = products->read == 0
+                            ? "product.csv holds only a header"
+                            : fmt::format(
+                                  "every one of the {} lines of product.csv was rejected "
+                                  "(see {})",
+                                  products->read, o_.rejects_dir);
+      throw RefusedPublish(fmt::format(
+          "{}: the catalogue would be empty; nothing was published. Pass --allow-empty to "
+          "publish an empty catalogue on purpose",
+          why));
+    }
+    if (products->loaded == 0) return;  // --allow-empty: emptying it is what was asked for
+    if (o_.use_database && !o_.allow_shrink &&
+        static_cast<double>(products->loaded) <
+            kMinKeptShare * static_cast<double>(published_products_)) {
+      throw RefusedPublish(fmt::format(
+          "this export has {} products, fewer than half of the {} published now; nothing was "
+          "published. Check the export is complete, or pass --allow-shrink if it is meant to "
+          "be this small",
+          products->loaded, published_products_));
     }
   }
 
@@ -515,6 +591,7 @@ class Run {
   const LoadOptions& o_;
   std::vector<std::unique_ptr<FileTask>> tasks_;
   std::unique_ptr<pg::Connection> main_;
+  std::uint64_t published_products_ = 0;  // products published before this load
   std::vector<std::unique_ptr<pg::Connection>> worker_conns_;
   std::unique_ptr<DocumentStore> documents_;  // load only
   std::unique_ptr<Progress> progress_;
@@ -536,6 +613,7 @@ RunSummary run(const LoadOptions& options) {
     r.plan();
     if (options.use_database) r.prepare_database();
     r.run_graph(summary);
+    r.check_catalogue_size();
     if (options.use_database) r.publish(summary);
   } catch (const Interrupted& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitInterrupted;
@@ -543,11 +621,15 @@ RunSummary run(const LoadOptions& options) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitBadInput;
   } catch (const TooManyRejects& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitTooManyRejects;
+  } catch (const RefusedPublish& e) {
+    summary.ok = false, summary.error = e.what(), summary.exit_code = kExitRefused;
   } catch (const pg::DbError& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitDatabase;
   } catch (const std::exception& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitInternal;
   }
+  // Messages may quote paths and header text from the input: keep what is shown valid UTF-8.
+  if (!summary.ok) summary.error = printable_text(summary.error, 4096);
   r.collect(summary);
   summary.seconds = since(start);
   return summary;

@@ -5,6 +5,7 @@
 #include <libfccp/csv.h>
 #pragma GCC diagnostic pop
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -123,6 +124,40 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
+namespace {
+// Length of the valid UTF-8 sequence starting at `p` (at most `left` bytes), or 0 if invalid.
+std::size_t utf8_sequence_length(const char* p, std::size_t left) {
+  auto c = static_cast<unsigned char>(*p);
+  std::size_t n = c < 0x80                 ? 1
+                  : c >= 0xC2 && c <= 0xDF ? 2
+                  : c >= 0xE0 && c <= 0xEF ? 3
+                  : c >= 0xF0 && c <= 0xF4 ? 4
+                                           : 0;
+  if (n == 0 || n > left) return 0;
+  return valid_utf8(std::string_view(p, n)) ? n : 0;
+}
+}  // namespace
+
+std::string printable_text(std::string_view s, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes) + 3);
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence_length(s.data() + i, s.size() - i);
+    std::string_view piece = n == 0 ? std::string_view("\xEF\xBF\xBD") : s.substr(i, n);
+    if (n == 1 && (static_cast<unsigned char>(s[i]) < 0x20 || s[i] == 0x7F) && s[i] != '\t' &&
+        s[i] != '\n') {
+      piece = "?";
+    }
+    if (out.size() + piece.size() > max_bytes) {
+      out += "...";
+      break;
+    }
+    out.append(piece);
+    i += n == 0 ? 1 : n;
+  }
+  return out;
+}
+
 std::string normalize_column_name(std::string_view raw) {
   std::size_t b = 0, e = raw.size();
   auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
@@ -156,6 +191,12 @@ std::string read_header_line(const std::string& path) {
   if (line.empty() && !in) throw InputError(path + ": the file is empty; expected a header line");
   if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);
   if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.find('\r') != std::string::npos) {
+    // Not a header with a stray byte: the whole file read as one line. Say so, briefly.
+    throw InputError(path +
+                     ": lines end with a carriage return (CR) alone, the old Mac style; the "
+                     "loader reads LF or CRLF line ends. Convert the file, e.g. tr '\\r' '\\n'");
+  }
   return line;
 }
 
@@ -192,14 +233,12 @@ class FilteringSource : public io::ByteSourceBase {
       std::size_t seg = nl ? static_cast<std::size_t>(nl - chunk) + 1 : avail;  // incl. '\n'
       std::size_t text = nl ? seg - 1 : seg;
       std::size_t room_in_line = kMaxLineBytes + 1 - line_len_;
-      std::size_t take;
-      if (text > room_in_line) {
-        take = room_in_line;  // cut here, drop the rest up to the '\n'
-        dropping_ = true;
-      } else {
-        take = seg;
-      }
-      take = std::min<std::size_t>(take, static_cast<std::size_t>(size - produced));
+      bool over = text > room_in_line;
+      std::size_t take = std::min<std::size_t>(over ? room_in_line : seg,
+                                               static_cast<std::size_t>(size - produced));
+      // Drop the rest of the line only once the kept part is complete: when the output window
+      // ends first, the next read() goes on copying the same line.
+      if (over && take == room_in_line) dropping_ = true;
       std::memcpy(out + produced, chunk, take);
       for (char* z = out + produced;
            (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
