@@ -209,6 +209,16 @@ class Run {
     for (const auto& spec : table_specs()) {
       fs::path path = fs::path(o_.dir) / spec.file;
       PathKind kind = path_kind(path);
+      // A compressed export is read when the plain file is absent; the plain one wins when both
+      // are there (say so: the user may expect the other one).
+      fs::path gz = path.string() + ".gz";
+      if (kind == PathKind::kMissing && path_kind(gz) != PathKind::kMissing) {
+        path = gz;
+        kind = path_kind(path);
+      } else if (kind != PathKind::kMissing && path_kind(gz) != PathKind::kMissing) {
+        log("{} and {} are both present: reading {}, ignoring the .gz", path.string(),
+            gz.filename().string(), spec.file);
+      }
       if (kind == PathKind::kDirectory) {
         throw InputError(fmt::format("{}: is a folder, not a file; expected the {} export",
                                      path.string(), spec.file));
@@ -223,7 +233,8 @@ class Run {
         if (!spec.required) continue;
         throw InputError(fmt::format(
             "{}: required file {} is missing; nothing was loaded. Expected product.csv, "
-            "features.csv, styles.csv, photos.csv, skus.csv, related.csv (cart.csv optional)",
+            "features.csv, styles.csv, photos.csv, skus.csv, related.csv (cart.csv optional), "
+            "each either plain or gzip-compressed (product.csv.gz, ...)",
             o_.dir, spec.file));
       }
       auto t = std::make_unique<FileTask>();
@@ -535,7 +546,8 @@ class Run {
     bool repaired = false;
     auto publish_live = [&] {
       task.live_rows.store(st.read, std::memory_order_relaxed);
-      task.live_bytes.store(source.bytes_read(), std::memory_order_relaxed);
+      // Compared with the file's size on disk: compressed bytes for a .gz.
+      task.live_bytes.store(source.input_bytes(), std::memory_order_relaxed);
     };
     try {
       while (source.next(line)) {
