@@ -96,8 +96,8 @@ DocumentStore::DocumentStore(const std::string& temp_root, int partitions)
       (fs::path(temp_root) / fmt::format("{}{}-XXXXXX", kDirPrefix, ::getpid())).string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
     throw InputError(
-        fmt::format("cannot create a work folder under {}: {}; set TMPDIR to a "
-                    "writable folder with room for about the size of the export",
+        fmt::format("cannot create a work folder under {}: {}; pass --work-dir DIR (or set "
+                    "TMPDIR) to a writable folder with room for about the size of the export",
                     temp_root, std::strerror(errno)));
   }
   dir_ = tmpl;
@@ -142,7 +142,10 @@ DocumentStore::Writer::Writer(DocumentStore& store, const TableSpec& spec)
       close();
       throw InputError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
     }
-    std::setvbuf(f, nullptr, _IOFBF, 1 << 16);
+    // Buffers for every partition of a running task: about 4 MiB in all, whatever the count.
+    std::setvbuf(
+        f, nullptr, _IOFBF,
+        std::clamp<std::size_t>((std::size_t{4} << 20) / store.partitions_, 4096, 1 << 16));
     files_.push_back(f);
   }
 }
@@ -155,15 +158,25 @@ void DocumentStore::Writer::close() {
   bool failed = false;
   for (auto* f : files_) failed |= std::fclose(f) != 0;
   files_.clear();
-  if (failed) throw InputError("error writing the document work files (is the disk full?)");
+  if (failed) store_.write_failed();
+}
+
+void DocumentStore::write_failed() const {
+  throw InputError(fmt::format(
+      "cannot write the document work files in {}: {}; nothing was published and the work "
+      "files are removed. Free some space, or pass --work-dir DIR on a disk with room",
+      dir_, std::strerror(errno)));
 }
 
 void DocumentStore::Writer::put(std::uint32_t product, std::uint32_t style, std::uint32_t pos,
                                 std::uint8_t kind, std::string_view json) {
   RecordHeader h{product, style, pos, static_cast<std::uint32_t>(json.size()), kind};
   std::FILE* f = files_[product % files_.size()];
-  std::fwrite(&h, sizeof h, 1, f);
-  std::fwrite(json.data(), 1, json.size(), f);
+  // A full disk shows here (at a buffer flush): stop now, not after reading the whole file.
+  if (std::fwrite(&h, sizeof h, 1, f) != 1 ||
+      std::fwrite(json.data(), 1, json.size(), f) != json.size()) {
+    store_.write_failed();
+  }
 }
 
 namespace {
@@ -248,6 +261,9 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     std::uint32_t length;
     const char* data;
   };
+  // Every fragment has found its product: the style map's memory is better spent here.
+  style_product_ = {};
+  style_product_sparse_ = {};
   std::string out;
   out.reserve(1 << 21);
   out.append(copy_binary::kHeader);

@@ -824,3 +824,103 @@ TEST_CASE("when X.csv and X.csv.gz are both present the plain X.csv is read") {
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }
+
+namespace {
+// A tmpfs of `size` mounted on a new folder for the life of the object (the test runs as root);
+// mounted() is false where mounting is not allowed.
+class SmallDisk {
+ public:
+  explicit SmallDisk(const std::string& size) : dir_(test::make_temp_dir("catwalk-smalldisk")) {
+    mounted_ =
+        run_command("mount -t tmpfs -o size=" + size + " catwalk-test " + dir_).exit_code == 0;
+  }
+  ~SmallDisk() {
+    if (mounted_) run_command("umount " + dir_);
+    fs::remove_all(dir_);
+  }
+  const std::string& dir() const { return dir_; }
+  bool mounted() const { return mounted_; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+}  // namespace
+
+TEST_CASE("a work folder too small for the export stops the load before anything is written") {
+  SmallDisk disk("1m");
+  if (!disk.mounted()) {
+    MESSAGE("mount -t tmpfs is not allowed here: the small-disk cases cannot run");
+    return;
+  }
+  std::string url = fresh_database("workspace");
+  std::string rejects = test::make_temp_dir("catwalk-workspace");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_with_extra_skus(200000);  // about 3 MB of skus: 4+ MB of spill
+  std::string fresh_rejects = rejects + "/not-yet";
+  auto r = load(url, dir, fresh_rejects, "--work-dir " + disk.dir());
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find(disk.dir() + ": 0.00 GB free, but the document work files of this export "
+                                "need about") != std::string::npos);
+  CHECK(r.err.find("--work-dir") != std::string::npos);
+  CHECK(fs::is_empty(disk.dir()));
+  CHECK_FALSE(fs::exists(fresh_rejects));  // not even the rejects folder
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
+  auto missing = load(url, dir, rejects, "--work-dir " + dir + "/nope");
+  CHECK(missing.exit_code == 3);
+  CHECK(missing.err.find("nope: not a folder") != std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a work folder filling up half-way: exit 3, published data untouched, no work files") {
+  SmallDisk disk("1m");
+  if (!disk.mounted()) {
+    MESSAGE("mount -t tmpfs is not allowed here: the small-disk cases cannot run");
+    return;
+  }
+  std::string url = fresh_database("workfull");
+  std::string rejects = test::make_temp_dir("catwalk-workfull");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_with_extra_skus(200000);
+  // Past the space check on purpose: the disk fills while skus.csv is read.
+  auto r = load(url, dir, rejects, "--no-space-check --work-dir " + disk.dir());
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("cannot write the document work files in " + disk.dir() +
+                   "/catwalk-etl-docs-") != std::string::npos);
+  CHECK(r.err.find("No space left on device") != std::string::npos);
+  CHECK(fs::is_empty(disk.dir()));
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
+  CHECK(rows(c, "SELECT count(*) FROM product_docs") == "12\n");
+  // The same export loads once there is room.
+  std::string roomy = test::make_temp_dir("catwalk-workroomy");
+  auto ok = load(url, dir, rejects, "--work-dir " + roomy);
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "200037\n");
+  CHECK(fs::is_empty(roomy));
+  fs::remove_all(roomy);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a database disk too small for the export stops the load before anything is written") {
+  std::string url = fresh_database("dbspace");
+  std::string rejects = test::make_temp_dir("catwalk-dbspace");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_copy("catwalk-dbspace-data");
+  // A sparse 8 TiB cart.csv: no disk here holds three times that. Cart rows have no document,
+  // so the work folder check passes and the database's is the one that stops the load.
+  fs::resize_file(dir + "/cart.csv", std::uintmax_t{8} << 40);
+  auto r = load(url, dir, rejects);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("the database's disk (") != std::string::npos);
+  CHECK(r.err.find("but this load needs about 26388") != std::string::npos);
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM styles") == "12\n");
+  CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'catwalk_next'") == "0\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
