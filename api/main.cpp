@@ -53,9 +53,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--cache-mb", opt.cache_mb, "document cache budget in MiB (0 disables the cache)")
       ->capture_default_str();
-  app.add_option("--timeout", opt.io_timeout_s,
-                 "seconds an idle connection, or a stalled read or write, may hold a worker")
+  app.add_option(
+         "--timeout", opt.io_timeout_s,
+         "seconds an idle keep-alive connection, or a stalled response write, may hold a worker")
       ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--header-timeout", opt.header_timeout_s,
+                 "seconds a request's line, headers and body may take to arrive (else 408)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--max-queued", opt.max_queued,
+                 "connections that may wait for a free worker; more are answered 503 at once")
+      ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   bool quiet = false;
   app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");

@@ -73,8 +73,11 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// The methods cpp-httplib reads a body for and has handlers for (server.cpp registers them);
+// every other one, TRACE and CONNECT included, is dispatched from the pre-routing hook, else
+// cpp-httplib would answer it a bare 400.
 bool has_body_method(std::string_view method) {
-  return method != "GET" && method != "HEAD" && method != "OPTIONS";
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
 }
 
 }  // namespace
