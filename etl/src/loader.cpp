@@ -15,23 +15,26 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
-#include "catwalk/etl/copy_binary.hpp"
-#include "catwalk/etl/dag.hpp"
-#include "catwalk/etl/documents.hpp"
 #include "catwalk/etl/errors.hpp"
 #include "catwalk/etl/migrations.hpp"
-#include "catwalk/etl/record.hpp"
-#include "catwalk/etl/rejects.hpp"
-#include "catwalk/etl/validate.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
+#include "chunk_pipe.hpp"
+#include "copy_writer.hpp"
+#include "dag.hpp"
+#include "documents.hpp"
+#include "file_task.hpp"
+#include "progress.hpp"
+#include "record.hpp"
+#include "rejects.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -53,134 +56,6 @@ void check_stop() {
         "is unchanged");
   }
 }
-
-struct FileTask {
-  const TableSpec* spec = nullptr;
-  std::string path;
-  HeaderMap header;
-  std::uint64_t size = 0;
-  std::vector<std::size_t> parent_tasks;  // indices of tasks that must finish first
-  IdSet ids;                              // accepted ids; read by child tasks once this one is done
-  FileStats stats;
-  // Live progress, written by the worker, read by the progress thread.
-  std::atomic<std::uint64_t> live_rows{0};
-  std::atomic<std::uint64_t> live_bytes{0};
-  std::atomic<Clock::rep> live_started_ns{0};  // steady clock; 0 = not started
-  std::atomic<bool> live_done{false};
-};
-
-// Live progress on stderr: on a terminal, one line per file redrawn in place (rows, MB/s, percent,
-// ETA); otherwise one line per running file every 5 seconds, so CI logs stay short.
-class Progress {
- public:
-  Progress(std::vector<std::unique_ptr<FileTask>>& tasks, LoadOptions::Progress mode)
-      : tasks_(tasks) {
-    terminal_ = mode == LoadOptions::Progress::kTerminal ||
-                (mode == LoadOptions::Progress::kAuto && ::isatty(STDERR_FILENO));
-    if (mode != LoadOptions::Progress::kOff) thread_ = std::thread([this] { loop(); });
-  }
-  ~Progress() { stop(); }
-  // True while live terminal lines are being redrawn (other stderr output would garble them).
-  bool live() {
-    std::lock_guard lock(m_);
-    return terminal_ && !stopped_;
-  }
-  void stop() {
-    {
-      std::lock_guard lock(m_);
-      if (stopped_) return;
-      stopped_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void loop() {
-    auto interval = terminal_ ? std::chrono::milliseconds(250) : std::chrono::seconds(5);
-    std::unique_lock lock(m_);
-    while (!cv_.wait_for(lock, interval, [this] { return stopped_; })) render();
-    if (terminal_) render();  // the final state of every line
-  }
-
-  void render() {
-    std::string out;
-    if (drawn_ > 0) out += fmt::format("\x1b[{}A", drawn_);  // back to the first line
-    int lines = 0;
-    for (auto& t : tasks_) {
-      bool done = t->live_done.load();
-      auto started = t->live_started_ns.load();
-      if (started == 0 || (done && !terminal_)) continue;
-      std::uint64_t rows = t->live_rows.load(), bytes = t->live_bytes.load();
-      double secs = done
-                        ? t->stats.seconds
-                        : std::max(1e-3, (Clock::now().time_since_epoch().count() - started) / 1e9);
-      double mbps = bytes / 1e6 / secs;
-      std::string state = "done";
-      if (!done) {
-        double left = t->size > bytes && mbps > 0 ? (t->size - bytes) / 1e6 / mbps : 0;
-        state = fmt::format("{:3.0f}%  ETA {}:{:02}", t->size ? 100.0 * bytes / t->size : 100.0,
-                            static_cast<int>(left) / 60, static_cast<int>(left) % 60);
-      }
-      out += fmt::format("{}{:<13} {:>12} rows {:>8.1f} MB/s  {}\n", terminal_ ? "\x1b[2K" : "",
-                         t->spec->file, rows, mbps, state);
-      ++lines;
-    }
-    if (terminal_) drawn_ = lines;
-    if (out.empty()) return;
-    ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
-    (void)ignored;
-  }
-
-  std::vector<std::unique_ptr<FileTask>>& tasks_;
-  bool terminal_ = false, stopped_ = false;
-  int drawn_ = 0;
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::thread thread_;
-};
-
-// A bounded hand-off of COPY chunks from one producer thread to one consumer: the documents are
-// assembled while PostgreSQL ingests the previous chunks. close() ends the stream (producer
-// side); cancel() makes both sides give up (consumer side, on a failed send).
-class ChunkPipe {
- public:
-  explicit ChunkPipe(std::size_t capacity) : capacity_(capacity) {}
-  bool push(std::string chunk) {  // false once cancelled
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return cancelled_ || queue_.size() < capacity_; });
-    if (cancelled_) return false;
-    queue_.push_back(std::move(chunk));
-    cv_.notify_all();
-    return true;
-  }
-  bool pop(std::string& out) {  // false at the end of the stream or once cancelled
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return cancelled_ || closed_ || !queue_.empty(); });
-    if (cancelled_ || queue_.empty()) return false;
-    out = std::move(queue_.front());
-    queue_.pop_front();
-    cv_.notify_all();
-    return true;
-  }
-  void close() {
-    std::lock_guard lock(m_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-  void cancel() {
-    std::lock_guard lock(m_);
-    cancelled_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::size_t capacity_;
-  std::deque<std::string> queue_;
-  bool closed_ = false, cancelled_ = false;
-  std::mutex m_;
-  std::condition_variable cv_;
-};
 
 // What an input path is, asked without opening it (opening a FIFO would block).
 enum class PathKind { kMissing, kRegular, kDirectory, kOther };
@@ -300,7 +175,7 @@ class Run {
       t->header = map_header(spec, read_header_line(t->path), t->path);
       t->size = fs::file_size(path);
       t->stats.file = spec.file;
-      t->stats.table = spec.table == "cart_import" ? "cart" : spec.table;
+      t->stats.table = spec.shown_table;
       tasks_.push_back(std::move(t));
     }
     for (auto& t : tasks_) {
@@ -500,11 +375,16 @@ class Run {
   void build_documents(pg::Connection& c) {
     const IdSet* products = nullptr;
     for (auto& t : tasks_) {
-      if (t->spec->table != "products") continue;
+      if (t->spec->role != TableRole::kProducts) continue;
       t->ids.finalize();  // every file task is done: the set is final, ranks can be computed
       products = &t->ids;
     }
-    c.exec("BEGIN");
+    pg::Transaction tx(c);
+    // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
+    c.exec("TRUNCATE product_docs");
+    pg::CopyIn copy(c,
+                    "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
+                    "WITH (FORMAT binary, FREEZE)");
     ChunkPipe pipe(4);
     std::exception_ptr assembly_error;
     std::thread assembler([&] {
@@ -518,28 +398,24 @@ class Run {
       }
       pipe.close();
     });
-    try {
-      c.exec("TRUNCATE product_docs");
-      c.exec(
-          "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
-          "WITH (FORMAT binary, FREEZE)");
-      std::string chunk;
-      while (pipe.pop(chunk)) c.put_copy(chunk.data(), chunk.size());
-      assembler.join();
-      if (assembly_error) std::rethrow_exception(assembly_error);
-      check_stop();
-      if (cancelled_) throw Cancelled{};
-      c.end_copy();
-      c.exec("COMMIT");
-    } catch (...) {
-      pipe.cancel();
-      if (assembler.joinable()) assembler.join();
-      if (c.ok()) {
-        c.abort_copy("load cancelled");
-        c.exec("ROLLBACK");
+    // Whatever fails here, the assembler stops and is joined first; then the COPY and the
+    // transaction are abandoned by their destructors, which never throw.
+    struct JoinAssembler {
+      ChunkPipe& pipe;
+      std::thread& thread;
+      ~JoinAssembler() {
+        pipe.cancel();
+        if (thread.joinable()) thread.join();
       }
-      throw;
-    }
+    } joiner{pipe, assembler};
+    std::string chunk;
+    while (pipe.pop(chunk)) copy.put(chunk);
+    assembler.join();
+    if (assembly_error) std::rethrow_exception(assembly_error);
+    check_stop();
+    if (cancelled_) throw Cancelled{};
+    copy.finish();
+    tx.commit();
   }
 
   // Refuses to publish a catalogue that is empty, or much smaller than the published one,
@@ -548,7 +424,7 @@ class Run {
   void check_catalogue_size() const {
     const FileStats* products = nullptr;
     for (const auto& t : tasks_) {
-      if (t->spec->table == "products") products = &t->stats;
+      if (t->spec->role == TableRole::kProducts) products = &t->stats;
     }
     if (products == nullptr) return;
     if (products->loaded == 0 && !o_.allow_empty) {
@@ -579,31 +455,25 @@ class Run {
     check_stop();  // the last moment a stop is honoured: past here the swap commits
     log("publishing");
     auto t = Clock::now();
-    main_->exec("BEGIN");
-    try {
-      main_->exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
-      main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
-      main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
-      main_->exec("DROP SCHEMA catwalk_retired CASCADE");
-      // Carts written through the API survive: rows whose id is present are left alone.
-      auto ins = main_->exec(
-          "WITH ins AS (INSERT INTO public.cart (id, user_session, product_id, active)"
-          " SELECT id, user_session, product_id, active FROM catwalk.cart_import ORDER BY pos"
-          " ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins");
-      main_->exec(
-          "SELECT setval('public.cart_id_seq', m) FROM (SELECT max(id) AS m FROM public.cart) x"
-          " WHERE m > (SELECT last_value FROM public.cart_id_seq)");
-      main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
-      main_->exec("COMMIT");
-      for (auto& task : tasks_) {
-        if (task->spec->table == "cart_import") {
-          summary.cart_rows_kept =
-              task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
-        }
+    pg::Transaction tx(*main_);
+    main_->exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
+    main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
+    main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
+    main_->exec("DROP SCHEMA catwalk_retired CASCADE");
+    // Carts written through the API survive: rows whose id is present are left alone.
+    auto ins = main_->exec(
+        "WITH ins AS (INSERT INTO public.cart (id, user_session, product_id, active)"
+        " SELECT id, user_session, product_id, active FROM catwalk.cart_import ORDER BY pos"
+        " ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins");
+    main_->exec(
+        "SELECT setval('public.cart_id_seq', m) FROM (SELECT max(id) AS m FROM public.cart) x"
+        " WHERE m > (SELECT last_value FROM public.cart_id_seq)");
+    main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
+    tx.commit();
+    for (auto& task : tasks_) {
+      if (task->spec->role == TableRole::kCart) {
+        summary.cart_rows_kept = task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
       }
-    } catch (...) {
-      if (main_->ok()) main_->exec("ROLLBACK");
-      throw;
     }
     summary.phases.push_back({"publish", since(t)});
   }
@@ -646,27 +516,19 @@ class Run {
     std::string stem = fs::path(task.spec->file).stem().string();
     RejectsWriter rejects((fs::path(o_.rejects_dir) / (stem + ".rejects.csv")).string());
 
-    pg::Connection* conn = o_.use_database ? &worker_connection(worker) : nullptr;
-    if (conn) {
-      std::string table = conn->quote_ident(task.spec->table);
-      std::string cols;
-      for (const auto& c : task.spec->columns) cols += conn->quote_ident(c.name) + ", ";
-      conn->exec("BEGIN");
-      // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
-      conn->exec("TRUNCATE " + table);
-      conn->exec(
-          fmt::format("COPY {} ({}pos) FROM STDIN WITH (FORMAT binary, FREEZE)", table, cols));
-    }
+    // The file's rows go to its table (load only). On any failure the writer aborts the COPY
+    // and rolls back without throwing, and the rejects file is closed quietly: the error that
+    // stopped the task is the one reported.
+    std::optional<CopyWriter> copy;
+    if (o_.use_database) copy.emplace(worker_connection(worker), *task.spec);
+    std::string no_database_rows;  // `check`: rows are formed the same way, then dropped
+    std::string& buffer = copy ? copy->rows() : no_database_rows;
 
     std::unique_ptr<DocumentStore::Writer> docs;
     if (documents_) docs = documents_->writer(*task.spec);
     LineSource source(task.path);
     std::string_view line;
     source.next(line);  // the header, checked in plan()
-    std::string buffer;
-    constexpr std::size_t kFlushAt = 1 << 20;
-    buffer.reserve(kFlushAt + (1 << 16));
-    buffer.append(copy_binary::kHeader);
     RowError error;
     bool repaired = false;
     auto publish_live = [&] {
@@ -674,51 +536,37 @@ class Run {
       // Compared with the file's size on disk: compressed bytes for a .gz.
       task.live_bytes.store(source.input_bytes(), std::memory_order_relaxed);
     };
-    try {
-      while (source.next(line)) {
-        ++st.read;
-        if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
-          ++st.loaded;
-          st.repaired += repaired;
-          if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
-          if (buffer.size() >= kFlushAt) {
-            if (conn) conn->put_copy(buffer.data(), buffer.size());
-            buffer.clear();
-          }
-        } else {
-          ++st.rejected;
-          ++st.rejects[static_cast<int>(error.kind)];
-          rejects.write(error, line);
-          std::uint64_t total = ++total_rejects_;
-          if (o_.max_rejects && total > *o_.max_rejects) {
-            throw TooManyRejects(fmt::format(
-                "more than {} lines rejected (--max-rejects); stopped at {} line {}; nothing "
-                "was published. See the rejects in {}",
-                *o_.max_rejects, task.spec->file, source.line_number(), o_.rejects_dir));
-          }
-        }
-        if ((st.read & 4095) == 0) {
-          publish_live();
-          if (cancelled_) throw Cancelled{};
-          check_stop();
+    while (source.next(line)) {
+      ++st.read;
+      if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
+        ++st.loaded;
+        st.repaired += repaired;
+        if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
+        if (copy)
+          copy->send_if_full();
+        else
+          drop_if_full(buffer);
+      } else {
+        ++st.rejected;
+        ++st.rejects[static_cast<int>(error.kind)];
+        rejects.write(error, line);
+        std::uint64_t total = ++total_rejects_;
+        if (o_.max_rejects && total > *o_.max_rejects) {
+          throw TooManyRejects(fmt::format(
+              "more than {} lines rejected (--max-rejects); stopped at {} line {}; nothing "
+              "was published. See the rejects in {}",
+              *o_.max_rejects, task.spec->file, source.line_number(), o_.rejects_dir));
         }
       }
-      if (conn) {
-        copy_binary::trailer(buffer);
-        conn->put_copy(buffer.data(), buffer.size());
-        conn->end_copy();
-        conn->exec("COMMIT");
+      if ((st.read & 4095) == 0) {
+        publish_live();
+        if (cancelled_) throw Cancelled{};
+        check_stop();
       }
-    } catch (...) {
-      if (conn && conn->ok()) {
-        conn->abort_copy("load cancelled");
-        conn->exec("ROLLBACK");
-      }
-      rejects.close();
-      throw;
     }
     rejects.close();
     if (docs) docs->close();
+    if (copy) copy->finish();
     st.bytes = source.bytes_read();
     st.seconds = since(start);
     publish_live();

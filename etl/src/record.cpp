@@ -14,7 +14,7 @@
 #include <fstream>
 
 #include "catwalk/etl/errors.hpp"
-#include "catwalk/etl/record.hpp"
+#include "record.hpp"
 
 namespace catwalk::etl {
 
@@ -206,7 +206,7 @@ class PlainInput : public RawInput {
   std::size_t read(char* out, std::size_t size) override {
     std::size_t n = std::fread(out, 1, size, file_);
     if (n == 0 && std::ferror(file_)) {
-      throw InputError(path_ + ": read error: " + std::strerror(errno));
+      throw InputError(path_ + ": cannot read the file: " + std::strerror(errno));
     }
     consumed_ += n;
     return n;

@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include "catwalk/etl/record.hpp"
 #include "catwalk/json.hpp"
+#include "record.hpp"
 
 namespace catwalk::etl {
 

@@ -1,4 +1,4 @@
-#include "catwalk/etl/validate.hpp"
+#include "validate.hpp"
 
 #include <fmt/format.h>
 
@@ -6,8 +6,8 @@
 #include <charconv>
 #include <cstring>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
+#include "copy_binary.hpp"
 
 namespace catwalk::etl {
 
@@ -335,7 +335,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
     const ColumnSpec& col = spec_.columns[orphan_col];
     return fail(error, line_number, orphan_col, RejectKind::kOrphan,
                 fmt::format("column {}: {} {} does not exist (absent from {} or rejected there)",
-                            col.name, col.parent == "products" ? "product" : "style", orphan_value,
+                            col.name, find_spec_by_table(col.parent)->row_noun, orphan_value,
                             find_spec_by_table(col.parent)->file));
   }
   own_ids_.insert(row_id);

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "catwalk/etl/table_spec.hpp"
+#include "table_spec.hpp"
 
 namespace catwalk::test {
 

@@ -16,9 +16,9 @@
 #include <sstream>
 #include <thread>
 
-#include "catwalk/etl/record.hpp"
 #include "catwalk/pg.hpp"
 #include "pg_server.hpp"
+#include "record.hpp"
 
 using namespace catwalk;
 using catwalk::test::run_command;
@@ -333,15 +333,17 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data, the ne
 
   std::string dir = samples_with_extra_skus(400000);
   pg::Connection c(url);
+  bool seen_copy = false;
   for (int attempt = 0; attempt < 3; ++attempt) {
     pid_t pid = spawn_load(url, rejects, dir);
-    bool seen_copy = wait_for_copy(c);  // kill it while a COPY is running
+    seen_copy = wait_for_copy(c);  // kill it while a COPY is running
     ::kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
     CHECK(WIFSIGNALED(status));
     if (seen_copy) break;
   }
+  CHECK(seen_copy);  // else the kill came before or after the COPY, and this proves nothing
   CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   CHECK(rows(c, "SELECT count(*) FROM products") == "12\n");
   CHECK(rows(c,
@@ -887,8 +889,8 @@ TEST_CASE("a work folder filling up half-way: exit 3, published data untouched, 
   // Past the space check on purpose: the disk fills while skus.csv is read.
   auto r = load(url, dir, rejects, "--no-space-check --work-dir " + disk.dir());
   CHECK(r.exit_code == 3);
-  CHECK(r.err.find("cannot write the document work files in " + disk.dir() +
-                   "/catwalk-etl-docs-") != std::string::npos);
+  CHECK(r.err.find("cannot write the document work file " + disk.dir() + "/catwalk-etl-docs-") !=
+        std::string::npos);
   CHECK(r.err.find("No space left on device") != std::string::npos);
   CHECK(fs::is_empty(disk.dir()));
   pg::Connection c(url);
@@ -921,6 +923,36 @@ TEST_CASE("a database disk too small for the export stops the load before anythi
   pg::Connection c(url);
   CHECK(rows(c, "SELECT count(*) FROM styles") == "12\n");
   CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'catwalk_next'") == "0\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a database failure mid-COPY stays exit 4 even when cleaning up fails too") {
+  std::string url = fresh_database("dbfail");
+  std::string rejects = test::make_temp_dir("catwalk-dbfail");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_with_extra_skus(1000000);
+  // The skus rejects file sits on a "full disk": closing it fails, also on the failure path.
+  fs::remove(rejects + "/skus.rejects.csv");
+  fs::create_symlink("/dev/full", rejects + "/skus.rejects.csv");
+  test::CommandResult r;
+  std::thread loader([&] { r = load(url, dir, rejects); });
+  pg::Connection c(url);
+  int ended = 0;
+  for (int i = 0; i < 6000 && ended == 0; ++i) {  // up to about 30 s
+    ended = static_cast<int>(
+        c.exec("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+               "query LIKE 'COPY \"skus\"%' AND state = 'active'")
+            .get_int(0, 0));
+    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  loader.join();
+  REQUIRE(ended == 1);  // the skus COPY was ended while it ran
+  INFO(r.err);
+  CHECK(r.exit_code == 4);
+  CHECK(r.out.find("\"exit_code\": 4") != std::string::npos);
+  CHECK(r.err.find("rejects file") == std::string::npos);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }

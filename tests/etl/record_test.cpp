@@ -1,4 +1,4 @@
-#include "catwalk/etl/record.hpp"
+#include "record.hpp"
 
 #include <doctest/doctest.h>
 

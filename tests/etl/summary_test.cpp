@@ -6,8 +6,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "catwalk/etl/rejects.hpp"
 #include "pg_server.hpp"
+#include "rejects.hpp"
 
 using namespace catwalk::etl;
 

@@ -1,4 +1,4 @@
-#include "catwalk/etl/validate.hpp"
+#include "validate.hpp"
 
 #include <doctest/doctest.h>
 
