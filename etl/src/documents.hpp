@@ -74,7 +74,6 @@ class DocumentStore {
 
  private:
   std::string partition_path(int table, int partition) const;
-  [[noreturn]] void write_failed() const;  // throws InputError naming the folder and errno
   std::uint32_t product_of_style(std::uint32_t style) const;
   void set_style_product(std::uint32_t style, std::uint32_t product);
 
