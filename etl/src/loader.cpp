@@ -27,7 +27,9 @@
 #include "dag.hpp"
 #include "documents.hpp"
 #include "file_task.hpp"
+#include "plan.hpp"
 #include "progress.hpp"
+#include "publish.hpp"
 #include "record.hpp"
 #include "rejects.hpp"
 #include "validate.hpp"
@@ -55,26 +57,6 @@ void check_stop() {
         "interrupted: the load was stopped before publishing; the published data "
         "is unchanged");
   }
-}
-
-// What an input path is, asked without opening it (opening a FIFO would block).
-enum class PathKind { kMissing, kRegular, kDirectory, kOther };
-
-PathKind path_kind(const fs::path& path) {
-  std::error_code ec;
-  fs::file_status st = fs::status(path, ec);
-  if (st.type() == fs::file_type::not_found) return PathKind::kMissing;
-  if (ec) {
-    if (ec == std::errc::too_many_symbolic_link_levels) {
-      throw InputError(fmt::format(
-          "{}: a symbolic link loop (the link points back at itself); point it at the file",
-          path.string()));
-    }
-    throw InputError(fmt::format("{}: cannot read it: {}", path.string(), ec.message()));
-  }
-  if (st.type() == fs::file_type::directory) return PathKind::kDirectory;
-  if (st.type() == fs::file_type::regular) return PathKind::kRegular;
-  return PathKind::kOther;
 }
 
 // The decompressed size of an export file: its size, or for a .gz the size its gzip trailer
@@ -134,69 +116,14 @@ class Run {
   explicit Run(const LoadOptions& o) : o_(o) {}
 
   void plan() {
-    if (path_kind(o_.dir) != PathKind::kDirectory) {
-      throw InputError(
-          fmt::format("{}: not a folder; pass the folder holding product.csv, ...", o_.dir));
-    }
-    for (const auto& spec : table_specs()) {
-      fs::path path = fs::path(o_.dir) / spec.file;
-      PathKind kind = path_kind(path);
-      // A compressed export is read when the plain file is absent; the plain one wins when both
-      // are there (say so: the user may expect the other one).
-      fs::path gz = path.string() + ".gz";
-      if (kind == PathKind::kMissing && path_kind(gz) != PathKind::kMissing) {
-        path = gz;
-        kind = path_kind(path);
-      } else if (kind != PathKind::kMissing && path_kind(gz) != PathKind::kMissing) {
-        log("{} and {} are both present: reading {}, ignoring the .gz", path.string(),
-            gz.filename().string(), spec.file);
-      }
-      if (kind == PathKind::kDirectory) {
-        throw InputError(fmt::format("{}: is a folder, not a file; expected the {} export",
-                                     path.string(), spec.file));
-      }
-      if (kind == PathKind::kOther) {
-        throw InputError(
-            fmt::format("{}: not a regular file (a FIFO, socket or device); the loader reads "
-                        "regular files only: save the export to a file first",
-                        path.string()));
-      }
-      if (kind == PathKind::kMissing) {
-        if (!spec.required) continue;
-        throw InputError(fmt::format(
-            "{}: required file {} is missing; nothing was loaded. Expected product.csv, "
-            "features.csv, styles.csv, photos.csv, skus.csv, related.csv (cart.csv optional), "
-            "each either plain or gzip-compressed (product.csv.gz, ...)",
-            o_.dir, spec.file));
-      }
-      auto t = std::make_unique<FileTask>();
-      t->spec = &spec;
-      t->path = path.string();
-      t->header = map_header(spec, read_header_line(t->path), t->path);
-      t->size = fs::file_size(path);
-      t->stats.file = spec.file;
-      t->stats.table = spec.shown_table;
-      tasks_.push_back(std::move(t));
-    }
-    for (auto& t : tasks_) {
-      for (const auto& parent : t->spec->parents()) {
-        for (std::size_t i = 0; i < tasks_.size(); ++i) {
-          if (tasks_[i]->spec->table == parent) t->parent_tasks.push_back(i);
-        }
-      }
-    }
+    tasks_ = plan_files(o_);
     for (const auto& t : tasks_) {
       std::uint64_t text = text_size_estimate(t->path, t->size);
       text_bytes_ += text;
       if (t->spec->table != "cart_import") document_text_bytes_ += text;
     }
-    if (o_.use_database) check_work_space();
-    std::error_code ec;
-    fs::create_directories(o_.rejects_dir, ec);
-    if (!fs::is_directory(o_.rejects_dir)) {
-      throw InputError(
-          fmt::format("cannot create the rejects folder {}: {}", o_.rejects_dir, ec.message()));
-    }
+    if (o_.use_database) check_work_space();  // before the first write: the rejects folder
+    make_rejects_folder(o_);
   }
 
   void prepare_database() {
@@ -227,7 +154,8 @@ class Run {
   // document spill: a load that would fill the disk half-way stops here, before writing.
   void check_work_space() {
     if (!o_.work_dir.empty()) {
-      if (path_kind(o_.work_dir) != PathKind::kDirectory) {
+      std::error_code ec;
+      if (!fs::is_directory(o_.work_dir, ec)) {
         throw InputError(
             fmt::format("--work-dir {}: not a folder; pass an existing folder for the work files",
                         o_.work_dir));
@@ -418,36 +346,10 @@ class Run {
     tx.commit();
   }
 
-  // Refuses to publish a catalogue that is empty, or much smaller than the published one,
-  // unless the user asked for it: a truncated or mis-exported product.csv must not replace
-  // a good catalogue (the API would serve 404s for everything).
   void check_catalogue_size() const {
-    const FileStats* products = nullptr;
     for (const auto& t : tasks_) {
-      if (t->spec->role == TableRole::kProducts) products = &t->stats;
-    }
-    if (products == nullptr) return;
-    if (products->loaded == 0 && !o_.allow_empty) {
-      std::string why = products->read == 0
-                            ? "product.csv holds only a header"
-                            : fmt::format(
-                                  "every one of the {} lines of product.csv was rejected "
-                                  "(see {})",
-                                  products->read, o_.rejects_dir);
-      throw RefusedPublish(fmt::format(
-          "{}: the catalogue would be empty; nothing was published. Pass --allow-empty to "
-          "publish an empty catalogue on purpose",
-          why));
-    }
-    if (products->loaded == 0) return;  // --allow-empty: emptying it is what was asked for
-    if (o_.use_database && !o_.allow_shrink &&
-        static_cast<double>(products->loaded) <
-            kMinKeptShare * static_cast<double>(published_products_)) {
-      throw RefusedPublish(fmt::format(
-          "this export has {} products, fewer than half of the {} published now; nothing was "
-          "published. Check the export is complete, or pass --allow-shrink if it is meant to "
-          "be this small",
-          products->loaded, published_products_));
+      if (t->spec->role == TableRole::kProducts)
+        etl::check_catalogue_size(t->stats, published_products_, o_);
     }
   }
 
@@ -455,25 +357,10 @@ class Run {
     check_stop();  // the last moment a stop is honoured: past here the swap commits
     log("publishing");
     auto t = Clock::now();
-    pg::Transaction tx(*main_);
-    main_->exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
-    main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
-    main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
-    main_->exec("DROP SCHEMA catwalk_retired CASCADE");
-    // Carts written through the API survive: rows whose id is present are left alone.
-    auto ins = main_->exec(
-        "WITH ins AS (INSERT INTO public.cart (id, user_session, product_id, active)"
-        " SELECT id, user_session, product_id, active FROM catwalk.cart_import ORDER BY pos"
-        " ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins");
-    main_->exec(
-        "SELECT setval('public.cart_id_seq', m) FROM (SELECT max(id) AS m FROM public.cart) x"
-        " WHERE m > (SELECT last_value FROM public.cart_id_seq)");
-    main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
-    tx.commit();
+    std::uint64_t cart_inserted = publish_staging(*main_);
     for (auto& task : tasks_) {
-      if (task->spec->role == TableRole::kCart) {
-        summary.cart_rows_kept = task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
-      }
+      if (task->spec->role == TableRole::kCart)
+        summary.cart_rows_kept = task->stats.loaded - cart_inserted;
     }
     summary.phases.push_back({"publish", since(t)});
   }
