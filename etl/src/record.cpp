@@ -356,6 +356,11 @@ class FilteringSource : public io::ByteSourceBase {
            (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
         *z = '\xFF';
       }
+      // The line reader drops a CR before the end of a line: a cut line ending in one would come
+      // out at exactly kMaxLineBytes and be loaded cut short. Its kept bytes past the limit are
+      // never loaded nor shown (over-long lines are rejected, their first 4 KiB kept).
+      if (dropping_ && take > 0 && out[produced + take - 1] == '\r')
+        out[produced + take - 1] = '\xFF';
       if (take > 0 && out[produced + take - 1] == '\n')
         line_len_ = 0;
       else

@@ -71,11 +71,11 @@ struct Feeder {
   IdSet& own;
   RowValidator v;
   std::unique_ptr<DocumentStore::Writer> w;
-  Feeder(DocumentStore& store, std::string_view table, std::string_view header, IdSet& own,
+  Feeder(DocumentStore& store, std::string_view table, std::string_view header, IdSet& own_ids,
          std::vector<const IdSet*> parents)
       : spec(*find_spec_by_table(table)),
-        own(own),
-        v(spec, map_header(spec, header, "t.csv"), std::move(parents), own),
+        own(own_ids),
+        v(spec, map_header(spec, header, "t.csv"), std::move(parents), own_ids),
         w(store.writer(spec)) {}
   void add(std::string_view line, std::uint32_t pos) {
     std::string copy;
