@@ -137,11 +137,16 @@ class Run {
     check_database_space();
     for (const auto& name : apply_missing_migrations(*main_)) log("applied migration {}", name);
     // What is published now, to compare the new catalogue with before replacing it.
-    auto published =
-        main_->exec(fmt::format("SELECT CASE WHEN to_regclass('{0}.products') IS NULL THEN 0 "
-                                "ELSE (SELECT count(*) FROM {0}.products) END",
-                                kPublishedSchema));
-    published_products_ = static_cast<std::uint64_t>(published.get_int(0, 0));
+    // Two statements: a query naming a table that does not exist fails when it is planned,
+    // even behind a CASE (a schema left without its tables, e.g. dropped and recreated by hand).
+    auto exists =
+        main_->exec(fmt::format("SELECT to_regclass('{}.products') IS NOT NULL", kPublishedSchema));
+    published_products_ = 0;
+    if (exists.get(0, 0) == "t") {
+      auto published =
+          main_->exec(fmt::format("SELECT count(*) FROM {}.products", kPublishedSchema));
+      published_products_ = static_cast<std::uint64_t>(published.get_int(0, 0));
+    }
     // A load killed earlier may have left its unpublished schema behind.
     main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));

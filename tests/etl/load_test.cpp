@@ -957,3 +957,22 @@ TEST_CASE("a database failure mid-COPY stays exit 4 even when cleaning up fails 
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }
+
+TEST_CASE(
+    "a catwalk schema without its tables (dropped and recreated by hand) does not stop a load") {
+  std::string url = fresh_database("emptyschema");
+  std::string rejects = test::make_temp_dir("catwalk-emptyschema");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  {
+    pg::Connection c(url);
+    // What an operator's DROP ... CASCADE + CREATE leaves.
+    c.exec("DROP SCHEMA catwalk CASCADE");
+    c.exec("CREATE SCHEMA catwalk");
+  }
+  auto r = load(url, samples(), rejects);
+  CHECK(r.exit_code == 0);
+  CAPTURE(r.err);
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM catwalk.products") == "12\n");
+  fs::remove_all(rejects);
+}
