@@ -115,8 +115,8 @@ void CacheRefresher::warm_loop() {
   }
 }
 
-// Streams every product's documents into the cache in id order until the catalogue ends or the
-// budget is full, without evicting (a full cache stays as warmed; misses still fill it). Stops
+// Streams every product's documents into the cache in id order until the catalogue ends or
+// seven eighths of the budget are used (misses fill the rest; nothing is ever evicted). Stops
 // early, quietly, when the generation moves on (a publish or a lost database: the watcher asks
 // again when it sees the new version or the database back), or when stopping. Returns true
 // when the warm-up completed.
@@ -173,12 +173,15 @@ bool CacheRefresher::warm(std::uint64_t generation) {
 
 CacheRefresher::BatchEnd CacheRefresher::store(std::vector<ProductDocs>& batch,
                                                std::uint64_t generation, std::uint64_t& stored) {
+  // The warm-up leaves an eighth of the budget to requests' misses: when the catalogue does not
+  // fit, what clients ask for beyond the warmed ids still gets cached.
+  const std::size_t warm_limit = cache_.budget() - cache_.budget() / 8;
   for (auto& p : batch) {
     std::pair<DocKind, std::string*> docs[] = {{DocKind::kStyles, &p.styles},
                                                {DocKind::kDetail, &p.detail},
                                                {DocKind::kRelated, &p.related}};
     for (auto& [kind, doc] : docs) {
-      switch (cache_.put(doc_key(kind, p.id), generation, std::move(*doc), DocCache::Evict::kNo)) {
+      switch (cache_.put(doc_key(kind, p.id), generation, *doc, warm_limit)) {
         case DocCache::PutResult::kStored:
           ++stored;
           warmed_docs_.fetch_add(1, std::memory_order_relaxed);

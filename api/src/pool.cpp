@@ -8,7 +8,7 @@ pg::Result PooledConnection::exec(const Statement& s, int n, const char* const* 
     conn_.prepare(s.name, s.sql);
     prepared_[s.slot] = true;
   }
-  return conn_.exec_prepared(s.name, n, values);
+  return conn_.exec_prepared(s.name, n, values, s.binary_result);
 }
 
 ConnectionPool::ConnectionPool(std::string conninfo, int size,

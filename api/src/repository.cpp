@@ -18,12 +18,13 @@ struct IntText {
 
 // All the SQL of the API. Names in catwalk.* are resolved again by PostgreSQL when the loader
 // swaps the schema and drops the old one (plan invalidation), so these survive a publish.
+// The documents are bytea (mostly gzip members): read in binary form, as their bytes.
 constexpr Statement kDetail{0, "detail",
-                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4"};
+                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kStyles{1, "styles",
-                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4"};
+                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kRelated{2, "related",
-                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4"};
+                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kPage{3, "page",
                           "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY rn), '') || ']' "
                           "FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4"};
@@ -49,7 +50,8 @@ constexpr Statement kPing{6, "ping", "SELECT 1"};
 constexpr Statement kDocsAfter{
     7, "docs_after",
     "SELECT id, detail, styles, related FROM catwalk.product_docs WHERE id > $1::int4 "
-    "ORDER BY id LIMIT $2::int4"};
+    "ORDER BY id LIMIT $2::int4",
+    true};
 
 const Statement& doc_statement(DocKind k) {
   switch (k) {
@@ -112,7 +114,11 @@ std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id, s
     std::vector<ProductDocs> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) {
-      out.push_back({static_cast<std::int32_t>(r.get_int(i, 0)), std::string(r.get(i, 1)),
+      // Binary results: the id is int4 in network byte order.
+      std::string_view id = r.get(i, 0);
+      std::uint32_t v = 0;
+      for (char c : id.substr(0, 4)) v = (v << 8) | static_cast<unsigned char>(c);
+      out.push_back({static_cast<std::int32_t>(v), std::string(r.get(i, 1)),
                      std::string(r.get(i, 2)), std::string(r.get(i, 3))});
     }
     return out;

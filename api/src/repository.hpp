@@ -20,7 +20,8 @@ inline std::uint64_t doc_key(DocKind kind, std::int32_t id) {
   return (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(id);
 }
 
-// One product's three documents, as the warmer streams them.
+// One product's three documents as stored (a gzip member, or the JSON where gzip would not make
+// it smaller: see migrations/002), as the warmer streams them.
 struct ProductDocs {
   std::int32_t id = 0;
   std::string detail, styles, related;
@@ -35,7 +36,8 @@ class Repository {
  public:
   explicit Repository(ConnectionPool& pool) : pool_(pool) {}
 
-  // The precomputed body of /products/:id, /styles or /related; nullopt for an unknown product.
+  // The stored body of /products/:id, /styles or /related (as ProductDocs holds them); nullopt
+  // for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
   // Up to `limit` products with id > after_id, in id order (keyset pagination: each batch is
   // one short statement on one borrowed connection, so the warmer never holds a connection,
