@@ -1,4 +1,4 @@
-// catwalk-api: serves the published catalogue and the carts over HTTP (see openapi.yaml).
+// catwalk-api: serves the published catalogue and the carts over HTTP (see docs/api-contract.md).
 #include <pthread.h>
 #include <signal.h>
 
@@ -63,9 +63,18 @@ int main(int argc, char** argv) {
                  "Cache-Control max-age, in seconds, of the catalogue routes' answers")
       ->check(CLI::Range(0, 31536000))
       ->capture_default_str();
-  app.add_option("--timeout", opt.io_timeout_s,
-                 "seconds an idle connection, or a stalled read or write, may hold a worker")
+  app.add_option(
+         "--timeout", opt.io_timeout_s,
+         "seconds an idle keep-alive connection, or a stalled response write, may hold a worker")
       ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--header-timeout", opt.header_timeout_s,
+                 "seconds a request's line, headers and body may take to arrive (else 408)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--max-queued", opt.max_queued,
+                 "connections that may wait for a free worker; more are answered 503 at once")
+      ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   bool quiet = false;
   app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");
@@ -78,9 +87,9 @@ int main(int argc, char** argv) {
   opt.access_log = !quiet;
   opt.port = port != 0 ? port : 3000;
   opt.db_url = catwalk::resolve_db_url(db_flag);
-  // Never hang on the database: a connect gives up after 3 s and a statement after 5 s, unless
-  // the operator chose otherwise through libpq's own variables.
-  setenv("PGCONNECT_TIMEOUT", "3", 0);
+  // Requests stop waiting after ServerOptions::db_timeout_ms whatever the server does; this makes
+  // the server itself end a statement whose cancel did not reach it (unless the operator chose
+  // otherwise through libpq's own variable).
   setenv("PGOPTIONS", "-c statement_timeout=5000", 0);
 
   // SIGTERM/SIGINT are taken by a thread of ours (blocked everywhere else, inherited by every

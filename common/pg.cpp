@@ -73,10 +73,8 @@ Result Connection::exec_prepared(const std::string& name, const Params& params) 
   return exec_prepared(name.c_str(), static_cast<int>(values.size()), values.data());
 }
 
-Result Connection::exec_prepared(const char* name, int n, const char* const* values,
-                                 bool binary_result) {
-  return check(PQexecPrepared(c_.get(), name, n, values, nullptr, nullptr, binary_result ? 1 : 0),
-               "query failed");
+Result Connection::exec_prepared(const char* name, int n, const char* const* values) {
+  return check(PQexecPrepared(c_.get(), name, n, values, nullptr, nullptr, 0), "query failed");
 }
 
 void Connection::put_copy(const char* data, std::size_t size) {

@@ -8,11 +8,13 @@
 
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
+#include "db_connection.hpp"
 
 namespace catwalk::api {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+constexpr std::chrono::milliseconds kWatchTimeout{2000};
 }  // namespace
 
 CacheRefresher::CacheRefresher(Options options, Repository& repo, DocCache& cache)
@@ -55,7 +57,7 @@ bool CacheRefresher::pause(std::chrono::milliseconds d) {
 
 // One connection of its own, so a busy pool never delays noticing a publish.
 void CacheRefresher::watch_loop() {
-  std::optional<pg::Connection> conn;
+  std::optional<DbConnection> conn;
   long long seen = -1;
   const auto interval = std::chrono::milliseconds(std::clamp(opt_.poll_ms, 10, 500));
   for (;;) {
@@ -65,11 +67,13 @@ void CacheRefresher::watch_loop() {
     }
     if (!opt_.cache_on) continue;
     try {
+      // Bounded like a request: a frozen database must not hold up shutdown.
+      const Deadline deadline = Clock::now() + kWatchTimeout;
       if (!conn || !conn->ok()) {
         conn.reset();
-        conn.emplace(opt_.db_url);
+        conn.emplace(opt_.db_url, deadline);
       }
-      auto r = conn->exec("SELECT version FROM public.catwalk_publish");
+      auto r = conn->exec("SELECT version FROM public.catwalk_publish", deadline);
       long long v = r.rows() > 0 ? r.get_int(0, 0) : 0;
       const bool published = v != seen;
       if (published) {

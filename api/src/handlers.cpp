@@ -51,13 +51,13 @@ void send_unavailable(Response& res) {
 
 void send_not_found_route(Response& res) {
   send_error(res, 404, "not_found",
-             "No such route; see openapi.yaml for the routes this API serves.");
+             "No such route; see docs/openapi.yaml for the routes this API serves.");
 }
 
 std::string invalid_id_message(std::string_view raw) {
   std::string m =
       "The product id must be a positive whole number up to 2147483647, like /products/1; got \"";
-  m.append(raw.substr(0, 40));
+  m += utf8_quotable(raw, 40);  // the body stays valid UTF-8 whatever the path held
   m += "\".";
   return m;
 }
@@ -75,8 +75,11 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// The methods cpp-httplib reads a body for and has handlers for (server.cpp registers them);
+// every other one, TRACE and CONNECT included, is dispatched from the pre-routing hook, else
+// cpp-httplib would answer it a bare 400.
 bool has_body_method(std::string_view method) {
-  return method != "GET" && method != "HEAD" && method != "OPTIONS";
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
 }
 
 }  // namespace
@@ -97,8 +100,9 @@ void Handlers::guarded(Response& res, F&& f) {
     f();
   } catch (const std::exception& e) {
     if (is_catalogue_missing(e)) {
+      // Its own code: an operator must load a catalogue, retrying alone will not help.
       res.set_header("Retry-After", "5");
-      send_error(res, 503, "unavailable",
+      send_error(res, 503, "not_loaded",
                  "The catalogue is not loaded yet: run `catwalk-etl migrate` and `catwalk-etl "
                  "load` on this database.");
     } else if (is_unavailable(e)) {
@@ -299,8 +303,9 @@ void Handlers::ready(Response& res) {
     repo_.ping();
     send_json(res, 200, R"({"status":"ready"})");
   } catch (const std::exception& e) {
-    res.set_header("Retry-After", "1");
-    send_error(res, 503, "unavailable", fmt::format("The database does not answer: {}", e.what()));
+    // libpq's words name hosts and socket paths: they go to the log, the client gets ours.
+    catwalk::log("ready: the database does not answer: {}", e.what());
+    send_unavailable(res);
   }
 }
 

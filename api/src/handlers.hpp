@@ -1,5 +1,5 @@
 #pragma once
-// The contract's route handlers (shared/api-contract.md) and the one dispatch that maps a
+// The contract's route handlers (docs/api-contract.md) and the one dispatch that maps a
 // matched route and method to its handler, plus the hooks cpp-httplib calls around them: the
 // pre-routing entry, the JSON shape of errors cpp-httplib makes itself, and the access log and
 // request metrics. Socket setup and tuning stay in server.cpp.

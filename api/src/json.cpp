@@ -20,6 +20,44 @@ std::string error_body(std::string_view code, std::string_view message) {
 
 namespace {
 
+// The length of the well-formed UTF-8 character at the start of `s` (RFC 3629, table 3-7 of
+// the Unicode standard), or 0 when its first byte does not start one.
+std::size_t utf8_char_length(std::string_view s) {
+  auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  auto cont = [&](std::size_t i, unsigned lo = 0x80, unsigned hi = 0xBF) {
+    return i < s.size() && b(i) >= lo && b(i) <= hi;
+  };
+  const unsigned c = b(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return cont(1, lo, hi) && cont(2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return cont(1, lo, hi) && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string utf8_quotable(std::string_view s, std::size_t max_bytes) {
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+  std::string out;
+  while (!s.empty()) {
+    const std::size_t n = utf8_char_length(s);
+    const std::string_view piece = n == 0 ? kReplacement : s.substr(0, n);
+    if (out.size() + piece.size() > max_bytes) break;
+    out += piece;
+    s.remove_prefix(n == 0 ? 1 : n);
+  }
+  return out;
+}
+
+namespace {
+
 // A strict recursive-descent reader of one JSON document. It keeps only what the cart needs:
 // for each top-level member, the raw text of a number or the decoded text of a string.
 class Reader {

@@ -16,6 +16,11 @@ using catwalk::append_json_string;
 // {"error":"<code>","message":"<message>"}
 std::string error_body(std::string_view code, std::string_view message);
 
+// Client text (a path id) made fit to quote in a body: at most `max_bytes` bytes of valid UTF-8,
+// never a character cut in half; each byte that is not part of a well-formed UTF-8 character
+// (overlong forms, surrogates and code points past U+10FFFF included) becomes U+FFFD.
+std::string utf8_quotable(std::string_view s, std::size_t max_bytes);
+
 inline constexpr std::int64_t kMaxCartCount = 1000;
 
 struct CartAdd {

@@ -3,12 +3,13 @@
 
 namespace catwalk::api {
 
-pg::Result PooledConnection::exec(const Statement& s, int n, const char* const* values) {
+pg::Result PooledConnection::exec(const Statement& s, int n, const char* const* values,
+                                  Deadline deadline) {
   if (!prepared_[s.slot]) {
-    conn_.prepare(s.name, s.sql);
+    conn_.prepare(s.name, s.sql, deadline);
     prepared_[s.slot] = true;
   }
-  return conn_.exec_prepared(s.name, n, values, s.binary_result);
+  return conn_.exec_prepared(s.name, n, values, deadline, s.binary_result);
 }
 
 ConnectionPool::ConnectionPool(std::string conninfo, int size,
@@ -19,7 +20,7 @@ ConnectionPool::ConnectionPool(std::string conninfo, int size,
   for (int i = size - 1; i >= 0; --i) free_.push_back(i);
 }
 
-ConnectionPool::Lease ConnectionPool::borrow() {
+ConnectionPool::Lease ConnectionPool::borrow(Deadline deadline) {
   borrows_.fetch_add(1, std::memory_order_relaxed);
   int slot;
   {
@@ -33,7 +34,8 @@ ConnectionPool::Lease ConnectionPool::borrow() {
       waits_.fetch_add(1, std::memory_order_relaxed);
       Waiter me;
       waiters_.push_back(&me);
-      me.cv.wait_for(lock, borrow_timeout_, [&] { return me.slot >= 0; });
+      me.cv.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + borrow_timeout_),
+                       [&] { return me.slot >= 0; });
       if (me.slot < 0) {
         std::erase(waiters_, &me);
         timeouts_.fetch_add(1, std::memory_order_relaxed);
@@ -43,7 +45,7 @@ ConnectionPool::Lease ConnectionPool::borrow() {
     }
   }
   auto& c = slots_[static_cast<std::size_t>(slot)];
-  if (c && c->raw().ok()) return Lease(this, slot, false);
+  if (c && c->ok()) return Lease(this, slot, false);
 
   c.reset();
   auto now = std::chrono::steady_clock::now();
@@ -60,7 +62,7 @@ ConnectionPool::Lease ConnectionPool::borrow() {
     }
   }
   try {
-    c = std::make_unique<PooledConnection>(conninfo_);
+    c = std::make_unique<PooledConnection>(conninfo_, deadline);
     connects_.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(mu_);
     db_down_ = false;

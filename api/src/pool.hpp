@@ -2,7 +2,9 @@
 // A bounded pool of PostgreSQL connections. Each connection is lent to one borrower at a time
 // (libpq connections are not thread-safe); borrowers beyond the pool size wait, with a deadline.
 // Connections are opened lazily and reopened after a loss, at most one attempt per back-off
-// interval, so a down database costs requests a fast failure, never a hang.
+// interval, so a down database costs requests a fast failure, never a hang; every wait (for a
+// free connection, to connect, for a statement) ends at the borrower's deadline, so a frozen
+// database costs at most that.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "catwalk/pg.hpp"
+#include "db_connection.hpp"
 
 namespace catwalk::api {
 
@@ -31,12 +34,13 @@ struct Statement {
 // A pooled connection and which statements it has prepared.
 class PooledConnection {
  public:
-  explicit PooledConnection(const std::string& conninfo) : conn_(conninfo) {}
-  pg::Result exec(const Statement& s, int n, const char* const* values);
-  pg::Connection& raw() { return conn_; }
+  PooledConnection(const std::string& conninfo, Deadline deadline) : conn_(conninfo, deadline) {}
+  // Throws pg::DbError; past the deadline the connection is abandoned (ok() turns false).
+  pg::Result exec(const Statement& s, int n, const char* const* values, Deadline deadline);
+  bool ok() const { return conn_.ok(); }
 
  private:
-  pg::Connection conn_;
+  DbConnection conn_;
   bool prepared_[Statement::kMaxStatements] = {};
 };
 
@@ -85,8 +89,9 @@ class ConnectionPool {
     bool fresh_;
   };
 
-  // Throws PoolUnavailable (all busy past the deadline, or the database is unreachable).
-  Lease borrow();
+  // Throws PoolUnavailable (all busy past the deadline or the pool's borrow timeout, whichever
+  // comes first, or the database is unreachable, or does not accept a connection by then).
+  Lease borrow(Deadline deadline);
   PoolStats stats() const;
 
  private:

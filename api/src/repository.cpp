@@ -28,24 +28,26 @@ constexpr Statement kRelated{2, "related",
 constexpr Statement kPage{3, "page",
                           "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY rn), '') || ']' "
                           "FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4"};
+// A line's count is the sum of its rows' quantities (a cart.csv line is a row of quantity 1, a
+// POST one row of its count); lines come in order of first addition.
 constexpr Statement kCartGet{
     4, "cart_get",
-    "SELECT product_id, count(*) FROM public.cart WHERE user_session = $1::int4 AND active "
+    "SELECT product_id, sum(quantity) FROM public.cart WHERE user_session = $1::int4 AND active "
     "GROUP BY product_id ORDER BY min(id)"};
-// One statement, so one implicit transaction: the units are inserted only when the sku exists,
-// and the answer counts the session's line including them. The CTE's rows are not visible to
-// the outer count (same snapshot), hence the sum. Ids come from the bigserial: concurrent adds
-// never collide.
+// One statement, so one implicit transaction: one row holding the quantity is inserted only when
+// the sku exists (a POST costs one row whatever its count), and the answer sums the session's
+// line including it. The CTE's row is not visible to the outer sum (same snapshot), hence the
+// addition. Ids come from the bigserial: concurrent adds never collide.
 constexpr Statement kCartAdd{
     5, "cart_add",
     "WITH ins AS ("
-    "  INSERT INTO public.cart (user_session, product_id, active)"
-    "  SELECT $1::int4, $2::int4, true FROM generate_series(1, $3::int4)"
+    "  INSERT INTO public.cart (user_session, product_id, active, quantity)"
+    "  SELECT $1::int4, $2::int4, true, $3::int4"
     "  WHERE EXISTS (SELECT 1 FROM catwalk.skus WHERE id = $2::int4)"
-    "  RETURNING 1) "
-    "SELECT (SELECT count(*) FROM ins), "
-    "(SELECT count(*) FROM public.cart WHERE user_session = $1::int4 AND product_id = $2::int4 "
-    "AND active)"};
+    "  RETURNING quantity) "
+    "SELECT (SELECT coalesce(sum(quantity), 0) FROM ins), "
+    "(SELECT coalesce(sum(quantity), 0) FROM public.cart WHERE user_session = $1::int4 "
+    "AND product_id = $2::int4 AND active)"};
 constexpr Statement kPing{6, "ping", "SELECT 1"};
 constexpr Statement kDocsAfter{
     7, "docs_after",
@@ -82,15 +84,16 @@ bool is_catalogue_missing(const std::exception& e) {
 }
 
 template <typename F>
-auto Repository::read(F&& f) {
+auto Repository::read(Deadline deadline, F&& f) {
   for (int attempt = 0;; ++attempt) {
-    auto lease = pool_.borrow();
+    auto lease = pool_.borrow(deadline);
     try {
       return f(lease.conn());
     } catch (const pg::DbError& e) {
-      bool lost = e.connection_lost() || !lease.conn().raw().ok();
+      bool lost = e.connection_lost() || !lease.conn().ok();
       if (lost) lease.discard();
-      if (lost && !lease.fresh() && attempt == 0) continue;
+      // A deadline (57014) also leaves the connection closed, but its time is spent: no retry.
+      if (lost && !lease.fresh() && attempt == 0 && e.sqlstate() != "57014") continue;
       throw;
     }
   }
@@ -99,8 +102,9 @@ auto Repository::read(F&& f) {
 std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id) {
   IntText p(id);
   const char* values[] = {p.c_str()};
-  return read([&](PooledConnection& c) -> std::optional<std::string> {
-    auto r = c.exec(doc_statement(kind), 1, values);
+  const Deadline d = deadline();
+  return read(d, [&](PooledConnection& c) -> std::optional<std::string> {
+    auto r = c.exec(doc_statement(kind), 1, values, d);
     if (r.rows() == 0) return std::nullopt;
     return std::string(r.get(0, 0));
   });
@@ -109,8 +113,9 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
 std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id, std::int32_t limit) {
   IntText a(after_id), n(limit);
   const char* values[] = {a.c_str(), n.c_str()};
-  return read([&](PooledConnection& c) {
-    auto r = c.exec(kDocsAfter, 2, values);
+  const Deadline d = std::chrono::steady_clock::now() + kBatchTimeout;
+  return read(d, [&](PooledConnection& c) {
+    auto r = c.exec(kDocsAfter, 2, values, d);
     std::vector<ProductDocs> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) {
@@ -128,8 +133,9 @@ std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id, s
 std::string Repository::product_page(std::int32_t lo, std::int32_t hi) {
   IntText a(lo), b(hi);
   const char* values[] = {a.c_str(), b.c_str()};
-  return read([&](PooledConnection& c) {
-    auto r = c.exec(kPage, 2, values);
+  const Deadline d = deadline();
+  return read(d, [&](PooledConnection& c) {
+    auto r = c.exec(kPage, 2, values, d);
     return std::string(r.get(0, 0));
   });
 }
@@ -137,8 +143,9 @@ std::string Repository::product_page(std::int32_t lo, std::int32_t hi) {
 std::vector<CartLine> Repository::cart(std::int32_t session) {
   IntText p(session);
   const char* values[] = {p.c_str()};
-  return read([&](PooledConnection& c) {
-    auto r = c.exec(kCartGet, 1, values);
+  const Deadline d = deadline();
+  return read(d, [&](PooledConnection& c) {
+    auto r = c.exec(kCartGet, 1, values, d);
     std::vector<CartLine> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) out.push_back({r.get_int(i, 0), r.get_int(i, 1)});
@@ -152,21 +159,23 @@ std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::i
   const char* values[] = {a.c_str(), b.c_str(), n.c_str()};
   // Not retried: a connection lost mid-statement may or may not have committed, and a retry
   // could add the units twice. The client sees 503 and decides.
-  auto lease = pool_.borrow();
+  const Deadline d = deadline();
+  auto lease = pool_.borrow(d);
   try {
-    auto r = lease.conn().exec(kCartAdd, 3, values);
+    auto r = lease.conn().exec(kCartAdd, 3, values, d);
     std::int64_t inserted = r.get_int(0, 0);
     if (inserted == 0) return std::nullopt;
     return inserted + r.get_int(0, 1);
   } catch (const pg::DbError& e) {
-    if (e.connection_lost() || !lease.conn().raw().ok()) lease.discard();
+    if (e.connection_lost() || !lease.conn().ok()) lease.discard();
     throw;
   }
 }
 
 void Repository::ping() {
-  read([&](PooledConnection& c) {
-    c.exec(kPing, 0, nullptr);
+  const Deadline d = deadline();
+  read(d, [&](PooledConnection& c) {
+    c.exec(kPing, 0, nullptr, d);
     return 0;
   });
 }

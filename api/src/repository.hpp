@@ -3,7 +3,9 @@
 // callers never build SQL. Every call borrows one pooled connection for one prepared statement.
 //
 // Errors: PoolUnavailable or pg::DbError (classify with is_unavailable()) when the database
-// cannot answer; values (std::nullopt) for "no such product" / "no such sku".
+// cannot answer, also when it does not answer in time; values (std::nullopt) for "no such
+// product" / "no such sku".
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -34,7 +36,11 @@ struct CartLine {
 
 class Repository {
  public:
-  explicit Repository(ConnectionPool& pool) : pool_(pool) {}
+  // Every call answers (or throws) within `timeout`, whatever the database does; the warmer's
+  // batches, larger by design, get kBatchTimeout.
+  static constexpr std::chrono::milliseconds kBatchTimeout{10000};
+  Repository(ConnectionPool& pool, std::chrono::milliseconds timeout)
+      : pool_(pool), timeout_(timeout) {}
 
   // The stored body of /products/:id, /styles or /related (as ProductDocs holds them); nullopt
   // for an unknown product.
@@ -46,8 +52,8 @@ class Repository {
   // The JSON array of list items with rn in (lo, hi].
   std::string product_page(std::int32_t lo, std::int32_t hi);
   std::vector<CartLine> cart(std::int32_t session);
-  // Adds `count` units; returns the session's count for the sku after the (committed) write,
-  // or nullopt when the sku does not exist (nothing written).
+  // Adds `count` units as one row; returns the session's count for the sku after the (committed)
+  // write, or nullopt when the sku does not exist (nothing written).
   std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku,
                                           std::int32_t count);
   void ping();
@@ -57,9 +63,11 @@ class Repository {
   // discarded and the read retried once on a fresh one, so a restart costs no client a 503
   // once the server is back.
   template <typename F>
-  auto read(F&& f);
+  auto read(Deadline deadline, F&& f);
+  Deadline deadline() const { return std::chrono::steady_clock::now() + timeout_; }
 
   ConnectionPool& pool_;
+  const std::chrono::milliseconds timeout_;
 };
 
 // True when an exception means "the database cannot answer now" (503), as opposed to a bug.

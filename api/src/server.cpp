@@ -18,6 +18,7 @@
 #include "catwalk/log.hpp"
 #include "doc_cache.hpp"
 #include "handlers.hpp"
+#include "http_server.hpp"
 #include "metrics.hpp"
 #include "pool.hpp"
 #include "repository.hpp"
@@ -32,23 +33,13 @@ using HandlerResponse = httplib::Server::HandlerResponse;
 
 constexpr int kListenBacklog = 1024;
 
-// cpp-httplib 0.11.4 listens with a backlog of 5 and offers no setter; the listening socket is a
-// protected member, and Linux resizes the backlog on a second listen() of a bound socket.
-class HttpServer : public httplib::Server {
- public:
-  bool relisten(int backlog) {
-    auto sock = svr_sock_.load();
-    return sock != INVALID_SOCKET && ::listen(sock, backlog) == 0;
-  }
-};
-
 }  // namespace
 
 struct Server::Impl {
   explicit Impl(ServerOptions o)
       : opt(std::move(o)),
         pool(opt.db_url, opt.db_pool, std::chrono::milliseconds(2000)),
-        repo(pool),
+        repo(pool, std::chrono::milliseconds(opt.db_timeout_ms)),
         cache(opt.cache_mb * 1024 * 1024),
         refresher({opt.db_url, opt.cache_mb > 0, opt.publish_poll_ms, opt.warm_batch_rows,
                    opt.warm_pause_ms},
@@ -74,19 +65,18 @@ struct Server::Impl {
 };
 
 void Server::Impl::configure() {
-  // Tuning measured in shared/perf-notes.md: without nodelay every keep-alive response waits
-  // for the client's delayed ACK; the worker pool must cover every concurrent connection
-  // because a worker owns its connection for its keep-alive life; keep-alive max count 5
-  // (the default) forces a reconnect every 5 requests.
+  // Tuning measured (bench/README.md, "cpp-httplib 0.11.4: the tuning, measured"): without
+  // nodelay every keep-alive response waits for the client's delayed ACK; the worker pool must
+  // cover every busy connection because a worker serves its connection while it sends requests;
+  // keep-alive max count 5 (the default) forces a reconnect every 5 requests.
   http.set_tcp_nodelay(true);
-  const int threads = std::max(opt.threads, 2);
-  // cpp-httplib owns and deletes the queue it gets from this factory.
-  http.new_task_queue = [threads] {
-    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
-  };
+  http.set_connection_limits({.threads = std::max(opt.threads, 2),
+                              .max_queued = opt.max_queued,
+                              .header_timeout_s = opt.header_timeout_s});
   http.set_keep_alive_max_count(100000);
-  // An idle (keep-alive or never-used) connection frees its worker after io_timeout_s; so does
-  // a client that stalls mid-request or stops reading its response.
+  // An idle (keep-alive or never-used) connection frees its worker after io_timeout_s (at once
+  // when others wait: http_server.hpp), so does a client that stops reading its response; a
+  // stalled request after header_timeout_s.
   const auto timeout = static_cast<time_t>(std::max(opt.io_timeout_s, 1));
   http.set_keep_alive_timeout(timeout);
   http.set_read_timeout(timeout, 0);

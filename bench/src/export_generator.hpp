@@ -1,4 +1,4 @@
-// Generates a catalogue export shaped like the real one (see ../shared/csv-exports.md), with the
+// Generates a catalogue export shaped like the real one (see docs/csv-exports.md), with the
 // real quirks at low rates, and predicts exactly what the loader must report for it.
 #pragma once
 

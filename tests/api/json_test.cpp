@@ -57,3 +57,27 @@ TEST_CASE("parse_cart_add: every bad body is a message, never a throw") {
 TEST_CASE("error_body escapes") {
   CHECK(error_body("bad", "a \"b\"\n") == R"({"error":"bad","message":"a \"b\"\n"})");
 }
+
+TEST_CASE("utf8_quotable: valid UTF-8 within the byte budget, never half a character") {
+  const std::string e_acute = "\xC3\xA9", fffd = "\xEF\xBF\xBD";
+  const std::pair<std::string, std::string> cases[] = {
+      {"123", "123"},
+      {"\xFF", fffd},
+      {"a\xFF"
+       "b",
+       "a" + fffd + "b"},
+      {std::string(39, 'a') + e_acute, std::string(39, 'a')},  // é would end past byte 40
+      {std::string(38, 'a') + e_acute, std::string(38, 'a') + e_acute},
+      {"\xC0\xAF", fffd + fffd},                        // overlong '/'
+      {"\xED\xA0\x80", fffd + fffd + fffd},             // a surrogate
+      {"\xF4\x90\x80\x80", fffd + fffd + fffd + fffd},  // past U+10FFFF
+      {"\xE2\x82", fffd + fffd},                        // cut short
+      {"\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80"},         // an emoji is fine
+  };
+  for (const auto& [in, want] : cases) {
+    CAPTURE(in);
+    CHECK(utf8_quotable(in, 40) == want);
+  }
+  CHECK(utf8_quotable(std::string(40, '\xFF'), 40) ==
+        fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd);
+}

@@ -204,8 +204,11 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
              "SELECT current_product_id, string_agg(related_product_id::text, ',' ORDER BY pos)"
              " FROM related GROUP BY 1 ORDER BY 1") ==
         "1|2,3,8,7\n2|3,7,6,5\n3|5,9,7,2,1\n4|4,5,5\n");
-  CHECK(rows(c, "SELECT id, user_session, product_id, active FROM public.cart ORDER BY id") ==
-        "1|1234|1|t\n2|1234|1|t\n3|1234|3|f\n4|5678|8|t\n");
+  // One row per cart.csv line, each of quantity 1.
+  CHECK(
+      rows(c,
+           "SELECT id, user_session, product_id, active, quantity FROM public.cart ORDER BY id") ==
+      "1|1234|1|t|1\n2|1234|1|t|1\n3|1234|3|f|1\n4|5678|8|t|1\n");
   // Tables answer to their plain names (search_path), with keys in place.
   CHECK(rows(c,
              "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND "
@@ -363,11 +366,12 @@ TEST_CASE("migrate applies what is missing, once") {
   CHECK(first.exit_code == 0);
   CHECK(first.out.find("applied 001_global.sql") != std::string::npos);
   CHECK(first.out.find("applied 004_catalog_documents.sql") != std::string::npos);
+  CHECK(first.out.find("applied 005_cart_quantity.sql") != std::string::npos);
   auto second = run_command(etl() + " migrate --db '" + url + "'");
   CHECK(second.exit_code == 0);
   CHECK(second.out == "schema is up to date\n");
   pg::Connection c(url);
-  CHECK(rows(c, "SELECT count(*) FROM public.catwalk_migrations") == "4\n");
+  CHECK(rows(c, "SELECT count(*) FROM public.catwalk_migrations") == "5\n");
   CHECK(rows(c, "SELECT count(*) FROM catwalk.product_docs") == "0\n");
 }
 

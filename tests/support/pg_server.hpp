@@ -34,6 +34,10 @@ class PgServer {
   int port() const { return port_; }
   void stop();   // fast shutdown (for restart tests)
   void start();  // start again on the same folder and port
+  // SIGSTOP / SIGCONT to the postmaster and every process it started: a frozen server accepts
+  // connections and answers nothing (for deadline tests). Throws when the server is not running.
+  void freeze();
+  void thaw();
 
  private:
   std::string dir_;

@@ -64,10 +64,8 @@ class Connection {
   Result exec(const std::string& sql, const Params& params);
   void prepare(const std::string& name, const std::string& sql);
   Result exec_prepared(const std::string& name, const Params& params);
-  // Same, with parameters already as C strings (no allocation on a hot path). `binary_result`:
-  // every column comes back in its binary form (bytea as its bytes, int4 as 4 big-endian bytes).
-  Result exec_prepared(const char* name, int n, const char* const* values,
-                       bool binary_result = false);
+  // Same, with parameters already as C strings (no allocation on a hot path).
+  Result exec_prepared(const char* name, int n, const char* const* values);
 
   // COPY ... FROM STDIN: start with exec() of the COPY statement, then put_copy, then end_copy.
   void put_copy(const char* data, std::size_t size);

@@ -1,5 +1,5 @@
 #pragma once
-// The Catwalk HTTP API server: every route of the contract (shared/api-contract.md), at the root
+// The Catwalk HTTP API server: every route of the contract (docs/api-contract.md), at the root
 // and under /catwalk, on cpp-httplib, reading the documents the loader precomputed at publish time.
 //
 // Thread-safety: construct, bind() and run() from one thread; stop() may be called from any
@@ -13,17 +13,20 @@ namespace catwalk::api {
 struct ServerOptions {
   std::string db_url;  // libpq conninfo or URI; "" = libpq defaults (PG* variables)
   std::string host = "0.0.0.0";
-  int port = 3000;             // 0 = any free port (tests)
-  int threads = 128;           // HTTP workers: one per concurrent keep-alive connection
-  int db_pool = 6;             // database connections, each borrowed by one request at a time
-  std::size_t cache_mb = 512;  // document cache budget; 0 disables it (used as filled; the
-                               // binary's default follows the memory limit: memory_limit.hpp)
-  int max_age_s = 60;          // Cache-Control max-age of the catalogue routes' answers
-  int publish_poll_ms = 250;   // how often catwalk_publish.version is checked (<= 500 ms)
-  int warm_batch_rows = 5000;  // products per warm-up statement (the warmer lends one connection)
-  int warm_pause_ms = 0;       // pause between warm-up batches; tests slow the warm-up with it
-  int io_timeout_s = 5;        // idle keep-alive, and each read/write of a slow client
-  bool access_log = true;      // one stderr line per request
+  int port = 3000;               // 0 = any free port (tests)
+  int threads = 128;             // HTTP workers: one per concurrently busy connection
+  int db_pool = 6;               // database connections, each borrowed by one request at a time
+  int db_timeout_ms = 2000;      // a request's whole wait for the database (connection, statement)
+  std::size_t cache_mb = 512;    // document cache budget; 0 disables it (used as filled; the
+                                 // binary's default follows the memory limit: memory_limit.hpp)
+  int max_age_s = 60;            // Cache-Control max-age of the catalogue routes' answers
+  int publish_poll_ms = 250;     // how often catwalk_publish.version is checked (<= 500 ms)
+  int warm_batch_rows = 5000;    // products per warm-up statement (the warmer lends one connection)
+  int warm_pause_ms = 0;         // pause between warm-up batches; tests slow the warm-up with it
+  int io_timeout_s = 5;          // idle keep-alive, and writing a response to a slow client
+  int header_timeout_s = 5;      // a request's head and body must arrive within this of its start
+  std::size_t max_queued = 512;  // connections waiting for a worker; beyond it new ones get 503
+  bool access_log = true;        // one stderr line per request
 };
 
 class Server {

@@ -14,7 +14,7 @@ class LineReader;
 
 namespace catwalk::etl {
 
-// Lines longer than this are rejected as line_too_long (csv-exports.md).
+// Lines longer than this are rejected as line_too_long (docs/csv-exports.md).
 inline constexpr std::size_t kMaxLineBytes = 1 << 20;
 
 struct Field {

@@ -12,7 +12,7 @@
 
 namespace catwalk::etl {
 
-// The closed list of reasons a line is rejected (csv-exports.md).
+// The closed list of reasons a line is rejected (docs/csv-exports.md).
 enum class RejectKind { kColumnCount, kBadValue, kDuplicateId, kOrphan, kEncoding, kLineTooLong };
 inline constexpr int kRejectKindCount = 6;
 std::string_view reject_kind_name(RejectKind k);
