@@ -30,6 +30,10 @@ static_assert(DocCache::kChunkBytes <= (1u << kOffsetBits));
 char* map_chunk(std::size_t bytes) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
+  // Huge pages where the kernel allows them (THP "madvise" mode, Debian's default): a full
+  // catalogue is then a few hundred page faults instead of 200,000 while warming, and lookups
+  // miss the TLB less. Advisory: without it the chunk works the same.
+  ::madvise(p, bytes, MADV_HUGEPAGE);
   return static_cast<char*>(p);
 }
 }  // namespace
