@@ -42,6 +42,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", fmt::format("catwalk-api {}", catwalk::kVersionText));
   app.add_option("--db", db_flag,
                  "PostgreSQL URL or conninfo (default: DATABASE_URL, else libpq PG* variables)");
+  app.add_option("--read-db", opt.read_db_url,
+                 "PostgreSQL URL or conninfo of a streaming replica for the catalogue reads "
+                 "(documents, pages, publish watcher, warm-up); carts and writes stay on --db "
+                 "(default: --db serves everything)");
   app.add_option("--port", port, "TCP port (default: PORT, else 3000)")
       ->check(CLI::Range(1, 65535));
   app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
@@ -115,6 +119,8 @@ int main(int argc, char** argv) {
       opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
       opt.db_pool, opt.cache_mb,
       limit ? fmt::format("{} MiB from {}", limit->bytes >> 20, limit->source) : "unknown");
+  if (!opt.read_db_url.empty())
+    catwalk::log("catwalk-api: catalogue reads from {}", catwalk::redact_db_url(opt.read_db_url));
 
   std::atomic<bool> done{false};
   std::thread signals([&] {

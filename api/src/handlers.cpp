@@ -298,15 +298,36 @@ void Handlers::post_cart(const Request& req, Response& res) {
   send_json(res, 201, fmt::format(R"({{"sku_id":{},"count":{}}})", add.sku_id, *total));
 }
 
+// Every database the instance depends on, by role: the primary, and the replica with --read-db.
+// 503 (the contract's error shape; the message names each database's state) when one does not
+// answer. libpq's words name hosts and socket paths: they go to the log, never to the client.
 void Handlers::ready(Response& res) {
-  try {
-    repo_.ping();
-    send_json(res, 200, R"({"status":"ready"})");
-  } catch (const std::exception& e) {
-    // libpq's words name hosts and socket paths: they go to the log, the client gets ours.
-    catwalk::log("ready: the database does not answer: {}", e.what());
-    send_unavailable(res);
+  auto check = [](const char* role, auto&& ping) {
+    try {
+      ping();
+      return true;
+    } catch (const std::exception& e) {
+      catwalk::log("ready: the {} database does not answer: {}", role, e.what());
+      return false;
+    }
+  };
+  const bool primary = check("primary", [&] { repo_.ping(); });
+  const bool replica =
+      !repo_.separate_catalogue() || check("replica", [&] { repo_.ping_catalogue(); });
+  const auto state = [](bool ok) { return ok ? "ok" : "unavailable"; };
+  if (primary && replica) {
+    return send_json(res, 200,
+                     repo_.separate_catalogue()
+                         ? R"({"status":"ok","databases":{"primary":"ok","replica":"ok"}})"
+                         : R"({"status":"ok","databases":{"primary":"ok"}})");
   }
+  res.set_header("Retry-After", "1");
+  send_error(res, 503, "unavailable",
+             repo_.separate_catalogue()
+                 ? fmt::format("A database does not answer (primary: {}, replica: {}); retry in "
+                               "a few seconds.",
+                               state(primary), state(replica))
+                 : "The database does not answer; retry in a few seconds.");
 }
 
 void Handlers::render_metrics(Response& res) {

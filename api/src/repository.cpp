@@ -67,9 +67,11 @@ bool is_unavailable(const std::exception& e) {
   if (dynamic_cast<const PoolUnavailable*>(&e)) return true;
   if (auto* db = dynamic_cast<const pg::DbError*>(&e)) {
     const auto& st = db->sqlstate();
-    // Lost connection, server shutting down/starting, statement timeout, catalogue not loaded.
+    // Lost connection, server shutting down/starting, statement timeout, catalogue not loaded;
+    // 40001 on a hot standby: a read cancelled so that the replica can replay a publish (a
+    // conflict with recovery, after max_standby_streaming_delay).
     return db->connection_lost() || st == "57014" || st == "42P01" || st == "3F000" ||
-           st == "53300";
+           st == "53300" || st == "40001";
   }
   return false;
 }
@@ -80,9 +82,9 @@ bool is_catalogue_missing(const std::exception& e) {
 }
 
 template <typename F>
-auto Repository::read(Deadline deadline, F&& f) {
+auto Repository::read(ConnectionPool& pool, Deadline deadline, F&& f) {
   for (int attempt = 0;; ++attempt) {
-    auto lease = pool_.borrow(deadline);
+    auto lease = pool.borrow(deadline);
     try {
       return f(lease.conn());
     } catch (const pg::DbError& e) {
@@ -99,7 +101,7 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
   IntText p(id);
   const char* values[] = {p.c_str()};
   const Deadline d = deadline();
-  return read(d, [&](PooledConnection& c) -> std::optional<std::string> {
+  return read(catalogue_, d, [&](PooledConnection& c) -> std::optional<std::string> {
     auto r = c.exec(doc_statement(kind), 1, values, d);
     if (r.rows() == 0) return std::nullopt;
     return std::string(r.get(0, 0));
@@ -110,7 +112,7 @@ std::string Repository::product_page(std::int32_t lo, std::int32_t hi) {
   IntText a(lo), b(hi);
   const char* values[] = {a.c_str(), b.c_str()};
   const Deadline d = deadline();
-  return read(d, [&](PooledConnection& c) {
+  return read(catalogue_, d, [&](PooledConnection& c) {
     auto r = c.exec(kPage, 2, values, d);
     return std::string(r.get(0, 0));
   });
@@ -120,7 +122,7 @@ std::vector<CartLine> Repository::cart(std::int32_t session) {
   IntText p(session);
   const char* values[] = {p.c_str()};
   const Deadline d = deadline();
-  return read(d, [&](PooledConnection& c) {
+  return read(pool_, d, [&](PooledConnection& c) {
     auto r = c.exec(kCartGet, 1, values, d);
     std::vector<CartLine> out;
     out.reserve(static_cast<std::size_t>(r.rows()));
@@ -150,7 +152,15 @@ std::optional<std::int64_t> Repository::add_to_cart(std::int32_t session, std::i
 
 void Repository::ping() {
   const Deadline d = deadline();
-  read(d, [&](PooledConnection& c) {
+  read(pool_, d, [&](PooledConnection& c) {
+    c.exec(kPing, 0, nullptr, d);
+    return 0;
+  });
+}
+
+void Repository::ping_catalogue() {
+  const Deadline d = deadline();
+  read(catalogue_, d, [&](PooledConnection& c) {
     c.exec(kPing, 0, nullptr, d);
     return 0;
   });

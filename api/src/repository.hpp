@@ -38,11 +38,12 @@ struct CartLine {
 
 class Repository {
  public:
-  // Every call answers (or throws) within `timeout`, whatever the database does; the warmer's
-  // batches, larger by design, get kBatchTimeout.
-  static constexpr std::chrono::milliseconds kBatchTimeout{10000};
-  Repository(ConnectionPool& pool, std::chrono::milliseconds timeout)
-      : pool_(pool), timeout_(timeout) {}
+  // `pool` (the primary) serves the cart and every write; `catalogue` (a streaming replica, when
+  // the API has --read-db) serves the catalogue reads: documents, pages and the warm-up.
+  // Every call answers (or throws) within `timeout`, whatever the database does.
+  Repository(ConnectionPool& pool, std::chrono::milliseconds timeout,
+             ConnectionPool* catalogue = nullptr)
+      : pool_(pool), catalogue_(catalogue != nullptr ? *catalogue : pool), timeout_(timeout) {}
 
   // The stored body of /products/:id, /styles or /related (as ProductDocs holds them); nullopt
   // for an unknown product.
@@ -54,17 +55,20 @@ class Repository {
   // write, or nullopt when the sku does not exist (nothing written).
   std::optional<std::int64_t> add_to_cart(std::int32_t session, std::int32_t sku,
                                           std::int32_t count);
-  void ping();
+  void ping();            // the primary
+  void ping_catalogue();  // the catalogue's database (the primary when it is the same pool)
+  bool separate_catalogue() const { return &catalogue_ != &pool_; }
 
  private:
   // Runs a read; a connection found dead (e.g. PostgreSQL restarted since its last use) is
   // discarded and the read retried once on a fresh one, so a restart costs no client a 503
   // once the server is back.
   template <typename F>
-  auto read(Deadline deadline, F&& f);
+  auto read(ConnectionPool& pool, Deadline deadline, F&& f);
   Deadline deadline() const { return std::chrono::steady_clock::now() + timeout_; }
 
   ConnectionPool& pool_;
+  ConnectionPool& catalogue_;
   const std::chrono::milliseconds timeout_;
 };
 

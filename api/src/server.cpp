@@ -39,16 +39,23 @@ struct Server::Impl {
   explicit Impl(ServerOptions o)
       : opt(std::move(o)),
         pool(opt.db_url, opt.db_pool, std::chrono::milliseconds(2000)),
-        repo(pool, std::chrono::milliseconds(opt.db_timeout_ms)),
+        read_pool(opt.read_db_url.empty()
+                      ? nullptr
+                      : std::make_unique<ConnectionPool>(opt.read_db_url, opt.db_pool,
+                                                         std::chrono::milliseconds(2000))),
+        repo(pool, std::chrono::milliseconds(opt.db_timeout_ms), read_pool.get()),
         cache(opt.cache_mb * 1024 * 1024),
-        refresher({opt.db_url, opt.cache_mb > 0, opt.publish_poll_ms, opt.warm_batch_rows,
-                   opt.warm_pause_ms},
+        // The watcher reads the publish version where the catalogue is read: the cache is
+        // flushed when the replica has replayed a publish, not before.
+        refresher({opt.read_db_url.empty() ? opt.db_url : opt.read_db_url, opt.cache_mb > 0,
+                   opt.publish_poll_ms, opt.warm_batch_rows, opt.warm_pause_ms},
                   repo, cache),
         handlers(repo, cache, metrics, pool, refresher, opt.access_log, opt.max_age_s) {}
 
   ServerOptions opt;
   HttpServer http;
-  ConnectionPool pool;
+  ConnectionPool pool;                        // the primary: carts and writes
+  std::unique_ptr<ConnectionPool> read_pool;  // the catalogue's replica (--read-db), or none
   Repository repo;
   DocCache cache;
   Metrics metrics;

@@ -533,6 +533,8 @@ TEST_CASE("/health, /ready and /metrics") {
   auto r = get("/ready");
   REQUIRE(r);
   CHECK(r->status == 200);
+  // Without --read-db the primary is the one database it depends on.
+  CHECK(r->body == R"({"status":"ok","databases":{"primary":"ok"}})");
   get("/products/1/styles");
   get("/products/1/styles");
   auto m = get("/metrics");
@@ -664,7 +666,7 @@ TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK(down_seen);
-  for (const char* path : {"/products/1", "/products/2/related", "/products?page=1", "/ready"}) {
+  for (const char* path : {"/products/1", "/products/2/related", "/products?page=1"}) {
     CAPTURE(path);
     auto t0 = Clock::now();
     auto r = get(path);
@@ -672,6 +674,16 @@ TEST_CASE("PostgreSQL restart: 503 JSON fast while down, 200 again after, no API
     // libpq's message names the socket path: internals never reach a client.
     if (r) CHECK(r->body.find(pg.dir()) == std::string::npos);
     CHECK(Clock::now() - t0 < std::chrono::seconds(2));
+  }
+  // /ready: the error shape, and no libpq detail.
+  auto ready_t0 = Clock::now();
+  auto ready_down = get("/ready");
+  CHECK(Clock::now() - ready_t0 < std::chrono::seconds(2));
+  check_503(ready_down, "unavailable");
+  if (ready_down) {
+    CHECK(ready_down->body ==
+          R"({"error":"unavailable","message":"The database does not answer; retry in a few )"
+          R"(seconds."})");
   }
   check_503(get("/cart", {{"user_session", "1234"}}), "unavailable");
   check_503(post_cart(R"({"sku_id":1})", "1234"), "unavailable");

@@ -11,7 +11,8 @@
 namespace catwalk::api {
 
 struct ServerOptions {
-  std::string db_url;  // libpq conninfo or URI; "" = libpq defaults (PG* variables)
+  std::string db_url;       // libpq conninfo or URI; "" = libpq defaults (PG* variables)
+  std::string read_db_url;  // catalogue reads (a streaming replica); "" = db_url serves them too
   std::string host = "0.0.0.0";
   int port = 3000;               // 0 = any free port (tests)
   int threads = 128;             // HTTP workers: one per concurrently busy connection
