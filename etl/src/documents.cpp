@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
@@ -255,132 +258,175 @@ void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) 
 }
 
 std::uint64_t DocumentStore::assemble(const IdSet& products,
-                                      const std::function<void(const std::string&)>& sink) {
+                                      const std::function<void(const std::string&)>& sink,
+                                      int threads) {
   struct Ref {
     std::uint32_t product, style, pos;
     std::uint8_t kind;
     std::uint32_t length;
     const char* data;
   };
-  std::string out;
-  out.reserve(1 << 21);
-  out.append(copy_binary::kHeader);
-  std::string item, detail, styles, related, row;
-  std::string detail_gz, styles_gz, related_gz;
-  gzip::Compressor compressor(kDocumentGzipLevel);
-  std::uint64_t written = 0;
-  std::vector<char> buffer;
-  std::vector<Ref> refs;
-  for (int p = 0; p < partitions_; ++p) {
-    // Read the partition of every table into one buffer.
-    buffer.clear();
-    for (int t = 0; t < kTableCount; ++t) {
-      std::string path = partition_path(t, p);
-      std::error_code ec;
-      auto size = fs::file_size(path, ec);
-      if (ec || size == 0) continue;
-      std::size_t at = buffer.size();
-      buffer.resize(at + size);
-      std::FILE* f = std::fopen(path.c_str(), "rb");
-      bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
-      if (f) std::fclose(f);
-      if (!ok) throw InputError("cannot read back the document work file " + path);
-      fs::remove(path, ec);
-    }
-    refs.clear();
-    for (std::size_t at = 0; at + sizeof(RecordHeader) <= buffer.size();) {
-      RecordHeader h;
-      std::memcpy(&h, buffer.data() + at, sizeof h);
-      at += sizeof h;
-      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
-      at += h.length;
-    }
-    // Per product: item, features, related, then each style (by id) with its photos and skus;
-    // within each, export order.
-    auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
-    std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
-      if (a.product != b.product) return a.product < b.product;
-      if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
-      if (a.style != b.style) return a.style < b.style;
-      if (a.kind != b.kind) return a.kind < b.kind;
-      return a.pos < b.pos;
-    });
-    for (std::size_t i = 0; i < refs.size();) {
-      std::uint32_t product = refs[i].product;
-      std::size_t end = i;
-      while (end < refs.size() && refs[end].product == product) ++end;
-      if (refs[i].kind != kItem) {  // cannot happen: fragments only come from accepted rows
-        i = end;
-        continue;
-      }
-      item.assign(refs[i].data, refs[i].length);
-      detail.assign(item, 0, item.size() - 1);
-      detail += ",\"features\":[";
-      related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
-      related.push_back('[');
-      styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
-      bool first_feature = true, first_related = true, first_style = true;
-      for (std::size_t k = i + 1; k < end;) {
-        const Ref& r = refs[k];
-        if (r.kind == kFeature) {
-          if (!first_feature) detail.push_back(',');
-          first_feature = false;
-          detail.append(r.data, r.length);
-          ++k;
-        } else if (r.kind == kRelated) {
-          if (!first_related) related.push_back(',');
-          first_related = false;
-          related.append(r.data, r.length);
-          ++k;
-        } else if (r.kind == kStyle) {
-          if (!first_style) styles.push_back(',');
-          first_style = false;
-          styles.append(r.data, r.length);
-          std::size_t s = k + 1;
-          // The style's fragments of one kind, comma-separated, or the reference service's
-          // shape for "none" (front ends test for it).
-          auto append_run = [&](std::uint8_t kind, std::string_view none) {
-            bool any = false;
-            for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
-              if (any) styles.push_back(',');
-              any = true;
-              styles.append(refs[s].data, refs[s].length);
-            }
-            if (!any) styles += none;
-          };
-          styles += ",\"photos\":[";
-          append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
-          styles += "],\"skus\":{";
-          append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
-          styles += "}}";
-          k = s;
-        } else {
-          ++k;  // photos or skus of a style that was never accepted: cannot happen
-        }
-      }
-      detail += "]}";
-      related += "]";
-      styles += "]}";
-      // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
-      // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
-      copy_binary::row(out, 6);
-      copy_binary::int4_field(out, product);
-      copy_binary::int4_field(out, products.rank(product));
-      copy_binary::text_field(out, item);  // the list's item stays text: SQL joins the items
-      copy_binary::bytea_field(out, stored_form(compressor, detail, detail_gz));
-      copy_binary::bytea_field(out, stored_form(compressor, styles, styles_gz));
-      copy_binary::bytea_field(out, stored_form(compressor, related, related_gz));
-      ++written;
-      if (out.size() >= (1 << 20)) {
-        sink(out);
-        out.clear();
-      }
-      i = end;
-    }
+  // The chunks go to `sink` one at a time, in no particular order of products (COPY does not
+  // care): the header first, the trailer last.
+  std::mutex sink_mu;
+  auto send = [&](std::string& out) {
+    std::lock_guard lock(sink_mu);
+    sink(out);
+    out.clear();
+  };
+  {
+    std::string header(copy_binary::kHeader);
+    send(header);
   }
-  copy_binary::trailer(out);
-  sink(out);
-  return written;
+  std::atomic<int> next_partition{0};
+  std::atomic<std::uint64_t> total{0};
+  // Partitions are independent: each thread takes the next one, with its own buffers and
+  // compressor, so gzipping the documents (most of this step's CPU) runs on `threads` cores.
+  auto work = [&] {
+    std::string out;
+    out.reserve(1 << 21);
+    std::string item, detail, styles, related, row;
+    std::string detail_gz, styles_gz, related_gz;
+    gzip::Compressor compressor(kDocumentGzipLevel);
+    std::uint64_t written = 0;
+    std::vector<char> buffer;
+    std::vector<Ref> refs;
+    for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
+      // Read the partition of every table into one buffer.
+      buffer.clear();
+      for (int t = 0; t < kTableCount; ++t) {
+        std::string path = partition_path(t, p);
+        std::error_code ec;
+        auto size = fs::file_size(path, ec);
+        if (ec || size == 0) continue;
+        std::size_t at = buffer.size();
+        buffer.resize(at + size);
+        std::FILE* f = std::fopen(path.c_str(), "rb");
+        bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
+        if (f) std::fclose(f);
+        if (!ok) throw InputError("cannot read back the document work file " + path);
+        fs::remove(path, ec);
+      }
+      refs.clear();
+      for (std::size_t at = 0; at + sizeof(RecordHeader) <= buffer.size();) {
+        RecordHeader h;
+        std::memcpy(&h, buffer.data() + at, sizeof h);
+        at += sizeof h;
+        refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+        at += h.length;
+      }
+      // Per product: item, features, related, then each style (by id) with its photos and skus;
+      // within each, export order.
+      auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
+      std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
+        if (a.product != b.product) return a.product < b.product;
+        if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
+        if (a.style != b.style) return a.style < b.style;
+        if (a.kind != b.kind) return a.kind < b.kind;
+        return a.pos < b.pos;
+      });
+      for (std::size_t i = 0; i < refs.size();) {
+        std::uint32_t product = refs[i].product;
+        std::size_t end = i;
+        while (end < refs.size() && refs[end].product == product) ++end;
+        if (refs[i].kind != kItem) {  // cannot happen: fragments only come from accepted rows
+          i = end;
+          continue;
+        }
+        item.assign(refs[i].data, refs[i].length);
+        detail.assign(item, 0, item.size() - 1);
+        detail += ",\"features\":[";
+        related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
+        related.push_back('[');
+        styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
+        bool first_feature = true, first_related = true, first_style = true;
+        for (std::size_t k = i + 1; k < end;) {
+          const Ref& r = refs[k];
+          if (r.kind == kFeature) {
+            if (!first_feature) detail.push_back(',');
+            first_feature = false;
+            detail.append(r.data, r.length);
+            ++k;
+          } else if (r.kind == kRelated) {
+            if (!first_related) related.push_back(',');
+            first_related = false;
+            related.append(r.data, r.length);
+            ++k;
+          } else if (r.kind == kStyle) {
+            if (!first_style) styles.push_back(',');
+            first_style = false;
+            styles.append(r.data, r.length);
+            std::size_t s = k + 1;
+            // The style's fragments of one kind, comma-separated, or the reference service's
+            // shape for "none" (front ends test for it).
+            auto append_run = [&](std::uint8_t kind, std::string_view none) {
+              bool any = false;
+              for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
+                if (any) styles.push_back(',');
+                any = true;
+                styles.append(refs[s].data, refs[s].length);
+              }
+              if (!any) styles += none;
+            };
+            styles += ",\"photos\":[";
+            append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
+            styles += "],\"skus\":{";
+            append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
+            styles += "}}";
+            k = s;
+          } else {
+            ++k;  // photos or skus of a style that was never accepted: cannot happen
+          }
+        }
+        detail += "]}";
+        related += "]";
+        styles += "]}";
+        // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
+        // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
+        copy_binary::row(out, 6);
+        copy_binary::int4_field(out, product);
+        copy_binary::int4_field(out, products.rank(product));
+        copy_binary::text_field(out, item);  // the list's item stays text: SQL joins the items
+        copy_binary::bytea_field(out, stored_form(compressor, detail, detail_gz));
+        copy_binary::bytea_field(out, stored_form(compressor, styles, styles_gz));
+        copy_binary::bytea_field(out, stored_form(compressor, related, related_gz));
+        ++written;
+        if (out.size() >= (1 << 20)) {
+          send(out);
+        }
+        i = end;
+      }
+    }
+    if (!out.empty()) send(out);
+    total.fetch_add(written);
+  };
+  const int n = std::clamp(threads, 1, partitions_);
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < n; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        work();
+      } catch (...) {
+        errors[static_cast<std::size_t>(t)] = std::current_exception();
+        next_partition.store(partitions_);  // the others stop at their next partition
+      }
+    });
+  }
+  try {
+    work();
+  } catch (...) {
+    errors[0] = std::current_exception();
+    next_partition.store(partitions_);
+  }
+  for (auto& th : pool) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  std::string trailer;
+  copy_binary::trailer(trailer);
+  send(trailer);
+  return total.load();
 }
 
 }  // namespace catwalk::etl

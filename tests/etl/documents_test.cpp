@@ -131,7 +131,9 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
     }
     products.finalize();
     std::string binary;
-    auto n = store.assemble(products, [&](const std::string& chunk) { binary += chunk; });
+    // Three threads over four partitions: rows in any order, header first, trailer last.
+    auto n = store.assemble(
+        products, [&](const std::string& chunk) { binary += chunk; }, 3);
     CHECK(n == 2);
     REQUIRE(binary.starts_with(copy_binary::kHeader));
     CHECK(binary.ends_with("\xFF\xFF"));
