@@ -194,11 +194,15 @@ void Handlers::product_doc(DocKind kind, const Request& req, std::string_view ra
   send_document(req, res, *doc);
 }
 
-bool Handlers::validated(const Request& req, Response& res, const std::string& etag) {
+bool Handlers::validated(const Request& req, Response& res, const std::string& etag,
+                         std::size_t full_length) {
   res.set_header("ETag", etag);
   res.set_header("Cache-Control", cache_control_);
   if (!if_none_match(req.get_header_value("If-None-Match"), etag)) return false;
   res.status = 304;  // no body: the client's copy is current
+  // A 304 may carry Content-Length only as the 200 would have (RFC 9110 8.6); cpp-httplib
+  // would otherwise add "0" for the empty body.
+  res.set_header("Content-Length", std::to_string(full_length));
   return true;
 }
 
@@ -210,12 +214,13 @@ void Handlers::send_document(const Request& req, Response& res, std::string_view
                                    : weak_etag(gzip::crc32(stored), stored.size());
   // Every answer of these routes may differ by Accept-Encoding (shared caches must key on it).
   res.set_header("Vary", "Accept-Encoding");
-  if (validated(req, res, etag)) return;
+  const bool send_gzip = trailer && accepts_gzip(req.get_header_value("Accept-Encoding"));
+  if (validated(req, res, etag, trailer && !send_gzip ? trailer->size : stored.size())) return;
   res.status = 200;
   res.set_header("Content-Type", kJsonType);
   if (!trailer) {
     res.body.assign(stored);
-  } else if (accepts_gzip(req.get_header_value("Accept-Encoding"))) {
+  } else if (send_gzip) {
     res.set_header("Content-Encoding", "gzip");
     res.body.assign(stored);
   } else {
@@ -248,7 +253,7 @@ void Handlers::product_page(const Request& req, Response& res) {
   std::string body = bounds ? repo_.product_page(bounds->first, bounds->second) : "[]";
   // Tagged by its content (a CRC-32 of a few KB per request): a publish that changes the page
   // changes the tag.
-  if (validated(req, res, weak_etag(gzip::crc32(body), body.size()))) return;
+  if (validated(req, res, weak_etag(gzip::crc32(body), body.size()), body.size())) return;
   send_json(res, 200, std::move(body));
 }
 

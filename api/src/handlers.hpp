@@ -55,7 +55,9 @@ class Handlers {
   // gzip member to a gzip client, the JSON (inflated if stored gzipped) to any other.
   void send_document(const Request& req, Response& res, std::string_view stored);
   // ETag, Cache-Control; and 304 (true) when the request's If-None-Match matches `etag`.
-  bool validated(const Request& req, Response& res, const std::string& etag);
+  // `full_length`: the body's length in the 200 this request would get.
+  bool validated(const Request& req, Response& res, const std::string& etag,
+                 std::size_t full_length);
   void product_page(const Request& req, Response& res);
   std::optional<std::int32_t> session(const Request& req, Response& res);
   void get_cart(const Request& req, Response& res);
