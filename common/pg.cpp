@@ -13,9 +13,18 @@ std::string trim_message(const char* m) {
 }  // namespace
 
 long long Result::get_int(int row, int col) const {
+  if (!r_ || row >= rows() || col >= columns() || is_null(row, col)) {
+    throw DbError("expected a whole number at row " + std::to_string(row) + ", column " +
+                      std::to_string(col) + " of a result, found none",
+                  "");
+  }
   auto v = get(row, col);
   long long out = 0;
-  std::from_chars(v.data(), v.data() + v.size(), out);
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || end != v.data() + v.size()) {
+    throw DbError(
+        "expected a whole number in a result, found \"" + std::string(v.substr(0, 40)) + "\"", "");
+  }
   return out;
 }
 
@@ -99,9 +108,40 @@ void Connection::end_copy() {
   if (failure) throw *failure;
 }
 
-void Connection::abort_copy(const std::string& reason) {
-  PQputCopyEnd(c_.get(), reason.c_str());
+void Connection::abort_copy(const char* reason) noexcept {
+  if (!c_) return;
+  if (PQstatus(c_.get()) == CONNECTION_OK) PQputCopyEnd(c_.get(), reason);
+  // Drain the COPY's results (its error, then the end); a broken connection yields none.
   while (PGresult* r = PQgetResult(c_.get())) PQclear(r);
+}
+
+void Connection::rollback_quietly() noexcept {
+  if (!ok()) return;
+  PQclear(PQexec(c_.get(), "ROLLBACK"));
+}
+
+Transaction::Transaction(Connection& c) : c_(c) { c_.exec("BEGIN"); }
+
+Transaction::~Transaction() {
+  if (open_) c_.rollback_quietly();
+}
+
+void Transaction::commit() {
+  open_ = false;  // whatever COMMIT answers, the transaction is over
+  c_.exec("COMMIT");
+}
+
+CopyIn::CopyIn(Connection& c, const std::string& copy_statement) : c_(c) {
+  c_.exec(copy_statement);
+}
+
+CopyIn::~CopyIn() {
+  if (open_) c_.abort_copy("the load was stopped");
+}
+
+void CopyIn::finish() {
+  open_ = false;  // end_copy drains the COPY's results even when it throws
+  c_.end_copy();
 }
 
 std::string Connection::quote_ident(std::string_view name) const {

@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
     cmd->add_option("--max-rejects", max_rejects,
                     "stop and publish nothing when more lines than this are rejected")
         ->check(CLI::NonNegativeNumber);
+    cmd->add_flag("--allow-empty", opts.allow_empty,
+                  "go on when product.csv yields no product (publishes an empty catalogue)");
     cmd->add_flag("--json", json, "print one JSON document on stdout instead of the table");
     cmd->add_option("--progress", progress, "progress on stderr: auto, terminal, lines, off")
         ->check(CLI::IsMember({"auto", "terminal", "lines", "off"}))
@@ -46,6 +48,8 @@ int main(int argc, char** argv) {
 
   auto* load = app.add_subcommand("load", "validate, load and publish an export folder");
   load->add_option("--db", db_flag, "PostgreSQL URL (else DATABASE_URL, else libpq PG* variables)");
+  load->add_flag("--allow-shrink", opts.allow_shrink,
+                 "publish even when the export has fewer than half the products published now");
   add_read_options(load);
   auto* check = app.add_subcommand("check", "validate an export folder, no database");
   add_read_options(check);

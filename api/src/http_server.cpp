@@ -31,6 +31,16 @@ namespace catwalk::api {
 
 namespace {
 
+// A non-blocking call found nothing to do. POSIX allows EWOULDBLOCK to differ from EAGAIN; on
+// Linux they are one value, which is why this is not written as a two-way test (-Wlogical-op).
+bool would_block(int e) {
+#if EAGAIN == EWOULDBLOCK
+  return e == EAGAIN;
+#else
+  return e == EAGAIN || e == EWOULDBLOCK;
+#endif
+}
+
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -299,7 +309,7 @@ void close_gracefully(int sock, bool drain) {
       if (drained < kDrainBytes) continue;
     } else if (n < 0 && errno == EINTR) {
       continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && drain &&
+    } else if (n < 0 && would_block(errno) && drain &&
                wait_ready(sock, POLLIN, deadline)) {
       continue;
     }
@@ -395,7 +405,7 @@ class ConnectionStream final : public httplib::Stream {
       }
       if (n == 0) return Fill::kEof;
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return Fill::kEof;
+      if (!would_block(errno)) return Fill::kEof;
       if (!wait_ready(sock_, POLLIN, deadline)) return Fill::kTimeout;
     }
   }
@@ -455,7 +465,7 @@ class ConnectionStream final : public httplib::Stream {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+      if (n < 0 && would_block(errno) &&
           wait_ready(sock_, POLLOUT, deadline)) {
         continue;
       }

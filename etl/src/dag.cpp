@@ -1,4 +1,4 @@
-#include "catwalk/etl/dag.hpp"
+#include "dag.hpp"
 
 #include <condition_variable>
 #include <exception>

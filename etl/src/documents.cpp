@@ -1,4 +1,4 @@
-#include "catwalk/etl/documents.hpp"
+#include "documents.hpp"
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -12,9 +12,9 @@
 #include <mutex>
 #include <thread>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
 #include "catwalk/gzip.hpp"
+#include "copy_binary.hpp"
 
 namespace catwalk::etl {
 
@@ -64,13 +64,69 @@ struct RecordHeader {
 };
 #pragma pack(pop)
 
+// Which spill table a file's fragments go to, by its role; -1: the file has no document part.
 int table_of(const TableSpec& spec) {
-  static const char* names[] = {"products", "features", "related", "styles", "photos", "skus"};
-  for (int i = 0; i < kTableCount; ++i) {
-    if (spec.table == names[i]) return i;
+  switch (spec.role) {
+    case TableRole::kProducts:
+      return kProducts;
+    case TableRole::kFeatures:
+      return kFeatures;
+    case TableRole::kRelated:
+      return kRelatedTable;
+    case TableRole::kStyles:
+      return kStyles;
+    case TableRole::kPhotos:
+      return kPhotos;
+    case TableRole::kSkus:
+      return kSkus;
+    case TableRole::kCart:
+      return -1;
   }
   return -1;
 }
+
+// The columns the fragments read, by name; where each sits comes from the table spec.
+enum Col : std::uint8_t {
+  kColId,
+  kColProductId,
+  kColStyleId,
+  kColCurrentProductId,
+  kColRelatedProductId,
+  kColName,
+  kColSlogan,
+  kColDescription,
+  kColCategory,
+  kColDefaultPrice,
+  kColFeature,
+  kColValue,
+  kColSalePrice,
+  kColOriginalPrice,
+  kColDefaultStyle,
+  kColUrl,
+  kColThumbnailUrl,
+  kColSize,
+  kColQuantity,
+  kColCount
+};
+constexpr std::string_view kColNames[kColCount] = {"id",
+                                                   "product_id",
+                                                   "style_id",
+                                                   "current_product_id",
+                                                   "related_product_id",
+                                                   "name",
+                                                   "slogan",
+                                                   "description",
+                                                   "category",
+                                                   "default_price",
+                                                   "feature",
+                                                   "value",
+                                                   "sale_price",
+                                                   "original_price",
+                                                   "default_style",
+                                                   "url",
+                                                   "thumbnail_url",
+                                                   "size",
+                                                   "quantity"};
 
 constexpr std::uint32_t kDenseStyles = 1u << 26;
 
@@ -85,6 +141,13 @@ constexpr int kDocumentGzipLevel = 1;
 std::string_view stored_form(gzip::Compressor& z, const std::string& json, std::string& gz) {
   z.compress(json, gz);
   return gz.size() < json.size() ? std::string_view(gz) : std::string_view(json);
+}
+
+[[noreturn]] void damaged_work_file(const std::string& path) {
+  throw InputError(fmt::format(
+      "the document work file {} is damaged (a record runs past its end): was it changed or "
+      "truncated while the load ran? Nothing was published; run the load again",
+      path));
 }
 
 }  // namespace
@@ -152,35 +215,48 @@ std::unique_ptr<DocumentStore::Writer> DocumentStore::writer(const TableSpec& sp
 
 DocumentStore::Writer::Writer(DocumentStore& store, const TableSpec& spec)
     : store_(store), spec_(spec), table_(table_of(spec)) {
+  for (std::string_view name : kColNames) at_.push_back(spec.column_index(name));
   for (int p = 0; p < store.partitions_; ++p) {
     std::string path = store.partition_path(table_, p);
-    std::FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr) {
-      close();
-      throw InputError(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
-    }
-    std::setvbuf(f, nullptr, _IOFBF, 1 << 16);
-    files_.push_back(f);
+    std::unique_ptr<std::FILE, Close> f(std::fopen(path.c_str(), "wb"));
+    if (f == nullptr) write_failed(p, errno);
+    std::setvbuf(f.get(), nullptr, _IOFBF, 1 << 16);
+    files_.push_back(std::move(f));
   }
 }
 
-DocumentStore::Writer::~Writer() {
-  for (auto* f : files_) std::fclose(f);
+DocumentStore::Writer::~Writer() = default;
+
+void DocumentStore::Writer::write_failed(int partition, int err) const {
+  throw InputError(fmt::format(
+      "cannot write the document work file {}: {}. Work files need about the size of the "
+      "export: free some room or set TMPDIR to a folder with more",
+      store_.partition_path(table_, partition), std::strerror(err)));
 }
 
 void DocumentStore::Writer::close() {
-  bool failed = false;
-  for (auto* f : files_) failed |= std::fclose(f) != 0;
+  for (std::size_t p = 0; p < files_.size(); ++p) {
+    errno = 0;
+    bool failed = std::fflush(files_[p].get()) != 0 || std::ferror(files_[p].get());
+    int err = errno;
+    failed |= std::fclose(files_[p].release()) != 0;
+    if (failed) {
+      files_.clear();
+      write_failed(static_cast<int>(p), err ? err : errno ? errno : EIO);
+    }
+  }
   files_.clear();
-  if (failed) throw InputError("error writing the document work files (is the disk full?)");
 }
 
 void DocumentStore::Writer::put(std::uint32_t product, std::uint32_t style, std::uint32_t pos,
                                 std::uint8_t kind, std::string_view json) {
   RecordHeader h{product, style, pos, static_cast<std::uint32_t>(json.size()), kind};
-  std::FILE* f = files_[product % files_.size()];
-  std::fwrite(&h, sizeof h, 1, f);
-  std::fwrite(json.data(), 1, json.size(), f);
+  std::size_t p = product % files_.size();
+  std::FILE* f = files_[p].get();
+  if (std::fwrite(&h, sizeof h, 1, f) != 1 ||
+      std::fwrite(json.data(), 1, json.size(), f) != json.size()) {
+    write_failed(static_cast<int>(p), errno);
+  }
 }
 
 namespace {
@@ -194,62 +270,64 @@ std::uint32_t to_u32(const std::optional<std::string_view>& v) {
 void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) {
   std::string& j = scratch_;
   j.clear();
-  auto text = [&](std::size_t c) {
-    const auto& v = row.value(c);
+  // A column of this file by name; the spec has every column its fragment reads.
+  auto value = [&](Col c) -> const std::optional<std::string_view>& { return row.value(at_[c]); };
+  auto text = [&](Col c) {
+    const auto& v = value(c);
     if (v)
       append_json_string(j, *v);
     else
       j += "null";
   };
   switch (table_) {
-    case kProducts:  // id,name,slogan,description,category,default_price
+    case kProducts:
       j += "{\"id\":";
-      j += *row.value(0);
-      j += ",\"name\":", text(1);
-      j += ",\"slogan\":", text(2);
-      j += ",\"description\":", text(3);
-      j += ",\"category\":", text(4);
-      j += ",\"default_price\":", append_money_json(j, row.value(5));
+      j += *value(kColId);
+      j += ",\"name\":", text(kColName);
+      j += ",\"slogan\":", text(kColSlogan);
+      j += ",\"description\":", text(kColDescription);
+      j += ",\"category\":", text(kColCategory);
+      j += ",\"default_price\":", append_money_json(j, value(kColDefaultPrice));
       j += "}";
-      put(to_u32(row.value(0)), 0, pos, kItem, j);
+      put(to_u32(value(kColId)), 0, pos, kItem, j);
       break;
-    case kFeatures:  // id,product_id,feature,value
-      j += "{\"feature\":", text(2);
-      j += ",\"value\":", text(3);
+    case kFeatures:
+      j += "{\"feature\":", text(kColFeature);
+      j += ",\"value\":", text(kColValue);
       j += "}";
-      put(to_u32(row.value(1)), 0, pos, kFeature, j);
+      put(to_u32(value(kColProductId)), 0, pos, kFeature, j);
       break;
-    case kRelatedTable:  // id,current_product_id,related_product_id
-      put(to_u32(row.value(1)), 0, pos, kRelated, *row.value(2));
+    case kRelatedTable:
+      put(to_u32(value(kColCurrentProductId)), 0, pos, kRelated, *value(kColRelatedProductId));
       break;
-    case kStyles: {  // id,product_id,name,sale_price,original_price,default_style
-      std::uint32_t id = to_u32(row.value(0)), product = to_u32(row.value(1));
+    case kStyles: {
+      std::uint32_t id = to_u32(value(kColId)), product = to_u32(value(kColProductId));
       store_.set_style_product(id, product);
       j += "{\"style_id\":";
-      j += *row.value(0);
-      j += ",\"name\":", text(2);
-      j += ",\"original_price\":", append_money_json(j, row.value(4));
-      j += ",\"sale_price\":", append_money_json(j, row.value(3));
+      j += *value(kColId);
+      j += ",\"name\":", text(kColName);
+      j += ",\"original_price\":", append_money_json(j, value(kColOriginalPrice));
+      j += ",\"sale_price\":", append_money_json(j, value(kColSalePrice));
       j += ",\"default?\":";
-      j += *row.value(5);
+      j += *value(kColDefaultStyle);
       put(product, id, pos, kStyle, j);  // closed with photos and skus when assembled
       break;
     }
-    case kPhotos: {  // id,style_id,url,thumbnail_url
-      std::uint32_t style = to_u32(row.value(1));
-      j += "{\"thumbnail_url\":", text(3);
-      j += ",\"url\":", text(2);
+    case kPhotos: {
+      std::uint32_t style = to_u32(value(kColStyleId));
+      j += "{\"thumbnail_url\":", text(kColThumbnailUrl);
+      j += ",\"url\":", text(kColUrl);
       j += "}";
       put(store_.product_of_style(style), style, pos, kPhoto, j);
       break;
     }
-    case kSkus: {  // id,style_id,size,quantity
-      std::uint32_t style = to_u32(row.value(1));
+    case kSkus: {
+      std::uint32_t style = to_u32(value(kColStyleId));
       j += "\"";
-      j += *row.value(0);
+      j += *value(kColId);
       j += "\":{\"quantity\":";
-      j += *row.value(3);
-      j += ",\"size\":", text(2);
+      j += *value(kColQuantity);
+      j += ",\"size\":", text(kColSize);
       j += "}";
       put(store_.product_of_style(style), style, pos, kSku, j);
       break;
@@ -294,6 +372,7 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
       // Read the partition of every table into one buffer.
       buffer.clear();
+      std::vector<std::pair<std::size_t, std::string>> file_ends;  // where each file's bytes end
       for (int t = 0; t < kTableCount; ++t) {
         std::string path = partition_path(t, p);
         std::error_code ec;
@@ -306,14 +385,22 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
         if (f) std::fclose(f);
         if (!ok) throw InputError("cannot read back the document work file " + path);
         fs::remove(path, ec);
+        file_ends.emplace_back(buffer.size(), path);
       }
       refs.clear();
-      for (std::size_t at = 0; at + sizeof(RecordHeader) <= buffer.size();) {
-        RecordHeader h;
-        std::memcpy(&h, buffer.data() + at, sizeof h);
-        at += sizeof h;
-        refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
-        at += h.length;
+      // The files are ours, but they sit in a shared folder: a record that runs past its file's
+      // end (a truncated or damaged file) stops the load instead of reading out of bounds.
+      std::size_t at = 0;
+      for (const auto& [end, path] : file_ends) {
+        while (at < end) {
+          RecordHeader h;
+          if (end - at < sizeof h) damaged_work_file(path);
+          std::memcpy(&h, buffer.data() + at, sizeof h);
+          at += sizeof h;
+          if (h.length > end - at || h.kind > kSku) damaged_work_file(path);
+          refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+          at += h.length;
+        }
       }
       // Per product: item, features, related, then each style (by id) with its photos and skus;
       // within each, export order.

@@ -10,23 +10,28 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
-#include "catwalk/etl/copy_binary.hpp"
-#include "catwalk/etl/dag.hpp"
-#include "catwalk/etl/documents.hpp"
 #include "catwalk/etl/errors.hpp"
 #include "catwalk/etl/migrations.hpp"
-#include "catwalk/etl/record.hpp"
-#include "catwalk/etl/rejects.hpp"
-#include "catwalk/etl/validate.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
+#include "chunk_pipe.hpp"
+#include "copy_writer.hpp"
+#include "dag.hpp"
+#include "documents.hpp"
+#include "file_task.hpp"
+#include "plan.hpp"
+#include "progress.hpp"
+#include "publish.hpp"
+#include "record.hpp"
+#include "rejects.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -49,175 +54,11 @@ void check_stop() {
   }
 }
 
-struct FileTask {
-  const TableSpec* spec = nullptr;
-  std::string path;
-  HeaderMap header;
-  std::uint64_t size = 0;
-  std::vector<std::size_t> parent_tasks;  // indices of tasks that must finish first
-  IdSet ids;                              // accepted ids; read by child tasks once this one is done
-  FileStats stats;
-  // Live progress, written by the worker, read by the progress thread.
-  std::atomic<std::uint64_t> live_rows{0};
-  std::atomic<std::uint64_t> live_bytes{0};
-  std::atomic<Clock::rep> live_started_ns{0};  // steady clock; 0 = not started
-  std::atomic<bool> live_done{false};
-};
-
-// Live progress on stderr: on a terminal, one line per file redrawn in place (rows, MB/s, percent,
-// ETA); otherwise one line per running file every 5 seconds, so CI logs stay short.
-class Progress {
- public:
-  Progress(std::vector<std::unique_ptr<FileTask>>& tasks, LoadOptions::Progress mode)
-      : tasks_(tasks) {
-    terminal_ = mode == LoadOptions::Progress::kTerminal ||
-                (mode == LoadOptions::Progress::kAuto && ::isatty(STDERR_FILENO));
-    if (mode != LoadOptions::Progress::kOff) thread_ = std::thread([this] { loop(); });
-  }
-  ~Progress() { stop(); }
-  // True while live terminal lines are being redrawn (other stderr output would garble them).
-  bool live() {
-    std::lock_guard lock(m_);
-    return terminal_ && !stopped_;
-  }
-  void stop() {
-    {
-      std::lock_guard lock(m_);
-      if (stopped_) return;
-      stopped_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void loop() {
-    auto interval = terminal_ ? std::chrono::milliseconds(250) : std::chrono::seconds(5);
-    std::unique_lock lock(m_);
-    while (!cv_.wait_for(lock, interval, [this] { return stopped_; })) render();
-    if (terminal_) render();  // the final state of every line
-  }
-
-  void render() {
-    std::string out;
-    if (drawn_ > 0) out += fmt::format("\x1b[{}A", drawn_);  // back to the first line
-    int lines = 0;
-    for (auto& t : tasks_) {
-      bool done = t->live_done.load();
-      auto started = t->live_started_ns.load();
-      if (started == 0 || (done && !terminal_)) continue;
-      std::uint64_t rows = t->live_rows.load(), bytes = t->live_bytes.load();
-      double secs = done
-                        ? t->stats.seconds
-                        : std::max(1e-3, (Clock::now().time_since_epoch().count() - started) / 1e9);
-      double mbps = bytes / 1e6 / secs;
-      std::string state = "done";
-      if (!done) {
-        double left = t->size > bytes && mbps > 0 ? (t->size - bytes) / 1e6 / mbps : 0;
-        state = fmt::format("{:3.0f}%  ETA {}:{:02}", t->size ? 100.0 * bytes / t->size : 100.0,
-                            static_cast<int>(left) / 60, static_cast<int>(left) % 60);
-      }
-      out += fmt::format("{}{:<13} {:>12} rows {:>8.1f} MB/s  {}\n", terminal_ ? "\x1b[2K" : "",
-                         t->spec->file, rows, mbps, state);
-      ++lines;
-    }
-    if (terminal_) drawn_ = lines;
-    if (out.empty()) return;
-    ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
-    (void)ignored;
-  }
-
-  std::vector<std::unique_ptr<FileTask>>& tasks_;
-  bool terminal_ = false, stopped_ = false;
-  int drawn_ = 0;
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::thread thread_;
-};
-
-// A bounded hand-off of COPY chunks from one producer thread to one consumer: the documents are
-// assembled while PostgreSQL ingests the previous chunks. close() ends the stream (producer
-// side); cancel() makes both sides give up (consumer side, on a failed send).
-class ChunkPipe {
- public:
-  explicit ChunkPipe(std::size_t capacity) : capacity_(capacity) {}
-  bool push(std::string chunk) {  // false once cancelled
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return cancelled_ || queue_.size() < capacity_; });
-    if (cancelled_) return false;
-    queue_.push_back(std::move(chunk));
-    cv_.notify_all();
-    return true;
-  }
-  bool pop(std::string& out) {  // false at the end of the stream or once cancelled
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return cancelled_ || closed_ || !queue_.empty(); });
-    if (cancelled_ || queue_.empty()) return false;
-    out = std::move(queue_.front());
-    queue_.pop_front();
-    cv_.notify_all();
-    return true;
-  }
-  void close() {
-    std::lock_guard lock(m_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-  void cancel() {
-    std::lock_guard lock(m_);
-    cancelled_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::size_t capacity_;
-  std::deque<std::string> queue_;
-  bool closed_ = false, cancelled_ = false;
-  std::mutex m_;
-  std::condition_variable cv_;
-};
-
 class Run {
  public:
   explicit Run(const LoadOptions& o) : o_(o) {}
 
-  void plan() {
-    if (!fs::is_directory(o_.dir)) {
-      throw InputError(
-          fmt::format("{}: not a folder; pass the folder holding product.csv, ...", o_.dir));
-    }
-    for (const auto& spec : table_specs()) {
-      fs::path path = fs::path(o_.dir) / spec.file;
-      if (!fs::exists(path)) {
-        if (!spec.required) continue;
-        throw InputError(fmt::format(
-            "{}: required file {} is missing; nothing was loaded. Expected product.csv, "
-            "features.csv, styles.csv, photos.csv, skus.csv, related.csv (cart.csv optional)",
-            o_.dir, spec.file));
-      }
-      auto t = std::make_unique<FileTask>();
-      t->spec = &spec;
-      t->path = path.string();
-      t->header = map_header(spec, read_header_line(t->path), t->path);
-      t->size = fs::file_size(path);
-      t->stats.file = spec.file;
-      t->stats.table = spec.table == "cart_import" ? "cart" : spec.table;
-      tasks_.push_back(std::move(t));
-    }
-    for (auto& t : tasks_) {
-      for (const auto& parent : t->spec->parents()) {
-        for (std::size_t i = 0; i < tasks_.size(); ++i) {
-          if (tasks_[i]->spec->table == parent) t->parent_tasks.push_back(i);
-        }
-      }
-    }
-    std::error_code ec;
-    fs::create_directories(o_.rejects_dir, ec);
-    if (!fs::is_directory(o_.rejects_dir)) {
-      throw InputError(
-          fmt::format("cannot create the rejects folder {}: {}", o_.rejects_dir, ec.message()));
-    }
-  }
+  void plan() { tasks_ = plan_files(o_); }
 
   void prepare_database() {
     main_ = std::make_unique<pg::Connection>(o_.db_url);
@@ -228,11 +69,23 @@ class Run {
       main_->exec("SELECT pg_advisory_lock(hashtext('catwalk-load'))");
     }
     for (const auto& name : apply_missing_migrations(*main_)) log("applied migration {}", name);
+    // What is published now, to compare the new catalogue with before replacing it.
+    auto published =
+        main_->exec(fmt::format("SELECT CASE WHEN to_regclass('{0}.products') IS NULL THEN 0 "
+                                "ELSE (SELECT count(*) FROM {0}.products) END",
+                                kPublishedSchema));
+    published_products_ = static_cast<std::uint64_t>(published.get_int(0, 0));
     // A load killed earlier may have left its unpublished schema behind.
     main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));
     replay_catalog_phase(*main_, kStagingSchema, MigrationScope::kCatalogPreData);
-    documents_ = std::make_unique<DocumentStore>(fs::temp_directory_path().string(), kPartitions);
+    std::error_code ec;
+    fs::path temp = fs::temp_directory_path(ec);
+    if (ec) {
+      throw InputError(fmt::format("no folder for work files: {}; set TMPDIR to a writable folder",
+                                   ec.message()));
+    }
+    documents_ = std::make_unique<DocumentStore>(temp.string(), kPartitions);
   }
 
   // Everything between planning and publishing, as one graph over --jobs workers: the files
@@ -321,11 +174,16 @@ class Run {
   void build_documents(pg::Connection& c) {
     const IdSet* products = nullptr;
     for (auto& t : tasks_) {
-      if (t->spec->table != "products") continue;
+      if (t->spec->role != TableRole::kProducts) continue;
       t->ids.finalize();  // every file task is done: the set is final, ranks can be computed
       products = &t->ids;
     }
-    c.exec("BEGIN");
+    pg::Transaction tx(c);
+    // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
+    c.exec("TRUNCATE product_docs");
+    pg::CopyIn copy(c,
+                    "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
+                    "WITH (FORMAT binary, FREEZE)");
     ChunkPipe pipe(4);
     std::exception_ptr assembly_error;
     std::thread assembler([&] {
@@ -344,27 +202,30 @@ class Run {
       }
       pipe.close();
     });
-    try {
-      c.exec("TRUNCATE product_docs");
-      c.exec(
-          "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
-          "WITH (FORMAT binary, FREEZE)");
-      std::string chunk;
-      while (pipe.pop(chunk)) c.put_copy(chunk.data(), chunk.size());
-      assembler.join();
-      if (assembly_error) std::rethrow_exception(assembly_error);
-      check_stop();
-      if (cancelled_) throw Cancelled{};
-      c.end_copy();
-      c.exec("COMMIT");
-    } catch (...) {
-      pipe.cancel();
-      if (assembler.joinable()) assembler.join();
-      if (c.ok()) {
-        c.abort_copy("load cancelled");
-        c.exec("ROLLBACK");
+    // Whatever fails here, the assembler stops and is joined first; then the COPY and the
+    // transaction are abandoned by their destructors, which never throw.
+    struct JoinAssembler {
+      ChunkPipe& pipe;
+      std::thread& thread;
+      ~JoinAssembler() {
+        pipe.cancel();
+        if (thread.joinable()) thread.join();
       }
-      throw;
+    } joiner{pipe, assembler};
+    std::string chunk;
+    while (pipe.pop(chunk)) copy.put(chunk);
+    assembler.join();
+    if (assembly_error) std::rethrow_exception(assembly_error);
+    check_stop();
+    if (cancelled_) throw Cancelled{};
+    copy.finish();
+    tx.commit();
+  }
+
+  void check_catalogue_size() const {
+    for (const auto& t : tasks_) {
+      if (t->spec->role == TableRole::kProducts)
+        etl::check_catalogue_size(t->stats, published_products_, o_);
     }
   }
 
@@ -372,31 +233,10 @@ class Run {
     check_stop();  // the last moment a stop is honoured: past here the swap commits
     log("publishing");
     auto t = Clock::now();
-    main_->exec("BEGIN");
-    try {
-      main_->exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
-      main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
-      main_->exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
-      main_->exec("DROP SCHEMA catwalk_retired CASCADE");
-      // Carts written through the API survive: rows whose id is present are left alone.
-      auto ins = main_->exec(
-          "WITH ins AS (INSERT INTO public.cart (id, user_session, product_id, active)"
-          " SELECT id, user_session, product_id, active FROM catwalk.cart_import ORDER BY pos"
-          " ON CONFLICT (id) DO NOTHING RETURNING 1) SELECT count(*) FROM ins");
-      main_->exec(
-          "SELECT setval('public.cart_id_seq', m) FROM (SELECT max(id) AS m FROM public.cart) x"
-          " WHERE m > (SELECT last_value FROM public.cart_id_seq)");
-      main_->exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
-      main_->exec("COMMIT");
-      for (auto& task : tasks_) {
-        if (task->spec->table == "cart_import") {
-          summary.cart_rows_kept =
-              task->stats.loaded - static_cast<std::uint64_t>(ins.get_int(0, 0));
-        }
-      }
-    } catch (...) {
-      if (main_->ok()) main_->exec("ROLLBACK");
-      throw;
+    std::uint64_t cart_inserted = publish_staging(*main_);
+    for (auto& task : tasks_) {
+      if (task->spec->role == TableRole::kCart)
+        summary.cart_rows_kept = task->stats.loaded - cart_inserted;
     }
     summary.phases.push_back({"publish", since(t)});
   }
@@ -439,78 +279,56 @@ class Run {
     std::string stem = fs::path(task.spec->file).stem().string();
     RejectsWriter rejects((fs::path(o_.rejects_dir) / (stem + ".rejects.csv")).string());
 
-    pg::Connection* conn = o_.use_database ? &worker_connection(worker) : nullptr;
-    if (conn) {
-      std::string table = conn->quote_ident(task.spec->table);
-      std::string cols;
-      for (const auto& c : task.spec->columns) cols += conn->quote_ident(c.name) + ", ";
-      conn->exec("BEGIN");
-      // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
-      conn->exec("TRUNCATE " + table);
-      conn->exec(
-          fmt::format("COPY {} ({}pos) FROM STDIN WITH (FORMAT binary, FREEZE)", table, cols));
-    }
+    // The file's rows go to its table (load only). On any failure the writer aborts the COPY
+    // and rolls back without throwing, and the rejects file is closed quietly: the error that
+    // stopped the task is the one reported.
+    std::optional<CopyWriter> copy;
+    if (o_.use_database) copy.emplace(worker_connection(worker), *task.spec);
+    std::string no_database_rows;  // `check`: rows are formed the same way, then dropped
+    std::string& buffer = copy ? copy->rows() : no_database_rows;
 
     std::unique_ptr<DocumentStore::Writer> docs;
     if (documents_) docs = documents_->writer(*task.spec);
     LineSource source(task.path);
     std::string_view line;
     source.next(line);  // the header, checked in plan()
-    std::string buffer;
-    constexpr std::size_t kFlushAt = 1 << 20;
-    buffer.reserve(kFlushAt + (1 << 16));
-    buffer.append(copy_binary::kHeader);
     RowError error;
     bool repaired = false;
     auto publish_live = [&] {
       task.live_rows.store(st.read, std::memory_order_relaxed);
       task.live_bytes.store(source.bytes_read(), std::memory_order_relaxed);
     };
-    try {
-      while (source.next(line)) {
-        ++st.read;
-        if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
-          ++st.loaded;
-          st.repaired += repaired;
-          if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
-          if (buffer.size() >= kFlushAt) {
-            if (conn) conn->put_copy(buffer.data(), buffer.size());
-            buffer.clear();
-          }
-        } else {
-          ++st.rejected;
-          ++st.rejects[static_cast<int>(error.kind)];
-          rejects.write(error, line);
-          std::uint64_t total = ++total_rejects_;
-          if (o_.max_rejects && total > *o_.max_rejects) {
-            throw TooManyRejects(fmt::format(
-                "more than {} lines rejected (--max-rejects); stopped at {} line {}; nothing "
-                "was published. See the rejects in {}",
-                *o_.max_rejects, task.spec->file, source.line_number(), o_.rejects_dir));
-          }
-        }
-        if ((st.read & 4095) == 0) {
-          publish_live();
-          if (cancelled_) throw Cancelled{};
-          check_stop();
+    while (source.next(line)) {
+      ++st.read;
+      if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
+        ++st.loaded;
+        st.repaired += repaired;
+        if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
+        if (copy)
+          copy->send_if_full();
+        else
+          drop_if_full(buffer);
+      } else {
+        ++st.rejected;
+        ++st.rejects[static_cast<int>(error.kind)];
+        rejects.write(error, line);
+        std::uint64_t total = ++total_rejects_;
+        if (o_.max_rejects && total > *o_.max_rejects) {
+          throw TooManyRejects(fmt::format(
+              "more than {} lines rejected (--max-rejects); stopped at {} line {}; nothing "
+              "was published. See the rejects in {}",
+              *o_.max_rejects, task.spec->file, source.line_number(), o_.rejects_dir));
         }
       }
-      if (conn) {
-        copy_binary::trailer(buffer);
-        conn->put_copy(buffer.data(), buffer.size());
-        conn->end_copy();
-        conn->exec("COMMIT");
+      if ((st.read & 4095) == 0) {
+        publish_live();
+        if (cancelled_) throw Cancelled{};
+        check_stop();
       }
-    } catch (...) {
-      if (conn && conn->ok()) {
-        conn->abort_copy("load cancelled");
-        conn->exec("ROLLBACK");
-      }
-      rejects.close();
-      throw;
     }
     rejects.close();
     if (docs) docs->close();
+    if (copy) copy->finish();
     st.bytes = source.bytes_read();
     st.seconds = since(start);
     publish_live();
@@ -520,6 +338,7 @@ class Run {
   const LoadOptions& o_;
   std::vector<std::unique_ptr<FileTask>> tasks_;
   std::unique_ptr<pg::Connection> main_;
+  std::uint64_t published_products_ = 0;  // products published before this load
   std::vector<std::unique_ptr<pg::Connection>> worker_conns_;
   std::unique_ptr<DocumentStore> documents_;  // load only
   std::unique_ptr<Progress> progress_;
@@ -541,6 +360,7 @@ RunSummary run(const LoadOptions& options) {
     r.plan();
     if (options.use_database) r.prepare_database();
     r.run_graph(summary);
+    r.check_catalogue_size();
     if (options.use_database) r.publish(summary);
   } catch (const Interrupted& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitInterrupted;
@@ -548,11 +368,15 @@ RunSummary run(const LoadOptions& options) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitBadInput;
   } catch (const TooManyRejects& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitTooManyRejects;
+  } catch (const RefusedPublish& e) {
+    summary.ok = false, summary.error = e.what(), summary.exit_code = kExitRefused;
   } catch (const pg::DbError& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitDatabase;
   } catch (const std::exception& e) {
     summary.ok = false, summary.error = e.what(), summary.exit_code = kExitInternal;
   }
+  // Messages may quote paths and header text from the input: keep what is shown valid UTF-8.
+  if (!summary.ok) summary.error = printable_text(summary.error, 4096);
   r.collect(summary);
   summary.seconds = since(start);
   return summary;

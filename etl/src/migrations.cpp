@@ -35,31 +35,26 @@ const std::vector<Migration>& migrations() {
 
 std::vector<std::string> apply_missing_migrations(pg::Connection& conn) {
   std::vector<std::string> applied;
-  conn.exec("BEGIN");
-  try {
-    // Transaction-scoped: two migrators never interleave; released at COMMIT or ROLLBACK.
-    conn.exec("SELECT pg_advisory_xact_lock(hashtext('catwalk-migrate'))");
-    conn.exec(
-        "CREATE TABLE IF NOT EXISTS public.catwalk_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())");
-    auto done = conn.exec("SELECT version FROM public.catwalk_migrations");
-    std::vector<long long> have;
-    for (int i = 0; i < done.rows(); ++i) have.push_back(done.get_int(i, 0));
-    for (const auto& m : migrations()) {
-      if (std::find(have.begin(), have.end(), m.version) != have.end()) continue;
-      conn.exec(m.scope == MigrationScope::kGlobal ? "SET LOCAL search_path = public"
-                                                   : "SET LOCAL search_path = catwalk, public");
-      conn.exec(m.sql);
-      conn.exec("INSERT INTO public.catwalk_migrations (version, name) VALUES ($1, $2)",
-                {std::to_string(m.version), m.name});
-      applied.push_back(m.name);
-    }
-    conn.exec("COMMIT");
-  } catch (...) {
-    if (conn.ok()) conn.exec("ROLLBACK");
-    throw;
+  pg::Transaction tx(conn);  // all or nothing
+  // Transaction-scoped: two migrators never interleave; released at COMMIT or ROLLBACK.
+  conn.exec("SELECT pg_advisory_xact_lock(hashtext('catwalk-migrate'))");
+  conn.exec(
+      "CREATE TABLE IF NOT EXISTS public.catwalk_migrations ("
+      " version integer PRIMARY KEY, name text NOT NULL,"
+      " applied_at timestamptz NOT NULL DEFAULT now())");
+  auto done = conn.exec("SELECT version FROM public.catwalk_migrations");
+  std::vector<long long> have;
+  for (int i = 0; i < done.rows(); ++i) have.push_back(done.get_int(i, 0));
+  for (const auto& m : migrations()) {
+    if (std::find(have.begin(), have.end(), m.version) != have.end()) continue;
+    conn.exec(m.scope == MigrationScope::kGlobal ? "SET LOCAL search_path = public"
+                                                 : "SET LOCAL search_path = catwalk, public");
+    conn.exec(m.sql);
+    conn.exec("INSERT INTO public.catwalk_migrations (version, name) VALUES ($1, $2)",
+              {std::to_string(m.version), m.name});
+    applied.push_back(m.name);
   }
+  tx.commit();
   return applied;
 }
 

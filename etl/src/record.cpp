@@ -5,12 +5,13 @@
 #include <libfccp/csv.h>
 #pragma GCC diagnostic pop
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "catwalk/etl/errors.hpp"
-#include "catwalk/etl/record.hpp"
+#include "record.hpp"
 
 namespace catwalk::etl {
 
@@ -123,6 +124,40 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
+namespace {
+// Length of the valid UTF-8 sequence starting at `p` (at most `left` bytes), or 0 if invalid.
+std::size_t utf8_sequence_length(const char* p, std::size_t left) {
+  auto c = static_cast<unsigned char>(*p);
+  std::size_t n = c < 0x80                 ? 1
+                  : c >= 0xC2 && c <= 0xDF ? 2
+                  : c >= 0xE0 && c <= 0xEF ? 3
+                  : c >= 0xF0 && c <= 0xF4 ? 4
+                                           : 0;
+  if (n == 0 || n > left) return 0;
+  return valid_utf8(std::string_view(p, n)) ? n : 0;
+}
+}  // namespace
+
+std::string printable_text(std::string_view s, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes) + 3);
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence_length(s.data() + i, s.size() - i);
+    std::string_view piece = n == 0 ? std::string_view("\xEF\xBF\xBD") : s.substr(i, n);
+    if (n == 1 && (static_cast<unsigned char>(s[i]) < 0x20 || s[i] == 0x7F) && s[i] != '\t' &&
+        s[i] != '\n') {
+      piece = "?";
+    }
+    if (out.size() + piece.size() > max_bytes) {
+      out += "...";
+      break;
+    }
+    out.append(piece);
+    i += n == 0 ? 1 : n;
+  }
+  return out;
+}
+
 std::string normalize_column_name(std::string_view raw) {
   std::size_t b = 0, e = raw.size();
   auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
@@ -156,6 +191,12 @@ std::string read_header_line(const std::string& path) {
   if (line.empty() && !in) throw InputError(path + ": the file is empty; expected a header line");
   if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);
   if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.find('\r') != std::string::npos) {
+    // Not a header with a stray byte: the whole file read as one line. Say so, briefly.
+    throw InputError(path +
+                     ": lines end with a carriage return (CR) alone, the old Mac style; the "
+                     "loader reads LF or CRLF line ends. Convert the file, e.g. tr '\\r' '\\n'");
+  }
   return line;
 }
 
@@ -164,16 +205,22 @@ namespace {
 // Feeds the line reader. Cuts over-long lines and replaces NUL bytes (see LineSource).
 class FilteringSource : public io::ByteSourceBase {
  public:
-  FilteringSource(FILE* f, std::shared_ptr<std::atomic<std::uint64_t>> counter)
-      : file_(f), counter_(std::move(counter)), in_(kChunk) {}
-  ~FilteringSource() override { std::fclose(file_); }
+  FilteringSource(FILE* f, std::string path, std::shared_ptr<std::atomic<std::uint64_t>> counter)
+      : file_(f), path_(std::move(path)), counter_(std::move(counter)), in_(kChunk) {}
+  FilteringSource(const FilteringSource&) = delete;  // owns the file
+  FilteringSource& operator=(const FilteringSource&) = delete;
 
   int read(char* out, int size) override {
     int produced = 0;
     while (produced < size) {
       if (pos_ == end_) {
-        end_ = std::fread(in_.data(), 1, in_.size(), file_);
+        end_ = std::fread(in_.data(), 1, in_.size(), file_.get());
         pos_ = 0;
+        // A read error is not the end of the file: the rows after it would be lost silently.
+        // (The line reader hands this exception to the thread reading lines.)
+        if (end_ == 0 && std::ferror(file_.get())) {
+          throw InputError(path_ + ": cannot read the file: " + std::strerror(errno));
+        }
         if (end_ == 0) break;
         counter_->fetch_add(end_, std::memory_order_relaxed);
       }
@@ -192,19 +239,22 @@ class FilteringSource : public io::ByteSourceBase {
       std::size_t seg = nl ? static_cast<std::size_t>(nl - chunk) + 1 : avail;  // incl. '\n'
       std::size_t text = nl ? seg - 1 : seg;
       std::size_t room_in_line = kMaxLineBytes + 1 - line_len_;
-      std::size_t take;
-      if (text > room_in_line) {
-        take = room_in_line;  // cut here, drop the rest up to the '\n'
-        dropping_ = true;
-      } else {
-        take = seg;
-      }
-      take = std::min<std::size_t>(take, static_cast<std::size_t>(size - produced));
+      bool over = text > room_in_line;
+      std::size_t take = std::min<std::size_t>(over ? room_in_line : seg,
+                                               static_cast<std::size_t>(size - produced));
+      // Drop the rest of the line only once the kept part is complete: when the output window
+      // ends first, the next read() goes on copying the same line.
+      if (over && take == room_in_line) dropping_ = true;
       std::memcpy(out + produced, chunk, take);
       for (char* z = out + produced;
            (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
         *z = '\xFF';
       }
+      // The line reader drops a CR before the end of a line: a cut line ending in one would come
+      // out at exactly kMaxLineBytes and be loaded cut short. Its kept bytes past the limit are
+      // never loaded nor shown (over-long lines are rejected, their first 4 KiB kept).
+      if (dropping_ && take > 0 && out[produced + take - 1] == '\r')
+        out[produced + take - 1] = '\xFF';
       if (take > 0 && out[produced + take - 1] == '\n')
         line_len_ = 0;
       else
@@ -217,7 +267,11 @@ class FilteringSource : public io::ByteSourceBase {
 
  private:
   static constexpr std::size_t kChunk = 1 << 20;
-  FILE* file_;
+  struct Close {
+    void operator()(FILE* f) const { std::fclose(f); }
+  };
+  std::unique_ptr<FILE, Close> file_;
+  std::string path_;
   std::shared_ptr<std::atomic<std::uint64_t>> counter_;
   std::vector<char> in_;
   std::size_t pos_ = 0, end_ = 0;
@@ -233,7 +287,8 @@ LineSource::LineSource(const std::string& path)
   if (f == nullptr) throw InputError(path + ": cannot open the file: " + std::strerror(errno));
   std::error_code ec;
   file_size_ = std::filesystem::file_size(path, ec);
-  std::unique_ptr<io::ByteSourceBase> source = std::make_unique<FilteringSource>(f, bytes_read_);
+  std::unique_ptr<io::ByteSourceBase> source =
+      std::make_unique<FilteringSource>(f, path, bytes_read_);
   reader_ = std::make_unique<io::LineReader>(path, std::move(source));
 }
 

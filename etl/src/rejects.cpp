@@ -1,4 +1,4 @@
-#include "catwalk/etl/rejects.hpp"
+#include "rejects.hpp"
 
 #include <fmt/format.h>
 
@@ -31,6 +31,10 @@ RejectsWriter::RejectsWriter(const std::string& path)
   buf_ = "line,column,kind,message,raw\n";
 }
 
+RejectsWriter::~RejectsWriter() {
+  if (file_) std::fwrite(buf_.data(), 1, buf_.size(), file_.get());  // then closed, unchecked
+}
+
 void RejectsWriter::write(const RowError& e, std::string_view raw_line) {
   constexpr std::size_t kRawMax = 4096;  // an over-long line is kept in part, not 1 MiB of it
   fmt::format_to(std::back_inserter(buf_), "{},", e.line);
@@ -43,19 +47,34 @@ void RejectsWriter::write(const RowError& e, std::string_view raw_line) {
   append_csv_field(buf_,
                    e.kind == RejectKind::kLineTooLong ? raw_line.substr(0, kRawMax) : raw_line);
   buf_.push_back('\n');
-  if (buf_.size() > (1 << 16)) {
-    std::fwrite(buf_.data(), 1, buf_.size(), file_.get());
-    buf_.clear();
+  if (buf_.size() > (1 << 16)) flush();
+}
+
+void RejectsWriter::flush() {
+  if (std::fwrite(buf_.data(), 1, buf_.size(), file_.get()) != buf_.size()) {
+    int err = errno;
+    file_.reset();
+    throw InputError(
+        fmt::format("cannot write the rejects file {}: {}; free some room or pass "
+                    "--rejects-dir DIR",
+                    path_, std::strerror(err)));
   }
+  buf_.clear();
 }
 
 void RejectsWriter::close() {
   if (!file_) return;
-  std::fwrite(buf_.data(), 1, buf_.size(), file_.get());
-  buf_.clear();
+  flush();
+  errno = 0;
   bool failed = std::fflush(file_.get()) != 0 || std::ferror(file_.get());
-  file_.reset();
-  if (failed) throw InputError("error writing the rejects file " + path_);
+  int err = errno;
+  failed |= std::fclose(file_.release()) != 0;
+  if (failed) {
+    throw InputError(
+        fmt::format("cannot write the rejects file {}: {}; free some room or pass "
+                    "--rejects-dir DIR",
+                    path_, std::strerror(err ? err : errno)));
+  }
 }
 
 }  // namespace catwalk::etl

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "catwalk/json.hpp"
+#include "record.hpp"
 
 namespace catwalk::etl {
 
@@ -48,14 +49,15 @@ std::string render_table(const RunSummary& s) {
     out += fmt::format("cart.csv: {} rows whose id was already in the cart were left alone\n",
                        *s.cart_rows_kept);
   }
-  if (!s.ok) out += fmt::format("FAILED: {}\n", s.error);
+  if (!s.ok) out += fmt::format("FAILED: {}\n", printable_text(s.error));
   return out;
 }
 
 std::string render_json(const RunSummary& s) {
   std::string out = fmt::format("{{\"ok\": {}, ", s.ok ? "true" : "false");
   if (!s.ok)
-    out += fmt::format("\"error\": {}, \"exit_code\": {}, ", json_string(s.error), s.exit_code);
+    out += fmt::format("\"error\": {}, \"exit_code\": {}, ", json_string(printable_text(s.error)),
+                       s.exit_code);
   out += fmt::format("\"seconds\": {:.3f}, \"files\": [", s.seconds);
   for (std::size_t i = 0; i < s.files.size(); ++i) {
     const auto& f = s.files[i];

@@ -1,6 +1,7 @@
-#include "catwalk/etl/table_spec.hpp"
+#include "table_spec.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace catwalk::etl {
 
@@ -19,6 +20,9 @@ const std::vector<TableSpec>& table_specs() {
   static const std::vector<TableSpec> specs = {
       {"product.csv",
        "products",
+       TableRole::kProducts,
+       "product",
+       "products",
        true,
        {{"id", T::kId},
         {"name", T::kText},
@@ -28,12 +32,18 @@ const std::vector<TableSpec>& table_specs() {
         {"default_price", T::kMoney}}},
       {"features.csv",
        "features",
+       TableRole::kFeatures,
+       "feature",
+       "features",
        true,
        {{"id", T::kId},
         {"product_id", T::kRef, "products"},
         {"feature", T::kText},
         {"value", T::kTextOrNull}}},
       {"styles.csv",
+       "styles",
+       TableRole::kStyles,
+       "style",
        "styles",
        true,
        {{"id", T::kId},
@@ -44,12 +54,18 @@ const std::vector<TableSpec>& table_specs() {
         {"default_style", T::kBool}}},
       {"photos.csv",
        "photos",
+       TableRole::kPhotos,
+       "photo",
+       "photos",
        true,
        {{"id", T::kId},
         {"style_id", T::kRef, "styles"},
         {"url", T::kText},
         {"thumbnail_url", T::kText}}},
       {"skus.csv",
+       "skus",
+       TableRole::kSkus,
+       "sku",
        "skus",
        true,
        {{"id", T::kId},
@@ -58,12 +74,18 @@ const std::vector<TableSpec>& table_specs() {
         {"quantity", T::kQuantity}}},
       {"related.csv",
        "related",
+       TableRole::kRelated,
+       "related row",
+       "related",
        true,
        {{"id", T::kId},
         {"current_product_id", T::kRef, "products"},
         {"related_product_id", T::kRef, "products"}}},
       {"cart.csv",
        "cart_import",
+       TableRole::kCart,
+       "cart row",
+       "cart",
        false,
        {{"id", T::kBigId},
         {"user_session", T::kPositiveInt},
@@ -71,6 +93,20 @@ const std::vector<TableSpec>& table_specs() {
         {"active", T::kBool}}},
   };
   return specs;
+}
+
+std::size_t TableSpec::column_index(std::string_view name) const {
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i].name == name) return i;
+  }
+  return std::string::npos;
+}
+
+const TableSpec& spec_of(TableRole role) {
+  for (const auto& s : table_specs()) {
+    if (s.role == role) return s;
+  }
+  throw std::logic_error("no table spec for a role");  // every role has one: a bug otherwise
 }
 
 const TableSpec* find_spec_by_table(std::string_view table) {

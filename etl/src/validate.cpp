@@ -1,4 +1,4 @@
-#include "catwalk/etl/validate.hpp"
+#include "validate.hpp"
 
 #include <fmt/format.h>
 
@@ -6,8 +6,8 @@
 #include <charconv>
 #include <cstring>
 
-#include "catwalk/etl/copy_binary.hpp"
 #include "catwalk/etl/errors.hpp"
+#include "copy_binary.hpp"
 
 namespace catwalk::etl {
 
@@ -78,21 +78,28 @@ HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const 
   split_fields(header_line, fields, scratch);
   std::vector<std::string> names;
   for (const auto& f : fields) names.push_back(normalize_column_name(f.text));
+  // Any name twice is ambiguous (which one holds the values?), even one the loader ignores.
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    for (std::size_t j = i + 1; j < names.size(); ++j) {
+      if (!names[i].empty() && names[i] == names[j]) {
+        throw InputError(fmt::format(
+            "{}: column \"{}\" appears twice in the header (fields {} and {}); keep one", path,
+            printable_text(names[i], 80), i + 1, j + 1));
+      }
+    }
+  }
   HeaderMap map;
   map.field_count = names.size();
   for (const auto& col : spec.columns) {
     std::size_t found = names.size();
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      if (names[i] != col.name) continue;
-      if (found != names.size()) {
-        throw InputError(
-            fmt::format("{}: column \"{}\" appears twice in the header; keep one", path, col.name));
-      }
-      found = i;
+    for (std::size_t i = 0; i < names.size() && found == names.size(); ++i) {
+      if (names[i] == col.name) found = i;
     }
     if (found == names.size()) {
+      // The header as found, shown bounded and printable: it may be anything (binary bytes).
       std::string have;
       for (const auto& n : names) have += (have.empty() ? "" : ",") + n;
+      have = printable_text(have, 200);
       throw InputError(fmt::format(
           "{}: required column \"{}\" is missing from the header (found: {}). Possible fixes: "
           "add the column, or check the file is the {} export",
@@ -154,11 +161,8 @@ bool equals_ci(std::string_view a, std::string_view b) {
   return true;
 }
 
-std::string shown(std::string_view v) {
-  constexpr std::size_t kMax = 40;
-  if (v.size() <= kMax) return fmt::format("\"{}\"", v);
-  return fmt::format("\"{}...\"", v.substr(0, kMax));
-}
+// A value quoted for a message: at most about 40 bytes, never a split UTF-8 character.
+std::string shown(std::string_view v) { return fmt::format("\"{}\"", printable_text(v, 40)); }
 
 }  // namespace
 
@@ -331,7 +335,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
     const ColumnSpec& col = spec_.columns[orphan_col];
     return fail(error, line_number, orphan_col, RejectKind::kOrphan,
                 fmt::format("column {}: {} {} does not exist (absent from {} or rejected there)",
-                            col.name, col.parent == "products" ? "product" : "style", orphan_value,
+                            col.name, find_spec_by_table(col.parent)->row_noun, orphan_value,
                             find_spec_by_table(col.parent)->file));
   }
   own_ids_.insert(row_id);

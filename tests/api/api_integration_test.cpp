@@ -1240,7 +1240,7 @@ TEST_CASE("gzip clients get the stored gzip, others the identical JSON, equal to
   CHECK(gzipped >= 12);  // every detail and styles document of the samples gains from gzip
 }
 
-TEST_CASE("ETag, If-None-Match 304 and Cache-Control; /cart is never cacheable") {
+TEST_CASE("ETag, If-None-Match 304 and Cache-Control, and /cart is never cacheable") {
   api();
   for (std::string path : {"/products/1", "/products/1/styles", "/products/1/related",
                            "/catwalk/products/2/styles", "/products?page=1&count=3"}) {
@@ -1280,7 +1280,7 @@ TEST_CASE("ETag, If-None-Match 304 and Cache-Control; /cart is never cacheable")
   CHECK(added->get_header_value("Cache-Control") == "no-store");
 }
 
-TEST_CASE("a reload that changes a product changes its ETag; unchanged answers keep theirs") {
+TEST_CASE("a reload that changes a product changes its ETag, unchanged answers keep theirs") {
   api();
   auto etag_of = [](const std::string& path) {
     auto r = get_raw(path, {{"Accept-Encoding", "gzip"}});

@@ -357,8 +357,8 @@ TEST_CASE("clients trickling their headers free their workers at the header dead
     tricklers.emplace_back([s, &stop, &timed_out] {
       const std::string head = "GET /health HTTP/1.1\r\nX-Slow: " + std::string(200, 'a');
       const auto until = Clock::now() + 15s;
-      for (std::size_t i = 0; i < head.size() && !stop.load() && Clock::now() < until; ++i) {
-        if (::send(s, &head[i], 1, MSG_NOSIGNAL) != 1) break;
+      for (std::size_t k = 0; k < head.size() && !stop.load() && Clock::now() < until; ++k) {
+        if (::send(s, &head[k], 1, MSG_NOSIGNAL) != 1) break;
         std::this_thread::sleep_for(300ms);
       }
       Reader r(s);

@@ -17,7 +17,7 @@ TEST_CASE("is_unavailable: a hot standby cancelling a read to replay a publish i
   CHECK(is_unavailable(DbError("canceling statement due to conflict with recovery", "40001")));
 }
 
-TEST_CASE("is_unavailable: lost connections, timeouts and a missing catalogue; not bugs") {
+TEST_CASE("is_unavailable: lost connections, timeouts and a missing catalogue, not bugs") {
   CHECK(is_unavailable(DbError("server closed the connection unexpectedly", "")));
   CHECK(is_unavailable(DbError("terminating connection due to administrator command", "57P01")));
   CHECK(is_unavailable(DbError("canceling statement due to statement timeout", "57014")));

@@ -324,7 +324,7 @@ void replica_ctl(const std::string& action) {
 
 }  // namespace
 
-TEST_CASE("up: one line per part on stdout, every instance serves; up again changes nothing") {
+TEST_CASE("up: one line per part on stdout, every instance serves, up again changes nothing") {
   auto& c = cluster();
   auto r = c.run("up --instances " + std::to_string(kInstances));
   INFO("stderr: " << r.err);
@@ -518,7 +518,7 @@ TEST_CASE("a POST that reached an instance which then died is never sent to anot
   CHECK(cart_count(c.api_port(1), session, sku) == before + posts);
 }
 
-TEST_CASE("SIGKILL an instance during concurrent GETs: no GET fails; restarted, it serves") {
+TEST_CASE("SIGKILL an instance during concurrent GETs: no GET fails, restarted, it serves") {
   auto& c = cluster();
   const auto& victim = c.parts["api-1"];
   REQUIRE(alive(victim.pid));
@@ -654,7 +654,7 @@ TEST_CASE(
   CHECK(get(c.nginx_port, "/products/1").status == 200);
 }
 
-TEST_CASE("down stops every process it started; down again is harmless") {
+TEST_CASE("down stops every process it started, down again is harmless") {
   auto& c = cluster();
   std::set<int> pids;
   for (auto& [name, p] : c.parts) {

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "catwalk/etl/table_spec.hpp"
 #include "catwalk/gzip.hpp"
+#include "table_spec.hpp"
 
 namespace catwalk::test {
 

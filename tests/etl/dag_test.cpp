@@ -1,4 +1,4 @@
-#include "catwalk/etl/dag.hpp"
+#include "dag.hpp"
 
 #include <doctest/doctest.h>
 
@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "catwalk/etl/migrations.hpp"
-#include "catwalk/etl/table_spec.hpp"
+#include "table_spec.hpp"
 
 using namespace catwalk::etl;
 

@@ -1,10 +1,16 @@
-#include "catwalk/etl/documents.hpp"
+#include "documents.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <sys/resource.h>
 
+#include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <type_traits>
 
-#include "catwalk/etl/copy_binary.hpp"
+#include "catwalk/etl/errors.hpp"
+#include "copy_binary.hpp"
 #include "copy_decode.hpp"
 #include "pg_server.hpp"
 
@@ -65,11 +71,11 @@ struct Feeder {
   IdSet& own;
   RowValidator v;
   std::unique_ptr<DocumentStore::Writer> w;
-  Feeder(DocumentStore& store, std::string_view table, std::string_view header, IdSet& own,
+  Feeder(DocumentStore& store, std::string_view table, std::string_view header, IdSet& own_ids,
          std::vector<const IdSet*> parents)
       : spec(*find_spec_by_table(table)),
-        own(own),
-        v(spec, map_header(spec, header, "t.csv"), std::move(parents), own),
+        own(own_ids),
+        v(spec, map_header(spec, header, "t.csv"), std::move(parents), own_ids),
         w(store.writer(spec)) {}
   void add(std::string_view line, std::uint32_t pos) {
     std::string copy;
@@ -174,5 +180,93 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
             "{\"thumbnail_url\":\"t3\",\"url\":\"u3\"}],"
             "\"skus\":{\"null\":{\"quantity\":null,\"size\":null}}}]}\t[2,5]\n") !=
         std::string::npos);
+  std::filesystem::remove_all(tmp);
+}
+
+static_assert(!std::is_copy_constructible_v<DocumentStore::Writer> &&
+                  !std::is_copy_assignable_v<DocumentStore::Writer>,
+              "a Writer owns its files: a copy would close them twice");
+
+namespace {
+// The store's one work folder under `root`.
+std::string work_dir(const std::string& root) {
+  for (const auto& e : std::filesystem::directory_iterator(root)) return e.path().string();
+  FAIL("no work folder");
+  return "";
+}
+
+// Writes two products (ids 1 and 65: the same partition of 64) and returns the partition file.
+std::string two_products(DocumentStore& store, IdSet& products, const std::string& root) {
+  Feeder f(store, "products", "id,name,slogan,description,category,default_price", products, {});
+  f.add(R"(1,"Shoe","Run","A shoe","Kicks",99)", 2);
+  f.add(R"(65,"Hat","Sun","Wide","Hats",20)", 3);
+  f.w->close();
+  products.finalize();
+  return work_dir(root) + "/0.1";  // table 0 (products), partition 1
+}
+}  // namespace
+
+TEST_CASE("DocumentStore: a damaged work file stops the assembly, never reads out of bounds") {
+  std::string tmp = catwalk::test::make_temp_dir("catwalk-docs-damaged");
+  for (int cut : {1, 10, 30}) {
+    CAPTURE(cut);
+    DocumentStore store(tmp, 64);
+    IdSet products;
+    std::string path = two_products(store, products, tmp);
+    auto size = std::filesystem::file_size(path);
+    std::filesystem::resize_file(path, size - cut);  // the last record runs past the end
+    std::string binary;
+    CHECK_THROWS_WITH_AS(store.assemble(products, [&](const std::string& c) { binary += c; }),
+                         doctest::Contains("is damaged"), InputError);
+  }
+  {
+    // A length field far past the end of the file.
+    DocumentStore store(tmp, 64);
+    IdSet products;
+    std::string path = two_products(store, products, tmp);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(12);  // product, style, pos, then the length
+    std::uint32_t huge = 0x7FFFFFF0;
+    f.write(reinterpret_cast<const char*>(&huge), sizeof huge);
+    f.close();
+    CHECK_THROWS_AS(store.assemble(products, [](const std::string&) {}), InputError);
+  }
+  std::filesystem::remove_all(tmp);
+}
+
+TEST_CASE("DocumentStore: a failed work-file write stops at once with a clear error") {
+  // A file size limit makes writes past 64 KiB fail (EFBIG) as a full disk would.
+  std::string tmp = catwalk::test::make_temp_dir("catwalk-docs-full");
+  struct rlimit old {};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  std::string error;
+  {
+    DocumentStore store(tmp, 1);
+    IdSet products;
+    Feeder f(store, "products", "id,name,slogan,description,category,default_price", products, {});
+    struct rlimit small = old;
+    small.rlim_cur = 64 * 1024;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    std::string description(40 * 1024, 'd');  // past the writer's 64 KiB buffer in two rows
+    try {
+      for (int id = 1; id <= 8; ++id) {
+        f.add(fmt::format("{},\"n\",\"s\",\"{}\",\"c\",1", id, description), id + 1);
+      }
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    if (error.empty()) {
+      try {
+        f.w->close();
+      } catch (const InputError&) {
+      }
+    }
+  }
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(error.find("cannot write the document work file") != std::string::npos);
+  CHECK(error.find("File too large") != std::string::npos);
+  CHECK(error.find("TMPDIR") != std::string::npos);
   std::filesystem::remove_all(tmp);
 }

@@ -1,10 +1,13 @@
 // Integration: catwalk-etl run as users run it, against a PostgreSQL the test starts itself.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +17,7 @@
 #include "catwalk/gzip.hpp"
 #include "catwalk/pg.hpp"
 #include "pg_server.hpp"
+#include "record.hpp"
 
 using namespace catwalk;
 using catwalk::test::run_command;
@@ -21,7 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string etl() { return test::binary_path("catwalk-etl"); }
+std::string etl_bin() { return test::binary_path("catwalk-etl"); }
 std::string samples() { return test::source_path("data-samples"); }
 
 std::string read_file(const std::string& path) {
@@ -43,7 +47,7 @@ std::string fresh_database(const std::string& name) {
 
 test::CommandResult load(const std::string& url, const std::string& dir, const std::string& rejects,
                          const std::string& extra = "") {
-  return run_command(etl() + " load --db '" + url + "' --rejects-dir " + rejects +
+  return run_command(etl_bin() + " load --db '" + url + "' --rejects-dir " + rejects +
                      " --progress lines --json " + extra + " " + dir);
 }
 
@@ -108,7 +112,7 @@ pid_t spawn_load(const std::string& url, const std::string& rejects, const std::
     int null = ::open("/dev/null", O_WRONLY);
     dup2(null, 1);
     dup2(null, 2);
-    execl(etl().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
+    execl(etl_bin().c_str(), "catwalk-etl", "load", "--db", url.c_str(), "--rejects-dir",
           rejects.c_str(), "--progress", "off", dir.c_str(), (char*)nullptr);
     _exit(127);
   }
@@ -247,7 +251,7 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
 
 TEST_CASE("check validates without a database and reports the same counts") {
   std::string rejects = test::make_temp_dir("catwalk-check");
-  auto r = run_command(etl() + " check --json --progress off --rejects-dir " + rejects + " " +
+  auto r = run_command(etl_bin() + " check --json --progress off --rejects-dir " + rejects + " " +
                        samples());
   INFO(r.err);
   CHECK(r.exit_code == 0);
@@ -256,7 +260,7 @@ TEST_CASE("check validates without a database and reports the same counts") {
                   "\"repaired\": 1") != std::string::npos);
   CHECK(file_entry(r.out, "skus.csv").find("\"orphan\": 1") != std::string::npos);
   auto table =
-      run_command(etl() + " check --progress off --rejects-dir " + rejects + " " + samples());
+      run_command(etl_bin() + " check --progress off --rejects-dir " + rejects + " " + samples());
   CHECK(table.exit_code == 0);
   CHECK(table.out.find("product.csv    products") != std::string::npos);
   CHECK(table.out.find("total") != std::string::npos);
@@ -283,11 +287,11 @@ TEST_CASE("bad usage and bad input stop before anything is written, with named e
   CHECK(column.exit_code == 3);
   CHECK(column.err.find("required column \"default_style\" is missing") != std::string::npos);
 
-  CHECK(run_command(etl() + " load --jobs 0 " + samples()).exit_code == 2);
-  CHECK(run_command(etl() + " frobnicate").exit_code == 2);
-  CHECK(run_command(etl() + " load").exit_code == 2);
+  CHECK(run_command(etl_bin() + " load --jobs 0 " + samples()).exit_code == 2);
+  CHECK(run_command(etl_bin() + " frobnicate").exit_code == 2);
+  CHECK(run_command(etl_bin() + " load").exit_code == 2);
   auto nodb = run_command(
-      etl() + " load --progress off --db 'postgresql:///nope?host=/nonexistent' " + samples());
+      etl_bin() + " load --progress off --db 'postgresql:///nope?host=/nonexistent' " + samples());
   CHECK(nodb.exit_code == 4);
   CHECK(nodb.err.find("cannot connect to PostgreSQL") != std::string::npos);
 
@@ -308,13 +312,18 @@ TEST_CASE("--max-rejects: exceeding it publishes nothing") {
   CHECK(r.exit_code == 5);
   CHECK(r.err.find("more than 5 lines rejected") != std::string::npos);
   CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
+  // 0 means none at all: the first rejected line stops the load.
+  auto zero = load(url, samples(), rejects, "--max-rejects 0");
+  CHECK(zero.exit_code == 5);
+  CHECK(zero.err.find("more than 0 lines rejected") != std::string::npos);
+  CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
   // Exactly at the limit is fine: the samples reject 21 lines.
   CHECK(load(url, samples(), rejects, "--max-rejects 21").exit_code == 0);
   CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "Camo Onesie\n");
   fs::remove_all(rejects);
 }
 
-TEST_CASE("carts written through the API survive a reload; existing cart.csv ids are left alone") {
+TEST_CASE("carts written through the API survive a reload, existing cart.csv ids are left alone") {
   std::string url = fresh_database("carts");
   std::string rejects = test::make_temp_dir("catwalk-carts");
   REQUIRE(load(url, samples(), rejects).exit_code == 0);
@@ -332,22 +341,24 @@ TEST_CASE("carts written through the API survive a reload; existing cart.csv ids
   fs::remove_all(rejects);
 }
 
-TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the next run succeeds") {
+TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data, the next run succeeds") {
   std::string url = fresh_database("killed");
   std::string rejects = test::make_temp_dir("catwalk-kill");
   REQUIRE(load(url, samples(), rejects).exit_code == 0);
 
   std::string dir = samples_with_extra_skus(400000);
   pg::Connection c(url);
+  bool seen_copy = false;
   for (int attempt = 0; attempt < 3; ++attempt) {
     pid_t pid = spawn_load(url, rejects, dir);
-    bool seen_copy = wait_for_copy(c);  // kill it while a COPY is running
+    seen_copy = wait_for_copy(c);  // kill it while a COPY is running
     ::kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
     CHECK(WIFSIGNALED(status));
     if (seen_copy) break;
   }
+  CHECK(seen_copy);  // else the kill came before or after the COPY, and this proves nothing
   CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   CHECK(rows(c, "SELECT count(*) FROM products") == "12\n");
   CHECK(document(c, "styles", 1).starts_with(R"({"product_id":"1","results":[{"style_id":1,)"));
@@ -362,12 +373,12 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data; the ne
 
 TEST_CASE("migrate applies what is missing, once") {
   std::string url = fresh_database("migrate");
-  auto first = run_command(etl() + " migrate --db '" + url + "'");
+  auto first = run_command(etl_bin() + " migrate --db '" + url + "'");
   CHECK(first.exit_code == 0);
   CHECK(first.out.find("applied 001_global.sql") != std::string::npos);
   CHECK(first.out.find("applied 004_catalog_documents.sql") != std::string::npos);
   CHECK(first.out.find("applied 005_cart_quantity.sql") != std::string::npos);
-  auto second = run_command(etl() + " migrate --db '" + url + "'");
+  auto second = run_command(etl_bin() + " migrate --db '" + url + "'");
   CHECK(second.exit_code == 0);
   CHECK(second.out == "schema is up to date\n");
   pg::Connection c(url);
@@ -375,7 +386,7 @@ TEST_CASE("migrate applies what is missing, once") {
   CHECK(rows(c, "SELECT count(*) FROM catwalk.product_docs") == "0\n");
 }
 
-TEST_CASE("an over-long line is rejected with its number; the lines around it load") {
+TEST_CASE("an over-long line is rejected with its number, the lines around it load") {
   std::string url = fresh_database("longline");
   std::string rejects = test::make_temp_dir("catwalk-long");
   std::string dir = test::make_temp_dir("catwalk-longdata");
@@ -423,6 +434,340 @@ TEST_CASE("SIGTERM stops a load cleanly: exit 130, nothing published, no work fi
   CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   CHECK(fs::is_empty(tmp));  // its own work folder and the dead one's are gone
   fs::remove_all(tmp);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("40 consecutive over-long photos lines are each rejected as line_too_long") {
+  std::string rejects = test::make_temp_dir("catwalk-long40");
+  std::string dir = test::make_temp_dir("catwalk-long40data");
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  constexpr int kLong = 42;
+  {
+    // Lines 16-57: about 1.2 MiB each, well-formed and with the last quote open in turn; some
+    // cross the line reader's read boundaries. Line 58 is an ordinary line again.
+    std::ofstream out(dir + "/photos.csv", std::ios::app | std::ios::binary);
+    std::string pad(1258291, 'x');
+    for (int i = 0; i < kLong; ++i) {
+      out << 100 + i << ",1,\"https://x/" << pad << "\",\"https://y/" << pad << (i % 2 ? "" : "\"")
+          << "\n";
+    }
+    out << "200,1,\"https://x/after\",\"https://y/after\"\n";
+  }
+  auto r =
+      run_command(etl_bin() + " check --json --progress off --rejects-dir " + rejects + " " + dir);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(file_entry(r.out, "photos.csv")
+            .find("\"read\": 57, \"loaded\": 12, \"rejected\": 45, \"repaired\": 1, "
+                  "\"rejects\": {\"column_count\": 1, \"duplicate_id\": 1, \"orphan\": 1, "
+                  "\"line_too_long\": 42}") != std::string::npos);
+  std::string ph = read_file(rejects + "/photos.rejects.csv");
+  for (int line = 16; line < 16 + kLong; ++line) {
+    CAPTURE(line);
+    CHECK(ph.find(fmt::format("\n{},,line_too_long,", line)) != std::string::npos);
+  }
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// A copy of the samples to break one file of.
+std::string samples_copy(const std::string& prefix) {
+  std::string dir = test::make_temp_dir(prefix);
+  for (auto& e : fs::directory_iterator(samples())) fs::copy(e.path(), dir);
+  return dir;
+}
+
+// `check` with a time limit, so an input that blocks cannot hang the test.
+test::CommandResult check_within(const std::string& dir, const std::string& rejects,
+                                 const std::string& extra = "--json") {
+  return run_command("timeout 60 " + etl_bin() + " check --progress off " + extra +
+                     " --rejects-dir " + rejects + " " + dir);
+}
+}  // namespace
+
+TEST_CASE("inputs that are not regular files are refused with exit 3 and say what they are") {
+  std::string rejects = test::make_temp_dir("catwalk-odd");
+  std::string dir = samples_copy("catwalk-odd-data");
+  std::string product = dir + "/product.csv";
+
+  fs::remove(product);
+  fs::create_symlink("product.csv", product);  // a link to itself: a loop
+  auto loop = check_within(dir, rejects);
+  CHECK(loop.exit_code == 3);
+  CHECK(loop.err.find("symbolic link loop") != std::string::npos);
+
+  fs::remove(product);
+  fs::create_directory(product);
+  auto folder = check_within(dir, rejects);
+  CHECK(folder.exit_code == 3);
+  CHECK(folder.err.find("product.csv: is a folder, not a file") != std::string::npos);
+
+  fs::remove(product);
+  REQUIRE(::mkfifo(product.c_str(), 0600) == 0);
+  auto fifo = check_within(dir, rejects);  // without the check it blocks until `timeout` (124)
+  CHECK(fifo.exit_code == 3);
+  CHECK(fifo.err.find("not a regular file") != std::string::npos);
+
+  fs::remove(product);
+  fs::create_symlink(samples() + "/product.csv", product);  // a link to a file is fine
+  CHECK(check_within(dir, rejects).exit_code == 0);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("CR-only line ends get a short, clear message instead of the file as the header") {
+  std::string rejects = test::make_temp_dir("catwalk-cr");
+  std::string dir = samples_copy("catwalk-cr-data");
+  std::string text = read_file(samples() + "/product.csv");
+  std::replace(text.begin(), text.end(), '\n', '\r');
+  std::ofstream(dir + "/product.csv", std::ios::binary) << text;
+  auto r = check_within(dir, rejects);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("carriage return (CR) alone") != std::string::npos);
+  CHECK(r.err.find("Camo Onesie") == std::string::npos);  // no data echoed as a "header"
+  CHECK(r.err.size() < 600);
+  CHECK(r.out.size() < 1500);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("binary bytes in a header keep the summary, JSON and log valid UTF-8") {
+  std::string rejects = test::make_temp_dir("catwalk-bin");
+  std::string dir = samples_copy("catwalk-bin-data");
+  std::string text = read_file(samples() + "/product.csv");
+  text.replace(
+      0, text.find('\n'),
+      std::string("id,na\xFF\xC3me,\x01slogan,desc\xE2\x82ription,cat\0egory,default_price", 60));
+  std::ofstream(dir + "/product.csv", std::ios::binary) << text;
+  auto json = check_within(dir, rejects);
+  CHECK(json.exit_code == 3);
+  CHECK(json.out.find("required column \\\"name\\\" is missing") != std::string::npos);
+  CHECK(catwalk::etl::valid_utf8(json.out));
+  CHECK(catwalk::etl::valid_utf8(json.err));
+  auto table = check_within(dir, rejects, "");
+  CHECK(table.exit_code == 3);
+  CHECK(table.out.find("FAILED: ") != std::string::npos);
+  CHECK(catwalk::etl::valid_utf8(table.out));
+  CHECK(catwalk::etl::valid_utf8(table.err));
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// Rewrites a CSV file with its columns in the order `order` (indices of the original fields),
+// each field quoted as it was. Lines with another field count are kept as they are.
+void reorder_columns(const std::string& path, const std::vector<std::size_t>& order) {
+  std::string text = read_file(path), out, line;
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3), out = "\xEF\xBB\xBF";  // BOM kept
+  std::istringstream in(text);
+  std::vector<catwalk::etl::Field> fields;
+  std::string scratch;
+  while (std::getline(in, line)) {
+    bool crlf = !line.empty() && line.back() == '\r';  // kept as it was
+    if (crlf) line.pop_back();
+    catwalk::etl::split_fields(line, fields, scratch);
+    if (fields.size() != order.size()) {
+      out += line + (crlf ? "\r\n" : "\n");
+      continue;
+    }
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const auto& f = fields[order[i]];
+      out += i ? "," : "";
+      if (!f.quoted) {
+        out += f.text;
+        continue;
+      }
+      out += '"';
+      for (char ch : f.text) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+      out += '"';
+    }
+    out += crlf ? "\r\n" : "\n";
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << out;
+}
+}  // namespace
+
+TEST_CASE("an export with its columns in another order loads each value into its column") {
+  std::string plain_url = fresh_database("order_plain");
+  std::string url = fresh_database("order_shuffled");
+  std::string rejects = test::make_temp_dir("catwalk-order");
+  std::string dir = samples_copy("catwalk-order-data");
+  reorder_columns(dir + "/product.csv", {5, 4, 3, 2, 1, 0});
+  reorder_columns(dir + "/styles.csv", {3, 5, 2, 1, 0, 4});
+  reorder_columns(dir + "/features.csv", {3, 2, 1, 0});
+  reorder_columns(dir + "/skus.csv", {3, 0, 2, 1});
+  REQUIRE(read_file(dir + "/styles.csv").starts_with("sale_price,default_style,name,productId,id"));
+  REQUIRE(load(plain_url, samples(), rejects).exit_code == 0);
+  auto r = load(url, dir, rejects);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  pg::Connection plain(plain_url), shuffled(url);
+  for (std::string sql : {"SELECT * FROM products ORDER BY id", "SELECT * FROM styles ORDER BY id",
+                          "SELECT * FROM features ORDER BY id", "SELECT * FROM skus ORDER BY id",
+                          "SELECT * FROM catwalk.product_docs ORDER BY id"}) {
+    CAPTURE(sql);
+    std::string expected = rows(plain, sql);
+    CHECK(expected.size() > 100);
+    CHECK(rows(shuffled, sql) == expected);
+  }
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("quirks load: NULL sale price (with its photos and skus), spaced numbers, quoted null") {
+  std::string url = fresh_database("quirks");
+  std::string rejects = test::make_temp_dir("catwalk-quirks");
+  std::string dir = samples_copy("catwalk-quirks-data");
+  auto append = [&](const std::string& file, const std::string& text) {
+    std::ofstream(dir + "/" + file, std::ios::app | std::ios::binary) << text;
+  };
+  append("styles.csv", "16,6,\"Upper\",NULL,89,0\n 17 , 6 ,\"Spaced\", 20 , 89 , 1 \n");
+  append("photos.csv", "100,16,\"https://x/u\",\"https://x/t\"\n101, 17 ,\"https://x/v\",\"t\"\n");
+  append("skus.csv", "100,16,\"M\",5\n101,17,\"L\", 3\n");
+  append("features.csv", "13,6,\"Finish\",\"null\"\n");
+  auto r = load(url, dir, rejects);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(file_entry(r.out, "styles.csv").find("\"read\": 17, \"loaded\": 14, \"rejected\": 3") !=
+        std::string::npos);
+  CHECK(file_entry(r.out, "photos.csv").find("\"read\": 16, \"loaded\": 13, \"rejected\": 3") !=
+        std::string::npos);
+  CHECK(file_entry(r.out, "skus.csv").find("\"read\": 42, \"loaded\": 39, \"rejected\": 3") !=
+        std::string::npos);
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT id, sale_price, default_style FROM styles WHERE id > 15 ORDER BY id") ==
+        "16|NULL|f\n17|20.00|t\n");
+  CHECK(rows(c, "SELECT id, style_id FROM photos WHERE id >= 100 ORDER BY id") ==
+        "100|16\n101|17\n");
+  CHECK(rows(c, "SELECT id, quantity FROM skus WHERE id >= 100 ORDER BY id") == "100|5\n101|3\n");
+  CHECK(rows(c, "SELECT value, value IS NULL FROM features WHERE id = 13") == "null|f\n");
+  CHECK(document(c, "detail", 6).find(R"({"feature":"Finish","value":"null"})") !=
+        std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a header with a column named twice stops the load with exit 3, naming it") {
+  std::string rejects = test::make_temp_dir("catwalk-twice");
+  std::string dir = samples_copy("catwalk-twice-data");
+  std::string text = read_file(samples() + "/skus.csv");
+  text.replace(0, text.find('\n'), "id,styleId,size,quantity,style_id");
+  std::ofstream(dir + "/skus.csv", std::ios::binary) << text;
+  auto r = check_within(dir, rejects);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("column \"style_id\" appears twice in the header") != std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// Keeps the header and the first `keep` data lines of `file` in `dir`.
+void keep_lines(const std::string& dir, const std::string& file, int keep) {
+  std::istringstream in(read_file(samples() + "/" + file));
+  std::string out, line;
+  for (int n = 0; n <= keep && std::getline(in, line); ++n) out += line + "\n";
+  std::ofstream(dir + "/" + file, std::ios::binary | std::ios::trunc) << out;
+}
+}  // namespace
+
+TEST_CASE("an export that would publish no products is refused unless --allow-empty") {
+  std::string url = fresh_database("empty");
+  std::string rejects = test::make_temp_dir("catwalk-empty");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  pg::Connection c(url);
+  c.exec("UPDATE products SET name = 'marker' WHERE id = 1");
+
+  std::string headers = samples_copy("catwalk-headers-only");
+  for (auto& e : fs::directory_iterator(samples())) keep_lines(headers, e.path().filename(), 0);
+  auto r = load(url, headers, rejects);
+  CHECK(r.exit_code == 6);
+  CHECK(
+      r.out.starts_with("{\"ok\": false, \"error\": \"product.csv holds only a header: the "
+                        "catalogue would be empty; nothing was published. Pass --allow-empty"));
+  CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
+  CHECK(check_within(headers, rejects).exit_code == 6);  // check says what load would do
+
+  // Every product line rejected: the same.
+  std::string rejected = samples_copy("catwalk-all-rejected");
+  std::string text = read_file(samples() + "/product.csv");
+  std::ofstream(rejected + "/product.csv", std::ios::binary | std::ios::trunc)
+      << text.substr(0, text.find('\n') + 1)
+      << "x1,\"a\",\"b\",\"c\",\"d\",1\n0,\"a\",\"b\",\"c\",\"d\",1\n";
+  auto all = load(url, rejected, rejects);
+  CHECK(all.exit_code == 6);
+  CHECK(all.err.find("every one of the 2 lines of product.csv was rejected") != std::string::npos);
+  CHECK(rows(c, "SELECT name FROM products WHERE id = 1") == "marker\n");
+  CHECK(rows(c, "SELECT count(*) FROM catwalk.product_docs") == "12\n");
+
+  // Asked for explicitly, it publishes the empty catalogue.
+  auto allowed = load(url, headers, rejects, "--allow-empty");
+  INFO(allowed.err);
+  CHECK(allowed.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "0\n");
+  CHECK(check_within(headers, rejects, "--allow-empty").exit_code == 0);
+  fs::remove_all(headers);
+  fs::remove_all(rejected);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE(
+    "a load keeping fewer than half the published products is refused unless --allow-shrink") {
+  std::string url = fresh_database("shrink");
+  std::string rejects = test::make_temp_dir("catwalk-shrink");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);  // 12 products
+  pg::Connection c(url);
+  std::string dir = samples_copy("catwalk-shrink-data");
+  keep_lines(dir, "product.csv", 5);  // products 1-5: 5 < 12 / 2
+  auto r = load(url, dir, rejects);
+  CHECK(r.exit_code == 6);
+  CHECK(r.err.find("this export has 5 products, fewer than half of the 12 published now") !=
+        std::string::npos);
+  CHECK(r.err.find("--allow-shrink") != std::string::npos);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "12\n");
+  CHECK(check_within(dir, rejects).exit_code == 0);  // nothing published to compare with
+
+  keep_lines(dir, "product.csv", 6);  // exactly half is fine
+  auto half = load(url, dir, rejects);
+  INFO(half.err);
+  CHECK(half.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "6\n");
+
+  keep_lines(dir, "product.csv", 2);
+  auto allowed = load(url, dir, rejects, "--allow-shrink");
+  CHECK(allowed.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM products") == "2\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a database failure mid-COPY stays exit 4 even when cleaning up fails too") {
+  std::string url = fresh_database("dbfail");
+  std::string rejects = test::make_temp_dir("catwalk-dbfail");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_with_extra_skus(1000000);
+  // The skus rejects file sits on a "full disk": closing it fails, also on the failure path.
+  fs::remove(rejects + "/skus.rejects.csv");
+  fs::create_symlink("/dev/full", rejects + "/skus.rejects.csv");
+  test::CommandResult r;
+  std::thread loader([&] { r = load(url, dir, rejects); });
+  pg::Connection c(url);
+  int ended = 0;
+  for (int i = 0; i < 6000 && ended == 0; ++i) {  // up to about 30 s
+    ended = static_cast<int>(
+        c.exec("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+               "query LIKE 'COPY \"skus\"%' AND state = 'active'")
+            .get_int(0, 0));
+    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  loader.join();
+  REQUIRE(ended == 1);  // the skus COPY was ended while it ran
+  INFO(r.err);
+  CHECK(r.exit_code == 4);
+  CHECK(r.out.find("\"exit_code\": 4") != std::string::npos);
+  CHECK(r.err.find("rejects file") == std::string::npos);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }

@@ -1,4 +1,4 @@
-#include "catwalk/etl/record.hpp"
+#include "record.hpp"
 
 #include <doctest/doctest.h>
 
@@ -122,5 +122,40 @@ TEST_CASE("read_header_line") {
   CHECK(read_header_line(dir + "/a.csv") == "id, name");
   CHECK_THROWS_AS(read_header_line(dir + "/empty.csv"), InputError);
   CHECK_THROWS_AS(read_header_line(dir + "/missing.csv"), InputError);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("LineSource: every over-long line is cut to the limit, even across read boundaries") {
+  // 40 lines of about 1.2 MiB: several cross the reader's 16 MiB read boundaries. Each must come
+  // out as kMaxLineBytes + 1 bytes (rejected as line_too_long), never shorter (loaded cut).
+  std::string dir = catwalk::test::make_temp_dir("catwalk-longlines");
+  std::string path = dir + "/photos.csv";
+  constexpr int kLines = 44;
+  const std::size_t long_len = kMaxLineBytes + kMaxLineBytes / 5;
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "id,styleId,url,thumbnail_url\n";
+    for (int i = 1; i <= kLines; ++i) {
+      // Half well-formed, half with the last quote never closed.
+      std::string head = std::to_string(i) + ",1,\"u\",\"";
+      out << head << std::string(long_len - head.size() - (i % 2), 'x') << (i % 2 ? "" : "\"")
+          << "\n";
+    }
+    out << "999,1,\"u\",\"t\"\n";
+  }
+  LineSource src(path);
+  std::string_view line;
+  REQUIRE(src.next(line));
+  for (int i = 1; i <= kLines; ++i) {
+    CAPTURE(i);
+    REQUIRE(src.next(line));
+    CHECK(src.line_number() == static_cast<std::uint64_t>(i + 1));
+    CHECK(line.size() == kMaxLineBytes + 1);
+    CHECK(line.starts_with(std::to_string(i) + ",1,"));
+  }
+  REQUIRE(src.next(line));
+  CHECK(line == "999,1,\"u\",\"t\"");
+  CHECK(src.line_number() == kLines + 2);
+  CHECK_FALSE(src.next(line));
   std::filesystem::remove_all(dir);
 }

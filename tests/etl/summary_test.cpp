@@ -6,8 +6,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "catwalk/etl/rejects.hpp"
 #include "pg_server.hpp"
+#include "rejects.hpp"
 
 using namespace catwalk::etl;
 
@@ -33,7 +33,7 @@ TEST_CASE("rejects file: header, one row per rejected line, raw line quoted") {
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("summary: table has a row per file and a total; JSON has the documented keys") {
+TEST_CASE("summary: table has a row per file and a total, JSON has the documented keys") {
   RunSummary s;
   s.seconds = 1.5;
   FileStats f;
@@ -62,4 +62,32 @@ TEST_CASE("summary: table has a row per file and a total; JSON has the documente
   s.exit_code = 4;
   CHECK(render_json(s).starts_with(
       "{\"ok\": false, \"error\": \"boom \\\"quoted\\\"\", \"exit_code\": 4, "));
+}
+
+TEST_CASE("summary: the total row sums every file, and each file's rejects are listed by kind") {
+  RunSummary s;
+  s.seconds = 2;
+  auto file = [](std::string name, std::uint64_t loaded, std::uint64_t rejected, RejectKind kind) {
+    FileStats f;
+    f.file = std::move(name);
+    f.table = "t";
+    f.read = loaded + rejected;
+    f.loaded = loaded;
+    f.rejected = rejected;
+    f.repaired = rejected / 2;
+    f.rejects[static_cast<int>(kind)] = rejected;
+    f.bytes = 1'000'000;
+    return f;
+  };
+  s.files = {file("product.csv", 10, 3, RejectKind::kBadValue),
+             file("photos.csv", 20, 4, RejectKind::kOrphan),
+             file("skus.csv", 30, 0, RejectKind::kOrphan)};
+  std::string table = render_table(s);
+  CAPTURE(table);
+  // file, table, read, loaded, rejected, repaired, MB, seconds, rows/s
+  CHECK(table.find("\ntotal                                67          60         7         3      "
+                   "  3.0     2.00          34\n") != std::string::npos);
+  CHECK(table.find("\nrejected in product.csv: 3 bad_value\n") != std::string::npos);
+  CHECK(table.find("\nrejected in photos.csv: 4 orphan\n") != std::string::npos);
+  CHECK(table.find("rejected in skus.csv") == std::string::npos);  // nothing rejected there
 }

@@ -1,4 +1,4 @@
-#include "catwalk/etl/validate.hpp"
+#include "validate.hpp"
 
 #include <doctest/doctest.h>
 
@@ -50,7 +50,7 @@ TEST_CASE("products: a valid row becomes one COPY line ending with its position"
   CHECK_FALSE(o.repaired);
 }
 
-TEST_CASE("header: names trimmed, camelCase matched, any order; a missing column throws") {
+TEST_CASE("header: names trimmed, camelCase matched, any order, a missing column throws") {
   Harness h("styles", "name , productId,ID,default_style,original_price,sale_price");
   auto o = h.check(R"("Red",3,7,1,140,null)");
   REQUIRE(o.ok);
@@ -179,4 +179,58 @@ TEST_CASE("IdSet: dense and sparse ids") {
   CHECK(s.contains(5'000'000'000LL));
   CHECK_FALSE(s.contains(2));
   CHECK(s.size() == 2);
+}
+
+TEST_CASE("a rejected value quoted in the message is cut at a character boundary") {
+  Harness h("products", "id,name,slogan,description,category,default_price");
+  std::string price = "1";
+  for (int i = 0; i < 30; ++i) price += "\xC3\xA9";  // 'é': the 40-byte cut falls inside one
+  auto o = h.check("1,\"a\",\"b\",\"c\",\"d\"," + price);
+  REQUIRE_FALSE(o.ok);
+  CHECK(o.error.kind == RejectKind::kBadValue);
+  CHECK(valid_utf8(o.error.message));
+  CHECK(o.error.message.find("...\"") != std::string::npos);
+}
+
+TEST_CASE("printable_text: invalid bytes replaced, controls shown as '?', cut on a boundary") {
+  CHECK(printable_text("plain") == "plain");
+  CHECK(printable_text("a\xFF"
+                       "b") ==
+        "a\xEF\xBF\xBD"
+        "b");
+  CHECK(printable_text("x\x01y") == "x?y");
+  CHECK(printable_text("\xC3\xA9\xC3\xA9", 3) == "\xC3\xA9...");
+  CHECK(printable_text("trunc \xE2\x82") == "trunc \xEF\xBF\xBD\xEF\xBF\xBD");
+  CHECK(valid_utf8(printable_text(std::string("\0\xC0\xAF\xED\xA0\x80", 6))));
+}
+
+TEST_CASE("quirks: NULL in any case, numbers with spaces around them, a quoted \"null\" is text") {
+  // Unquoted null (any case) or empty is SQL NULL in sale_price; the style is loaded.
+  Harness styles("styles", "id,productId,name,sale_price,original_price,default_style");
+  CHECK(styles.check(R"(1,1,"a",NULL,140,1)").copy == "1\t1\ta\t\\N\t140\tt\t2\n");
+  CHECK(styles.check(R"(2,1,"a",Null,140,0)").copy == "2\t1\ta\t\\N\t140\tf\t2\n");
+  CHECK_FALSE(styles.check(R"(3,1,"a","null",140,0)").ok);  // quoted: text, not an amount
+  // Spaces around numbers are trimmed (as around header names), values inside quotes kept.
+  CHECK(styles.check(R"( 4 , 1 ,"a", 99.50 , 140 , 1 )").copy == "4\t1\ta\t99.50\t140\tt\t2\n");
+  Harness skus("skus", "id,styleId,size,quantity");
+  CHECK(skus.check("\t7,\t2,\"M\",  8  ").copy == "7\t2\tM\t8\t2\n");
+  // features.value: unquoted null is NULL; a quoted "null" is the text null.
+  Harness features("features", "id,product_id,feature,value");
+  CHECK(features.check(R"(1,1,"UV","null")").copy == "1\t1\tUV\tnull\t2\n");
+  CHECK(features.check(R"(2,1,"UV",null)").copy == "2\t1\tUV\t\\N\t2\n");
+}
+
+TEST_CASE("header: a column named twice is refused with a message naming it") {
+  const TableSpec& spec = *find_spec_by_table("features");
+  for (std::string header :
+       {"id,product_id,feature,value,feature", "id,productId,product_id,feature,value",
+        "id,product_id,feature,value,extra,Extra"}) {
+    CAPTURE(header);
+    try {
+      map_header(spec, header, "features.csv");
+      FAIL("accepted a header with a doubled column");
+    } catch (const InputError& e) {
+      CHECK(std::string(e.what()).find("appears twice in the header") != std::string::npos);
+    }
+  }
 }

@@ -39,6 +39,8 @@ class Result {
     return {PQgetvalue(r_.get(), row, col),
             static_cast<std::size_t>(PQgetlength(r_.get(), row, col))};
   }
+  // The value as a whole number; throws DbError naming the value when it is not one (a NULL
+  // or a column of another type: a bug in the query, never silently 0).
   long long get_int(int row, int col) const;
   PGresult* raw() const { return r_.get(); }
 
@@ -67,10 +69,16 @@ class Connection {
   // Same, with parameters already as C strings (no allocation on a hot path).
   Result exec_prepared(const char* name, int n, const char* const* values);
 
-  // COPY ... FROM STDIN: start with exec() of the COPY statement, then put_copy, then end_copy.
+  // COPY ... FROM STDIN: start with exec() of the COPY statement, then put_copy, then end_copy
+  // (or use CopyIn, which aborts a COPY left unfinished).
   void put_copy(const char* data, std::size_t size);
   void end_copy();  // throws DbError if the server rejected the data
-  void abort_copy(const std::string& reason);
+  // Ends a COPY in progress as failed, and drains its results. Never throws: it runs while
+  // another error is being handled.
+  void abort_copy(const char* reason) noexcept;
+  // Rolls back the open transaction, if the connection still works. Never throws, for the
+  // same reason; a broken connection has no transaction left to roll back.
+  void rollback_quietly() noexcept;
 
   std::string quote_ident(std::string_view name) const;
   bool ok() const;
@@ -83,6 +91,40 @@ class Connection {
     void operator()(PGconn* c) const { PQfinish(c); }
   };
   std::unique_ptr<PGconn, Finish> c_;
+};
+
+// One transaction: BEGIN when made, COMMIT only by commit(). Leaving the scope without
+// commit() (an exception) rolls back, and the destructor never throws, so the error being
+// handled is the one reported.
+class Transaction {
+ public:
+  explicit Transaction(Connection& c);
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  void commit();  // throws DbError when COMMIT fails (then nothing was committed)
+
+ private:
+  Connection& c_;
+  bool open_ = true;
+};
+
+// One COPY ... FROM STDIN: runs the COPY statement when made; put() sends data, finish() ends
+// it and throws DbError if the server rejected the data. Leaving the scope without finish()
+// aborts the COPY (its rows are discarded) without throwing. Declare it after the Transaction
+// it belongs to, so that it ends before the transaction rolls back.
+class CopyIn {
+ public:
+  CopyIn(Connection& c, const std::string& copy_statement);
+  ~CopyIn();
+  CopyIn(const CopyIn&) = delete;
+  CopyIn& operator=(const CopyIn&) = delete;
+  void put(std::string_view data) { c_.put_copy(data.data(), data.size()); }
+  void finish();
+
+ private:
+  Connection& c_;
+  bool open_ = true;
 };
 
 }  // namespace catwalk::pg

@@ -17,6 +17,13 @@ class TooManyRejects : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A load that would publish no products, or far fewer than are published now, without the
+// user asking for it (--allow-empty, --allow-shrink): nothing is published.
+class RefusedPublish : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Named exit codes of catwalk-etl (documented in the README).
 enum ExitCode : int {
   kExitOk = 0,
@@ -25,6 +32,7 @@ enum ExitCode : int {
   kExitBadInput = 3,
   kExitDatabase = 4,
   kExitTooManyRejects = 5,
+  kExitRefused = 6,        // would publish an empty or much smaller catalogue (RefusedPublish)
   kExitInterrupted = 130,  // SIGINT or SIGTERM: stopped, nothing published
 };
 

@@ -17,6 +17,11 @@ struct LoadOptions {
   int jobs = 2;              // files read and copied at once (one connection each)
   std::string rejects_dir = "rejects";
   std::optional<std::uint64_t> max_rejects;  // more rejected lines than this: stop, publish nothing
+  // Safety against a broken export replacing a good catalogue: a run whose product.csv yields
+  // no product stops (load and check) unless allow_empty; a load that keeps fewer than
+  // kMinKeptShare of the products published now stops unless allow_shrink.
+  bool allow_empty = false;
+  bool allow_shrink = false;
   enum class Progress { kAuto, kTerminal, kLines, kOff } progress = Progress::kAuto;
 };
 
@@ -26,6 +31,9 @@ RunSummary run(const LoadOptions& options);
 // Asks a running run() to stop as soon as it can (safe to call from a signal handler): nothing
 // is published, work files are removed, and run() reports kExitInterrupted.
 void request_stop();
+
+// A load must keep at least this share of the currently published products (--allow-shrink).
+inline constexpr double kMinKeptShare = 0.5;
 
 // The schema a load is built in, and the published one.
 inline constexpr const char* kStagingSchema = "catwalk_next";

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "catwalk/etl/validate.hpp"
+#include "catwalk/etl/reject_kind.hpp"
 
 namespace catwalk::etl {
 

@@ -17,9 +17,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "catwalk/etl/table_spec.hpp"
-#include "catwalk/etl/validate.hpp"
 #include "catwalk/json.hpp"
+#include "table_spec.hpp"
+#include "validate.hpp"
 
 namespace catwalk::etl {
 
@@ -38,19 +38,28 @@ class DocumentStore {
   class Writer {
    public:
     Writer(DocumentStore& store, const TableSpec& spec);  // use DocumentStore::writer()
+    Writer(const Writer&) = delete;                       // owns its files
+    Writer& operator=(const Writer&) = delete;
     // Adds the fragment of a row the validator just accepted (line `pos` of the file).
+    // Throws InputError when the work file cannot be written (e.g. disk full).
     void add_row(const RowValidator& row, std::uint32_t pos);
     void close();  // flushes; throws InputError on a write error (e.g. disk full)
-    ~Writer();
+    ~Writer();     // closes files not close()d, quietly (another error is being handled)
 
    private:
     friend class DocumentStore;
     void put(std::uint32_t product, std::uint32_t style, std::uint32_t pos, std::uint8_t kind,
              std::string_view json);
+    [[noreturn]] void write_failed(int partition, int err) const;
+    struct Close {
+      void operator()(std::FILE* f) const { std::fclose(f); }
+    };
     DocumentStore& store_;
     const TableSpec& spec_;
     int table_;  // which table's fragments
-    std::vector<std::FILE*> files_;
+    // Per column the fragments read (see documents.cpp), its index in the spec's columns.
+    std::vector<std::size_t> at_;
+    std::vector<std::unique_ptr<std::FILE, Close>> files_;
     std::string scratch_;
   };
   std::unique_ptr<Writer> writer(const TableSpec& spec);

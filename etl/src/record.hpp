@@ -38,6 +38,11 @@ SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std:
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF).
 bool valid_utf8(std::string_view s);
 
+// `s` made safe to show a person (messages, the summary, JSON): each byte that is not part of
+// valid UTF-8 becomes U+FFFD, control characters other than tab become '?', and text over
+// `max_bytes` is cut at a character boundary and ends with "...". Always valid UTF-8.
+std::string printable_text(std::string_view s, std::size_t max_bytes = std::string::npos);
+
 // A header name as the loader matches it: trimmed, camelCase to snake_case, lower case.
 // "productId" -> "product_id", " Name " -> "name".
 std::string normalize_column_name(std::string_view raw);

@@ -20,6 +20,17 @@ enum class ColumnType {
   kTextOrNull,   // kText, but unquoted null or an empty field is SQL NULL
 };
 
+// What a file is to the loader, so special cases name a role, not a table-name string.
+enum class TableRole {
+  kProducts,  // the catalogue's root: the product count guards publishing; documents per product
+  kFeatures,
+  kStyles,
+  kPhotos,
+  kSkus,
+  kRelated,
+  kCart,  // merged into public.cart when publishing, not part of the catalogue
+};
+
 struct ColumnSpec {
   std::string name;  // normalized header name (see normalize_column_name)
   ColumnType type;
@@ -28,14 +39,20 @@ struct ColumnSpec {
 
 struct TableSpec {
   std::string file;   // "product.csv"
-  std::string table;  // "products"
+  std::string table;  // "products": the table it is COPYed into, in the staging schema
+  TableRole role;
+  std::string row_noun;     // one row, as messages name it: "product"
+  std::string shown_table;  // the table users see it in (summary): "cart" for cart_import
   bool required = true;
   std::vector<ColumnSpec> columns;  // in COPY order; `pos` is appended by the loader
   std::vector<std::string> parents() const;
+  // Index of the column named `name` in `columns`, or npos when it has none.
+  std::size_t column_index(std::string_view name) const;
 };
 
 // The seven export files, in the order they are listed to users.
 const std::vector<TableSpec>& table_specs();
 const TableSpec* find_spec_by_table(std::string_view table);
+const TableSpec& spec_of(TableRole role);
 
 }  // namespace catwalk::etl

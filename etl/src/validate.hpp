@@ -7,15 +7,11 @@
 #include <unordered_set>
 #include <vector>
 
-#include "catwalk/etl/record.hpp"
-#include "catwalk/etl/table_spec.hpp"
+#include "catwalk/etl/reject_kind.hpp"
+#include "record.hpp"
+#include "table_spec.hpp"
 
 namespace catwalk::etl {
-
-// The closed list of reasons a line is rejected (docs/csv-exports.md).
-enum class RejectKind { kColumnCount, kBadValue, kDuplicateId, kOrphan, kEncoding, kLineTooLong };
-inline constexpr int kRejectKindCount = 6;
-std::string_view reject_kind_name(RejectKind k);
 
 struct RowError {
   std::uint64_t line = 0;

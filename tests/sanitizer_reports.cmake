@@ -1,0 +1,20 @@
+# The sanitize build's report folder for child processes (see tests/CMakeLists.txt).
+#   cmake -DDIR=... -DMODE=clear -P sanitizer_reports.cmake   empty it before the tests
+#   cmake -DDIR=... -DMODE=check -P sanitizer_reports.cmake   fail, printing them, if any report
+if(MODE STREQUAL "clear")
+  file(REMOVE_RECURSE "${DIR}")
+  file(MAKE_DIRECTORY "${DIR}")
+elseif(MODE STREQUAL "check")
+  file(GLOB reports "${DIR}/*")
+  if(reports)
+    foreach(r IN LISTS reports)
+      file(READ "${r}" text)
+      message("==== ${r}\n${text}")
+    endforeach()
+    list(LENGTH reports n)
+    message(FATAL_ERROR "${n} sanitizer report(s) from the integration tests' processes (above)")
+  endif()
+  message(STATUS "no sanitizer reports in ${DIR}")
+else()
+  message(FATAL_ERROR "MODE must be clear or check")
+endif()
