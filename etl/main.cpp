@@ -50,6 +50,12 @@ int main(int argc, char** argv) {
   load->add_option("--db", db_flag, "PostgreSQL URL (else DATABASE_URL, else libpq PG* variables)");
   load->add_flag("--allow-shrink", opts.allow_shrink,
                  "publish even when the export has fewer than half the products published now");
+  load->add_option("--work-dir", opts.work_dir,
+                   "folder for the document work files, about the export's size (default: "
+                   "TMPDIR, else /tmp)");
+  bool no_space_check = false;
+  load->add_flag("--no-space-check", no_space_check,
+                 "skip the check that the work folder and the database's disk have room");
   add_read_options(load);
   auto* check = app.add_subcommand("check", "validate an export folder, no database");
   add_read_options(check);
@@ -91,6 +97,7 @@ int main(int argc, char** argv) {
   }
 
   opts.use_database = load->parsed();
+  opts.space_check = !no_space_check;
   if (opts.use_database) opts.db_url = resolve_db_url(db_flag);
   if (max_rejects >= 0) opts.max_rejects = static_cast<std::uint64_t>(max_rejects);
   opts.progress = progress == "terminal" ? LoadOptions::Progress::kTerminal

@@ -309,8 +309,7 @@ void close_gracefully(int sock, bool drain) {
       if (drained < kDrainBytes) continue;
     } else if (n < 0 && errno == EINTR) {
       continue;
-    } else if (n < 0 && would_block(errno) && drain &&
-               wait_ready(sock, POLLIN, deadline)) {
+    } else if (n < 0 && would_block(errno) && drain && wait_ready(sock, POLLIN, deadline)) {
       continue;
     }
     break;
@@ -465,8 +464,7 @@ class ConnectionStream final : public httplib::Stream {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && would_block(errno) &&
-          wait_ready(sock_, POLLOUT, deadline)) {
+      if (n < 0 && would_block(errno) && wait_ready(sock_, POLLOUT, deadline)) {
         continue;
       }
       broken_ = true;
@@ -489,6 +487,94 @@ class ConnectionStream final : public httplib::Stream {
   mutable std::string remote_ip_, local_ip_;
   mutable int remote_port_ = -1, local_port_ = -1;
 };
+
+// Waits for the first byte of a connection's next request. False when the connection should
+// end: the client closed or stayed idle past the keep-alive timeout, the server stops, or
+// connections wait for a worker while this one is idle (at once for a connection that never
+// sent a request, after kKeepAliveGrace for one between requests).
+bool wait_for_request(ConnectionStream& conn, bool fresh, std::chrono::seconds idle_timeout,
+                      const std::function<bool()>& under_pressure,
+                      const std::function<bool()>& stopping) {
+  if (conn.available() > 0) return true;
+  const auto start = Clock::now();
+  const auto deadline = start + idle_timeout;
+  const auto grace = fresh ? kIdleSlice : kKeepAliveGrace;
+  for (;;) {
+    const auto f = conn.fill(std::min(Clock::now() + kIdleSlice, deadline));
+    if (f == ConnectionStream::Fill::kData) return true;
+    if (f == ConnectionStream::Fill::kEof) return false;
+    if (stopping() || Clock::now() >= deadline) return false;
+    if (Clock::now() - start >= grace && under_pressure()) {
+      // A request that arrived meanwhile is served rather than lost to the close.
+      return conn.fill(Clock::now()) == ConnectionStream::Fill::kData;
+    }
+  }
+}
+
+// A request head read whole into the connection's buffer: its length, or the canned answer
+// that ends the connection (431 too large, 408 too slow); neither when the client closed.
+struct HeadRead {
+  std::optional<std::size_t> length;
+  std::string error;
+};
+
+// Reads the request line and headers, whole, before the library parses them, in slices: a
+// head still incomplete after kHeadGrace while connections wait for a worker is a slow
+// client's, and gives way too.
+HeadRead read_head(ConnectionStream& conn, Clock::time_point started, Clock::time_point deadline,
+                   const std::function<bool()>& under_pressure) {
+  HeadScan scan;
+  HeadRead out;
+  while (!(out.length = scan.scan(conn.data(), conn.available()))) {
+    if (conn.available() >= kMaxHeadBytes) {
+      out.error =
+          canned_response(431, "header_too_large", "The request line and headers exceed 32 KiB.");
+      return out;
+    }
+    const auto f = conn.fill(std::min(Clock::now() + kIdleSlice, deadline));
+    if (f == ConnectionStream::Fill::kTimeout && Clock::now() < deadline &&
+        !(Clock::now() - started > kHeadGrace && under_pressure())) {
+      continue;
+    }
+    if (f == ConnectionStream::Fill::kTimeout) {
+      out.error =
+          canned_response(408, "request_timeout",
+                          "The request did not arrive in time; send the whole request at once.");
+      return out;
+    }
+    if (f == ConnectionStream::Fill::kEof) return out;
+  }
+  return out;
+}
+
+// After an answer, whether the connection's buffer now starts at the next request: the library
+// read exactly the request's own bytes (`used` of them), or left a small body no route read (a
+// GET with a body), which is skipped. Anything else means the framing is unknown: close.
+bool at_next_request(ConnectionStream& conn, std::uint64_t used, std::size_t head_len,
+                     const Head& head, std::size_t max_skip, Clock::time_point deadline) {
+  if (used < head_len) return false;  // the library stopped inside the head
+  if (head.chunked) return false;     // where a chunked body ended is the library's to know
+  const std::uint64_t end = head_len + head.length;
+  if (used > end) return false;
+  return used == end || (end - used <= max_skip && conn.skip(end - used, deadline));
+}
+
+// Set on each request before routing: a request with neither Content-Length nor
+// Transfer-Encoding has no body (RFC 9112 6.3; cpp-httplib would read one until the client
+// closes), and an encoded slash in the target stays encoded in req.path.
+void prepare_request(httplib::Request& req) {
+  // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3);
+  // cpp-httplib would read one until the client closes.
+  if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding"))
+    req.headers.emplace("Content-Length", "0");
+  const std::string_view raw = std::string_view(req.target).substr(0, req.target.find('?'));
+  for (std::size_t i = 0; i + 2 < raw.size(); ++i) {
+    if (is_encoded_slash(raw, i)) {
+      req.path = decode_path_keeping_slashes(raw);
+      break;
+    }
+  }
+}
 
 }  // namespace
 
@@ -637,44 +723,13 @@ void HttpServer::serve_connection(socket_t sock) {
   ConnectionStream conn(sock, write_timeout);
   const auto idle_timeout = std::chrono::seconds(std::max<time_t>(keep_alive_timeout_sec_, 1));
   const auto request_timeout = std::chrono::seconds(limits_.header_timeout_s);
-  // Set on each request's Request before routing; built once per connection.
-  const std::function<void(httplib::Request&)> setup = [](httplib::Request& req) {
-    // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3);
-    // cpp-httplib would read one until the client closes.
-    if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding"))
-      req.headers.emplace("Content-Length", "0");
-    const std::string_view raw = std::string_view(req.target).substr(0, req.target.find('?'));
-    for (std::size_t i = 0; i + 2 < raw.size(); ++i) {
-      if (is_encoded_slash(raw, i)) {
-        req.path = decode_path_keeping_slashes(raw);
-        break;
-      }
-    }
-  };
+  const std::function<void(httplib::Request&)> setup = prepare_request;  // built once
 
-  auto under_pressure = [this] {
+  const std::function<bool()> under_pressure = [this] {
     auto* pool = pool_.load();
     return pool != nullptr && pool->under_pressure();
   };
-  // Waits for the first byte of the next request; false when the connection should end: the
-  // client closed or stayed idle past the keep-alive timeout, the server stops, or connections
-  // wait for a worker while this one is idle.
-  auto wait_for_request = [&](bool fresh) {
-    if (conn.available() > 0) return true;
-    const auto start = Clock::now();
-    const auto deadline = start + idle_timeout;
-    const auto grace = fresh ? kIdleSlice : kKeepAliveGrace;
-    for (;;) {
-      const auto f = conn.fill(std::min(Clock::now() + kIdleSlice, deadline));
-      if (f == ConnectionStream::Fill::kData) return true;
-      if (f == ConnectionStream::Fill::kEof) return false;
-      if (svr_sock_ == INVALID_SOCKET || Clock::now() >= deadline) return false;
-      if (Clock::now() - start >= grace && under_pressure()) {
-        // A request that arrived meanwhile is served rather than lost to the close.
-        return conn.fill(Clock::now()) == ConnectionStream::Fill::kData;
-      }
-    }
-  };
+  const std::function<bool()> stopping = [this] { return svr_sock_ == INVALID_SOCKET; };
 
   // Whether the connection ends right after an answer, when the client may still be sending:
   // then closing drains. An idle connection is closed at once.
@@ -682,43 +737,20 @@ void HttpServer::serve_connection(socket_t sock) {
   bool first = true;
   for (std::size_t left = std::max<std::size_t>(keep_alive_max_count_, 1); left > 0; --left) {
     drain = false;
-    if (svr_sock_ == INVALID_SOCKET || !wait_for_request(first)) break;
+    if (stopping() || !wait_for_request(conn, first, idle_timeout, under_pressure, stopping)) break;
     first = false;
     const auto started = Clock::now();
     const auto deadline = started + request_timeout;
     conn.begin_request(deadline);
 
-    // The head, whole, before the library parses it.
-    HeadScan scan;
-    std::optional<std::size_t> head_len;
-    std::string error;
-    while (!(head_len = scan.scan(conn.data(), conn.available()))) {
-      if (conn.available() >= kMaxHeadBytes) {
-        error =
-            canned_response(431, "header_too_large", "The request line and headers exceed 32 KiB.");
-        break;
-      }
-      // In slices: a head still incomplete after kHeadGrace while connections wait for a
-      // worker is a slow client's, and gives way too.
-      const auto f = conn.fill(std::min(Clock::now() + kIdleSlice, deadline));
-      if (f == ConnectionStream::Fill::kTimeout && Clock::now() < deadline &&
-          !(Clock::now() - started > kHeadGrace && under_pressure())) {
-        continue;
-      }
-      if (f == ConnectionStream::Fill::kTimeout) {
-        error =
-            canned_response(408, "request_timeout",
-                            "The request did not arrive in time; send the whole request at once.");
-        break;
-      }
-      if (f == ConnectionStream::Fill::kEof) break;
-    }
-    if (!error.empty()) {
-      conn.send_now(error);
+    const HeadRead read = read_head(conn, started, deadline, under_pressure);
+    if (!read.error.empty()) {
+      conn.send_now(read.error);
       drain = true;
       break;
     }
-    if (!head_len) break;  // the client closed mid-head
+    if (!read.length) break;  // the client closed mid-head
+    const std::optional<std::size_t> head_len = read.length;
     const Head head = parse_head(std::string_view(conn.data(), *head_len));
     if (head.error_status != 0) {
       conn.send_now(canned_response(head.error_status, head.error_code, head.error_message));
@@ -732,14 +764,8 @@ void HttpServer::serve_connection(socket_t sock) {
     const bool ok = process_request(conn, last, closed, setup);
     drain = true;
     if (!conn.flush() || !ok || closed || last) break;
-    // Only the request's own bytes may have been read: what follows is the next request.
-    const std::uint64_t used = conn.consumed() - start;
-    if (used < *head_len) break;  // the library stopped inside the head: framing unknown
-    if (head.chunked) break;      // where a chunked body ended is the library's to know
-    const std::uint64_t end = *head_len + head.length;
-    if (used > end) break;
-    // A body the route did not read (a GET with a body): skipped if it is small.
-    if (used < end && (end - used > payload_max_length_ || !conn.skip(end - used, deadline))) {
+    if (!at_next_request(conn, conn.consumed() - start, *head_len, head, payload_max_length_,
+                         deadline)) {
       break;
     }
     if (closes_connection(conn.status())) break;

@@ -176,8 +176,8 @@ DocumentStore::DocumentStore(const std::string& temp_root, int partitions)
       (fs::path(temp_root) / fmt::format("{}{}-XXXXXX", kDirPrefix, ::getpid())).string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
     throw InputError(
-        fmt::format("cannot create a work folder under {}: {}; set TMPDIR to a "
-                    "writable folder with room for about the size of the export",
+        fmt::format("cannot create a work folder under {}: {}; pass --work-dir DIR (or set "
+                    "TMPDIR) to a writable folder with room for about the size of the export",
                     temp_root, std::strerror(errno)));
   }
   dir_ = tmpl;
@@ -220,7 +220,10 @@ DocumentStore::Writer::Writer(DocumentStore& store, const TableSpec& spec)
     std::string path = store.partition_path(table_, p);
     std::unique_ptr<std::FILE, Close> f(std::fopen(path.c_str(), "wb"));
     if (f == nullptr) write_failed(p, errno);
-    std::setvbuf(f.get(), nullptr, _IOFBF, 1 << 16);
+    // Buffers for every partition of a running task: about 4 MiB in all, whatever the count.
+    std::setvbuf(
+        f.get(), nullptr, _IOFBF,
+        std::clamp<std::size_t>((std::size_t{4} << 20) / store.partitions_, 4096, 1 << 16));
     files_.push_back(std::move(f));
   }
 }
@@ -229,8 +232,9 @@ DocumentStore::Writer::~Writer() = default;
 
 void DocumentStore::Writer::write_failed(int partition, int err) const {
   throw InputError(fmt::format(
-      "cannot write the document work file {}: {}. Work files need about the size of the "
-      "export: free some room or set TMPDIR to a folder with more",
+      "cannot write the document work file {}: {}; nothing was published and the work files "
+      "are removed. They need about 1.35x the export's size: free some room, or pass "
+      "--work-dir DIR (or set TMPDIR) on a disk with more",
       store_.partition_path(table_, partition), std::strerror(err)));
 }
 
@@ -344,6 +348,9 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     std::uint32_t length;
     const char* data;
   };
+  // Every fragment has found its product: the style map's memory is better spent here.
+  style_product_ = {};
+  style_product_sparse_ = {};
   // The chunks go to `sink` one at a time, in no particular order of products (COPY does not
   // care): the header first, the trailer last.
   std::mutex sink_mu;

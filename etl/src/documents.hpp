@@ -6,7 +6,8 @@
 //
 // Each accepted row adds its JSON fragment to a spill file chosen by its product id (photos and
 // skus find their product through the style -> product map), so memory stays bounded by one
-// partition at a time, whatever the export's size or order.
+// partition at a time, whatever the export's order. The loader chooses the partition count from
+// the export's size, so that one partition stays about the same size at any scale.
 #include <cstdint>
 #include <cstdio>
 #include <functional>

@@ -1,14 +1,19 @@
 #include "catwalk/etl/loader.hpp"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -54,11 +59,72 @@ void check_stop() {
   }
 }
 
+// The decompressed size of an export file: its size, or for a .gz the size its gzip trailer
+// records (modulo 2^32, so the smallest such size not below the compressed one: a lower bound
+// when a member holds 4 GiB or more; concatenated members count the last one only).
+std::uint64_t text_size_estimate(const std::string& path, std::uint64_t size) {
+  if (!is_gzip_path(path) || size < 18) return size;
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(-4, std::ios::end);
+  unsigned char b[4] = {0, 0, 0, 0};
+  in.read(reinterpret_cast<char*>(b), 4);
+  std::uint64_t isize = b[0] | (b[1] << 8) | (b[2] << 16) | (std::uint64_t{b[3]} << 24);
+  while (isize < size) isize += std::uint64_t{1} << 32;
+  return isize;
+}
+
+// Free bytes for an unprivileged writer on the filesystem holding `path`.
+std::optional<std::uint64_t> free_bytes(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return std::nullopt;
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+std::string gigabytes(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
+
+// Spill partitions: each is read back whole while its documents are assembled, so their count
+// follows the export's size to keep that memory under kPartitionBudget whatever the size. Each
+// running file task keeps one file open per partition: the count is capped by the open-files
+// limit (raised to its hard maximum first).
+constexpr double kPartitionBudget = 24.0 * (1 << 20);
+constexpr int kMinPartitions = 64;
+
+int partitions_for(double spill_bytes, int jobs) {
+  int wanted =
+      std::max(kMinPartitions, static_cast<int>(std::ceil(spill_bytes / kPartitionBudget)));
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    if (lim.rlim_cur < lim.rlim_max) {
+      rlimit raised = lim;
+      raised.rlim_cur = std::min<rlim_t>(lim.rlim_max, 1 << 20);
+      if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+    }
+    // Room for the connections, the inputs, rejects files and the rest.
+    int cap = static_cast<int>((std::min<rlim_t>(lim.rlim_cur, 1 << 20) - 256) / jobs);
+    if (wanted > cap) {
+      log("the open-files limit ({}) allows {} document partitions, not the {} this export "
+          "wants: assembling them takes more memory (raise ulimit -n)",
+          lim.rlim_cur, std::max(kMinPartitions, cap), wanted);
+      wanted = std::max(kMinPartitions, cap);
+    }
+  }
+  return wanted;
+}
+
 class Run {
  public:
   explicit Run(const LoadOptions& o) : o_(o) {}
 
-  void plan() { tasks_ = plan_files(o_); }
+  void plan() {
+    tasks_ = plan_files(o_);
+    for (const auto& t : tasks_) {
+      std::uint64_t text = text_size_estimate(t->path, t->size);
+      text_bytes_ += text;
+      if (t->spec->table != "cart_import") document_text_bytes_ += text;
+    }
+    if (o_.use_database) check_work_space();  // before the first write: the rejects folder
+    make_rejects_folder(o_);
+  }
 
   void prepare_database() {
     main_ = std::make_unique<pg::Connection>(o_.db_url);
@@ -68,6 +134,7 @@ class Run {
       log("another catwalk-etl load is running on this database; waiting for it to finish");
       main_->exec("SELECT pg_advisory_lock(hashtext('catwalk-load'))");
     }
+    check_database_space();
     for (const auto& name : apply_missing_migrations(*main_)) log("applied migration {}", name);
     // What is published now, to compare the new catalogue with before replacing it.
     auto published =
@@ -79,13 +146,75 @@ class Run {
     main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));
     replay_catalog_phase(*main_, kStagingSchema, MigrationScope::kCatalogPreData);
-    std::error_code ec;
-    fs::path temp = fs::temp_directory_path(ec);
-    if (ec) {
-      throw InputError(fmt::format("no folder for work files: {}; set TMPDIR to a writable folder",
-                                   ec.message()));
+    int partitions = partitions_for(kSpillPerTextByte * document_text_bytes_, o_.jobs);
+    documents_ = std::make_unique<DocumentStore>(work_root_, partitions);
+  }
+
+  // The work folder (--work-dir, else TMPDIR, else /tmp) must exist and have room for the
+  // document spill: a load that would fill the disk half-way stops here, before writing.
+  void check_work_space() {
+    if (!o_.work_dir.empty()) {
+      std::error_code ec;
+      if (!fs::is_directory(o_.work_dir, ec)) {
+        throw InputError(
+            fmt::format("--work-dir {}: not a folder; pass an existing folder for the work files",
+                        o_.work_dir));
+      }
+      work_root_ = o_.work_dir;
+    } else {
+      std::error_code ec;
+      fs::path temp = fs::temp_directory_path(ec);
+      if (ec) {
+        throw InputError(fmt::format(
+            "no folder for work files: {}; set TMPDIR or pass --work-dir DIR", ec.message()));
+      }
+      work_root_ = temp.string();
     }
-    documents_ = std::make_unique<DocumentStore>(temp.string(), kPartitions);
+    double need = kSpillPerTextByte * static_cast<double>(document_text_bytes_);
+    auto free = free_bytes(work_root_);
+    if (!o_.space_check || !free) return;
+    if (static_cast<double>(*free) < need) {
+      throw InputError(fmt::format(
+          "{}: {} free, but the document work files of this export need about {}; nothing was "
+          "written. Free some space, or pass --work-dir DIR on a disk with room (--no-space-check "
+          "to try anyway)",
+          work_root_, gigabytes(*free), gigabytes(need)));
+    }
+  }
+
+  // The new catalogue is built beside the published one: the database's disk must hold it.
+  // PostgreSQL has no SQL for free disk space: the loader asks for the data directory and
+  // measures it itself when the server is on this machine; otherwise it says it cannot check.
+  void check_database_space() {
+    if (!o_.space_check) return;
+    double need = kDatabasePerTextByte * static_cast<double>(text_bytes_);
+    auto r = main_->exec("SELECT setting FROM pg_settings WHERE name = 'data_directory'");
+    std::string host = PQhost(main_->raw()) ? PQhost(main_->raw()) : "";
+    bool local = host.empty() || host.starts_with('/') || host == "localhost" ||
+                 host == "127.0.0.1" || host == "::1";
+    std::string why;
+    std::optional<std::uint64_t> free;
+    std::string data_dir = r.rows() > 0 ? std::string(r.get(0, 0)) : "";
+    if (data_dir.empty()) {
+      why = "this role may not read data_directory (pg_read_all_settings grants it)";
+    } else if (!local) {
+      why = fmt::format("the server is on another host ({})", host);
+    } else if (!(free = free_bytes(data_dir))) {
+      why = fmt::format("cannot look at its data directory {}: {}", data_dir, std::strerror(errno));
+    }
+    if (!why.empty()) {
+      log("not checking the free space on the database's disk: {}; this load needs about {} "
+          "there",
+          why, gigabytes(need));
+      return;
+    }
+    if (static_cast<double>(*free) < need) {
+      throw InputError(fmt::format(
+          "the database's disk ({}) has {} free, but this load needs about {} there (the new "
+          "catalogue is built beside the published one); nothing was written. Free some space "
+          "(--no-space-check to try anyway)",
+          data_dir, gigabytes(*free), gigabytes(need)));
+    }
   }
 
   // Everything between planning and publishing, as one graph over --jobs workers: the files
@@ -296,7 +425,8 @@ class Run {
     bool repaired = false;
     auto publish_live = [&] {
       task.live_rows.store(st.read, std::memory_order_relaxed);
-      task.live_bytes.store(source.bytes_read(), std::memory_order_relaxed);
+      // Compared with the file's size on disk: compressed bytes for a .gz.
+      task.live_bytes.store(source.input_bytes(), std::memory_order_relaxed);
     };
     while (source.next(line)) {
       ++st.read;
@@ -342,8 +472,9 @@ class Run {
   std::vector<std::unique_ptr<pg::Connection>> worker_conns_;
   std::unique_ptr<DocumentStore> documents_;  // load only
   std::unique_ptr<Progress> progress_;
-  // Spill partitions of the documents: about export size / 64 in memory while assembling.
-  static constexpr int kPartitions = 64;
+  std::string work_root_;                  // where the document spill folder is made
+  std::uint64_t text_bytes_ = 0;           // CSV text of every file (decompressed)
+  std::uint64_t document_text_bytes_ = 0;  // of the files that feed the documents
   std::atomic<bool> cancelled_{false};
   std::atomic<std::uint64_t> total_rejects_{0};
 };

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "catwalk/etl/errors.hpp"
+#include "catwalk/log.hpp"
 #include "record.hpp"
 
 namespace catwalk::etl {
@@ -44,6 +45,16 @@ std::vector<std::unique_ptr<FileTask>> plan_files(const LoadOptions& o) {
   for (const auto& spec : table_specs()) {
     fs::path path = fs::path(o.dir) / spec.file;
     PathKind kind = path_kind(path);
+    // A compressed export is read when the plain file is absent; the plain one wins when both
+    // are there (say so: the user may expect the other one).
+    fs::path gz = path.string() + ".gz";
+    if (kind == PathKind::kMissing && path_kind(gz) != PathKind::kMissing) {
+      path = gz;
+      kind = path_kind(path);
+    } else if (kind != PathKind::kMissing && path_kind(gz) != PathKind::kMissing) {
+      log("{} and {} are both present: reading {}, ignoring the .gz", path.string(),
+          gz.filename().string(), spec.file);
+    }
     if (kind == PathKind::kDirectory) {
       throw InputError(fmt::format("{}: is a folder, not a file; expected the {} export",
                                    path.string(), spec.file));
@@ -58,7 +69,8 @@ std::vector<std::unique_ptr<FileTask>> plan_files(const LoadOptions& o) {
       if (!spec.required) continue;
       throw InputError(fmt::format(
           "{}: required file {} is missing; nothing was loaded. Expected product.csv, "
-          "features.csv, styles.csv, photos.csv, skus.csv, related.csv (cart.csv optional)",
+          "features.csv, styles.csv, photos.csv, skus.csv, related.csv (cart.csv optional), "
+          "each either plain or gzip-compressed (product.csv.gz, ...)",
           o.dir, spec.file));
     }
     auto t = std::make_unique<FileTask>();
@@ -77,13 +89,16 @@ std::vector<std::unique_ptr<FileTask>> plan_files(const LoadOptions& o) {
       }
     }
   }
+  return tasks;
+}
+
+void make_rejects_folder(const LoadOptions& o) {
   std::error_code ec;
   fs::create_directories(o.rejects_dir, ec);
   if (!fs::is_directory(o.rejects_dir)) {
     throw InputError(
         fmt::format("cannot create the rejects folder {}: {}", o.rejects_dir, ec.message()));
   }
-  return tasks;
 }
 
 }  // namespace catwalk::etl

@@ -9,8 +9,11 @@
 
 namespace catwalk::etl {
 
-// One task per export file present, with its header mapped and its parent tasks; also makes
-// the rejects folder. Throws InputError naming the file (or folder) and what is wrong with it.
+// One task per export file present (X.csv, else X.csv.gz), with its header mapped and its
+// parent tasks. Throws InputError naming the file (or folder) and what is wrong with it.
 std::vector<std::unique_ptr<FileTask>> plan_files(const LoadOptions& options);
+
+// Makes the rejects folder (the run's first write, after every check). Throws InputError.
+void make_rejects_folder(const LoadOptions& options);
 
 }  // namespace catwalk::etl

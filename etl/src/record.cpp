@@ -5,6 +5,9 @@
 #include <libfccp/csv.h>
 #pragma GCC diagnostic pop
 
+#include <fmt/format.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -178,17 +181,121 @@ std::string normalize_column_name(std::string_view raw) {
   return out;
 }
 
+namespace {
+
+// The bytes of an export file, plain or gzip-compressed (by its name: *.gz), read in order.
+// read() returns 0 at the end and throws InputError when the data cannot be read: a corrupt or
+// truncated gzip stream must never look like a shorter file.
+class RawInput {
+ public:
+  virtual ~RawInput() = default;
+  virtual std::size_t read(char* out, std::size_t size) = 0;
+  // Bytes of the file itself consumed so far (compressed bytes for gzip), for progress.
+  virtual std::uint64_t consumed() const = 0;
+};
+
+class PlainInput : public RawInput {
+ public:
+  explicit PlainInput(const std::string& path)
+      : path_(path), file_(std::fopen(path.c_str(), "rb")) {
+    if (file_ == nullptr) {
+      throw InputError(path + ": cannot open the file: " + std::strerror(errno));
+    }
+  }
+  ~PlainInput() override { std::fclose(file_); }
+  std::size_t read(char* out, std::size_t size) override {
+    std::size_t n = std::fread(out, 1, size, file_);
+    if (n == 0 && std::ferror(file_)) {
+      throw InputError(path_ + ": cannot read the file: " + std::strerror(errno));
+    }
+    consumed_ += n;
+    return n;
+  }
+  std::uint64_t consumed() const override { return consumed_; }
+
+ private:
+  std::string path_;
+  std::FILE* file_;
+  std::uint64_t consumed_ = 0;
+};
+
+// Streams the decompressed bytes with zlib's gz* interface: no temporary copy, memory bounded by
+// zlib's buffers. Concatenated gzip members are read as one stream (as gunzip does).
+class GzipInput : public RawInput {
+ public:
+  explicit GzipInput(const std::string& path) : path_(path) {
+    // zlib reads a file that is not gzip at all as plain text: check the magic bytes first.
+    unsigned char magic[2] = {0, 0};
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) throw InputError(path + ": cannot open the file: " + std::strerror(errno));
+    std::size_t got = std::fread(magic, 1, 2, f);
+    std::fclose(f);
+    if (got == 0) throw InputError(path + ": the file is empty; expected gzip data");
+    if (got < 2 || magic[0] != 0x1f || magic[1] != 0x8b) {
+      throw InputError(path +
+                       ": not gzip data (the name ends in .gz); rename it to .csv if it is "
+                       "plain text, or compress it with gzip");
+    }
+    file_ = gzopen(path.c_str(), "rb");
+    if (file_ == nullptr)
+      throw InputError(path + ": cannot open the file: " + std::strerror(errno));
+    gzbuffer(file_, 1 << 18);
+  }
+  ~GzipInput() override { gzclose(file_); }
+  std::size_t read(char* out, std::size_t size) override {
+    int n = gzread(file_, out, static_cast<unsigned>(std::min<std::size_t>(size, 1u << 30)));
+    int err = Z_OK;
+    const char* msg = gzerror(file_, &err);
+    if (n < 0 || (err != Z_OK && err != Z_STREAM_END)) {
+      // Z_BUF_ERROR at the end: the stream stops before its end marker (a cut download).
+      std::string why = err == Z_BUF_ERROR ? "the gzip data is truncated (it ends before its end "
+                                             "marker; was the copy cut short?)"
+                                           : std::string("the gzip data is corrupt (") + msg + ")";
+      throw InputError(
+          fmt::format("{}: {}, after {} bytes of uncompressed data; nothing was "
+                      "published",
+                      path_, why, produced_));
+    }
+    produced_ += static_cast<std::uint64_t>(n);
+    return static_cast<std::size_t>(n);
+  }
+  std::uint64_t consumed() const override {
+    z_off_t at = gzoffset(file_);
+    return at < 0 ? 0 : static_cast<std::uint64_t>(at);
+  }
+
+ private:
+  std::string path_;
+  gzFile file_ = nullptr;
+  std::uint64_t produced_ = 0;
+};
+
+std::unique_ptr<RawInput> open_input(const std::string& path) {
+  if (is_gzip_path(path)) return std::make_unique<GzipInput>(path);
+  return std::make_unique<PlainInput>(path);
+}
+
+}  // namespace
+
+bool is_gzip_path(std::string_view path) { return path.ends_with(".gz"); }
+
 std::string read_header_line(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open the file (does it exist and is it readable?)");
+  auto in = open_input(path);
   std::string line;
   line.reserve(256);
-  char c;
-  while (in.get(c) && c != '\n') {
-    line.push_back(c);
+  char buf[4096];
+  bool ended = false;  // a '\n' was seen
+  while (!ended) {
+    // Byte by byte from a small buffer: the header is short, and nothing past it is needed.
+    std::size_t n = in->read(buf, sizeof buf);
+    if (n == 0) break;
+    const char* nl = static_cast<const char*>(std::memchr(buf, '\n', n));
+    line.append(buf, nl ? static_cast<std::size_t>(nl - buf) : n);
+    ended = nl != nullptr;
     if (line.size() > kMaxLineBytes) throw InputError(path + ": the header line is over 1 MiB");
   }
-  if (line.empty() && !in) throw InputError(path + ": the file is empty; expected a header line");
+  if (line.empty() && !ended)
+    throw InputError(path + ": the file is empty; expected a header line");
   if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (line.find('\r') != std::string::npos) {
@@ -205,22 +312,21 @@ namespace {
 // Feeds the line reader. Cuts over-long lines and replaces NUL bytes (see LineSource).
 class FilteringSource : public io::ByteSourceBase {
  public:
-  FilteringSource(FILE* f, std::string path, std::shared_ptr<std::atomic<std::uint64_t>> counter)
-      : file_(f), path_(std::move(path)), counter_(std::move(counter)), in_(kChunk) {}
-  FilteringSource(const FilteringSource&) = delete;  // owns the file
-  FilteringSource& operator=(const FilteringSource&) = delete;
+  FilteringSource(std::unique_ptr<RawInput> input,
+                  std::shared_ptr<std::atomic<std::uint64_t>> counter,
+                  std::shared_ptr<std::atomic<std::uint64_t>> consumed)
+      : input_(std::move(input)),
+        counter_(std::move(counter)),
+        consumed_(std::move(consumed)),
+        in_(kChunk) {}
 
   int read(char* out, int size) override {
     int produced = 0;
     while (produced < size) {
       if (pos_ == end_) {
-        end_ = std::fread(in_.data(), 1, in_.size(), file_.get());
+        end_ = input_->read(in_.data(), in_.size());
         pos_ = 0;
-        // A read error is not the end of the file: the rows after it would be lost silently.
-        // (The line reader hands this exception to the thread reading lines.)
-        if (end_ == 0 && std::ferror(file_.get())) {
-          throw InputError(path_ + ": cannot read the file: " + std::strerror(errno));
-        }
+        consumed_->store(input_->consumed(), std::memory_order_relaxed);
         if (end_ == 0) break;
         counter_->fetch_add(end_, std::memory_order_relaxed);
       }
@@ -267,12 +373,8 @@ class FilteringSource : public io::ByteSourceBase {
 
  private:
   static constexpr std::size_t kChunk = 1 << 20;
-  struct Close {
-    void operator()(FILE* f) const { std::fclose(f); }
-  };
-  std::unique_ptr<FILE, Close> file_;
-  std::string path_;
-  std::shared_ptr<std::atomic<std::uint64_t>> counter_;
+  std::unique_ptr<RawInput> input_;
+  std::shared_ptr<std::atomic<std::uint64_t>> counter_, consumed_;
   std::vector<char> in_;
   std::size_t pos_ = 0, end_ = 0;
   std::size_t line_len_ = 0;
@@ -282,13 +384,13 @@ class FilteringSource : public io::ByteSourceBase {
 }  // namespace
 
 LineSource::LineSource(const std::string& path)
-    : bytes_read_(std::make_shared<std::atomic<std::uint64_t>>(0)) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) throw InputError(path + ": cannot open the file: " + std::strerror(errno));
+    : bytes_read_(std::make_shared<std::atomic<std::uint64_t>>(0)),
+      input_bytes_(std::make_shared<std::atomic<std::uint64_t>>(0)) {
+  auto input = open_input(path);
   std::error_code ec;
   file_size_ = std::filesystem::file_size(path, ec);
   std::unique_ptr<io::ByteSourceBase> source =
-      std::make_unique<FilteringSource>(f, path, bytes_read_);
+      std::make_unique<FilteringSource>(std::move(input), bytes_read_, input_bytes_);
   reader_ = std::make_unique<io::LineReader>(path, std::move(source));
 }
 

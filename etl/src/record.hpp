@@ -47,13 +47,18 @@ std::string printable_text(std::string_view s, std::size_t max_bytes = std::stri
 // "productId" -> "product_id", " Name " -> "name".
 std::string normalize_column_name(std::string_view raw);
 
-// Reads the first line of a file (the header), BOM and CR removed. Throws InputError when the
-// file cannot be opened or is empty.
+// True for a gzip-compressed export (the name ends in ".gz"): read decompressed, streaming.
+bool is_gzip_path(std::string_view path);
+
+// Reads the first line of a file (the header), BOM and CR removed; a *.gz file is decompressed.
+// Throws InputError when the file cannot be opened, is empty, or (gzip) is not valid gzip.
 std::string read_header_line(const std::string& path);
 
 // Physical lines of one file, streamed with flat memory. Lines over kMaxLineBytes are cut to
 // kMaxLineBytes + 1 bytes before they reach the line reader (so the reader never fails and the
 // caller sees an over-long line to reject); NUL bytes become 0xFF so they fail UTF-8 validation.
+// A *.gz path is decompressed as it is read (line numbers count decompressed lines); corrupt or
+// truncated gzip data throws InputError from next().
 class LineSource {
  public:
   explicit LineSource(const std::string& path);
@@ -66,12 +71,15 @@ class LineSource {
   bool next(std::string_view& line);
   // 1-based physical line number of the line last returned (the header is line 1).
   std::uint64_t line_number() const { return line_number_; }
-  // Bytes read from the file so far (for progress), and the file's size.
+  // Bytes of CSV text read so far (decompressed for gzip: the summary's "bytes").
   std::uint64_t bytes_read() const { return bytes_read_->load(std::memory_order_relaxed); }
+  // Bytes of the file itself read so far (compressed for gzip), to compare with file_size().
+  std::uint64_t input_bytes() const { return input_bytes_->load(std::memory_order_relaxed); }
+  // The file's size on disk.
   std::uint64_t file_size() const { return file_size_; }
 
  private:
-  std::shared_ptr<std::atomic<std::uint64_t>> bytes_read_;
+  std::shared_ptr<std::atomic<std::uint64_t>> bytes_read_, input_bytes_;
   std::unique_ptr<io::LineReader> reader_;
   std::uint64_t line_number_ = 0;
   std::uint64_t file_size_ = 0;

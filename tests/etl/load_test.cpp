@@ -11,6 +11,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -537,9 +539,10 @@ TEST_CASE("binary bytes in a header keep the summary, JSON and log valid UTF-8")
   std::string rejects = test::make_temp_dir("catwalk-bin");
   std::string dir = samples_copy("catwalk-bin-data");
   std::string text = read_file(samples() + "/product.csv");
-  text.replace(
-      0, text.find('\n'),
-      std::string("id,na\xFF\xC3me,\x01slogan,desc\xE2\x82ription,cat\0egory,default_price", 60));
+  // The length from the array itself: the literal holds a NUL, so strlen would stop there.
+  static constexpr char kHeader[] =
+      "id,na\xFF\xC3me,\x01slogan,desc\xE2\x82ription,cat\0egory,default_price";
+  text.replace(0, text.find('\n'), std::string(kHeader, sizeof kHeader - 1));
   std::ofstream(dir + "/product.csv", std::ios::binary) << text;
   auto json = check_within(dir, rejects);
   CHECK(json.exit_code == 3);
@@ -738,6 +741,203 @@ TEST_CASE(
   auto allowed = load(url, dir, rejects, "--allow-shrink");
   CHECK(allowed.exit_code == 0);
   CHECK(rows(c, "SELECT count(*) FROM products") == "2\n");
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// The JSON summary without its timings, to compare two runs.
+std::string without_seconds(const std::string& json) {
+  return std::regex_replace(json, std::regex("\"seconds\": [0-9.]+"), "\"seconds\": _");
+}
+
+// A copy of the samples with every file gzip-compressed (X.csv replaced by X.csv.gz).
+std::string gzipped_samples(const std::string& prefix) {
+  std::string dir = samples_copy(prefix);
+  REQUIRE(run_command("gzip " + dir + "/*.csv").exit_code == 0);
+  return dir;
+}
+
+// Every rejects file of a folder, name -> content.
+std::map<std::string, std::string> rejects_files(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (auto& e : fs::directory_iterator(dir)) out[e.path().filename()] = read_file(e.path());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a gzip-compressed export loads with the same summary, rejects and data as plain") {
+  std::string url = fresh_database("gzip");
+  std::string plain_rejects = test::make_temp_dir("catwalk-gz-plain");
+  std::string gz_rejects = test::make_temp_dir("catwalk-gz-rejects");
+  auto plain = load(url, samples(), plain_rejects);
+  REQUIRE(plain.exit_code == 0);
+  pg::Connection c(url);
+  std::string docs = "SELECT id, rn, detail, styles, related FROM product_docs ORDER BY id";
+  std::string plain_docs = rows(c, docs);
+  std::string dir = gzipped_samples("catwalk-gz-data");
+  REQUIRE_FALSE(fs::exists(dir + "/product.csv"));
+  auto gz = load(url, dir, gz_rejects);
+  INFO(gz.err);
+  REQUIRE(gz.exit_code == 0);
+  auto summary = [](const std::string& json) {  // the files' entries: phases differ in time
+    return without_seconds(json.substr(0, json.find("\"phases\"")));
+  };
+  CHECK(summary(gz.out) == summary(plain.out));
+  CHECK(rejects_files(gz_rejects) == rejects_files(plain_rejects));
+  CHECK(rows(c, docs) == plain_docs);
+  auto check = check_within(dir, gz_rejects);
+  CHECK(check.exit_code == 0);
+  CHECK(file_entry(check.out, "photos.csv")
+            .find("\"read\": 14, \"loaded\": 11, \"rejected\": 3, \"repaired\": 1") !=
+        std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(plain_rejects);
+  fs::remove_all(gz_rejects);
+}
+
+TEST_CASE("a truncated .gz stops the load with exit 3 and a clear message, nothing published") {
+  std::string url = fresh_database("gzipbad");
+  std::string rejects = test::make_temp_dir("catwalk-gzbad");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_copy("catwalk-gzbad-data");
+  // Enough skus to span several gzip blocks; the cut falls inside the compressed data.
+  {
+    std::ofstream out(dir + "/skus.csv", std::ios::app | std::ios::binary);
+    for (int i = 1000; i < 200000; ++i) out << i << ",1,\"M\"," << (i * 7919) % 1000 << "\n";
+  }
+  REQUIRE(run_command("gzip " + dir + "/skus.csv").exit_code == 0);
+  fs::resize_file(dir + "/skus.csv.gz", fs::file_size(dir + "/skus.csv.gz") * 2 / 3);
+  std::string tmp = test::make_temp_dir("catwalk-gzbad-tmp");
+  auto r = run_command("TMPDIR=" + tmp + " " + etl_bin() + " load --db '" + url +
+                       "' --progress off --json --rejects-dir " + rejects + " " + dir);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("skus.csv.gz: the gzip data is truncated") != std::string::npos);
+  CHECK(r.err.find("nothing was published") != std::string::npos);
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
+  CHECK(fs::is_empty(tmp));  // no work files left
+  CHECK(check_within(dir, rejects).exit_code == 3);
+  fs::remove_all(tmp);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("when X.csv and X.csv.gz are both present the plain X.csv is read") {
+  std::string rejects = test::make_temp_dir("catwalk-gzboth");
+  std::string dir = samples_copy("catwalk-gzboth-data");
+  // A .gz of a different styles.csv: if it were read, the counts would change.
+  {
+    std::ofstream(dir + "/other.csv", std::ios::binary)
+        << "id,productId,name,sale_price,original_price,default_style\n1,1,\"a\",null,5,1\n";
+  }
+  REQUIRE(run_command("gzip -c " + dir + "/other.csv > " + dir + "/styles.csv.gz").exit_code == 0);
+  fs::remove(dir + "/other.csv");
+  auto r = check_within(dir, rejects);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(file_entry(r.out, "styles.csv").find("\"read\": 15") != std::string::npos);
+  CHECK(r.err.find("both present: reading styles.csv, ignoring the .gz") != std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+namespace {
+// A tmpfs of `size` mounted on a new folder for the life of the object (the test runs as root);
+// mounted() is false where mounting is not allowed.
+class SmallDisk {
+ public:
+  explicit SmallDisk(const std::string& size) : dir_(test::make_temp_dir("catwalk-smalldisk")) {
+    mounted_ =
+        run_command("mount -t tmpfs -o size=" + size + " catwalk-test " + dir_).exit_code == 0;
+  }
+  ~SmallDisk() {
+    if (mounted_) run_command("umount " + dir_);
+    fs::remove_all(dir_);
+  }
+  const std::string& dir() const { return dir_; }
+  bool mounted() const { return mounted_; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+}  // namespace
+
+TEST_CASE("a work folder too small for the export stops the load before anything is written") {
+  SmallDisk disk("1m");
+  if (!disk.mounted()) {
+    MESSAGE("mount -t tmpfs is not allowed here: the small-disk cases cannot run");
+    return;
+  }
+  std::string url = fresh_database("workspace");
+  std::string rejects = test::make_temp_dir("catwalk-workspace");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_with_extra_skus(200000);  // about 3 MB of skus: 4+ MB of spill
+  std::string fresh_rejects = rejects + "/not-yet";
+  auto r = load(url, dir, fresh_rejects, "--work-dir " + disk.dir());
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find(disk.dir() + ": 0.00 GB free, but the document work files of this export "
+                                "need about") != std::string::npos);
+  CHECK(r.err.find("--work-dir") != std::string::npos);
+  CHECK(fs::is_empty(disk.dir()));
+  CHECK_FALSE(fs::exists(fresh_rejects));  // not even the rejects folder
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
+  auto missing = load(url, dir, rejects, "--work-dir " + dir + "/nope");
+  CHECK(missing.exit_code == 3);
+  CHECK(missing.err.find("nope: not a folder") != std::string::npos);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a work folder filling up half-way: exit 3, published data untouched, no work files") {
+  SmallDisk disk("1m");
+  if (!disk.mounted()) {
+    MESSAGE("mount -t tmpfs is not allowed here: the small-disk cases cannot run");
+    return;
+  }
+  std::string url = fresh_database("workfull");
+  std::string rejects = test::make_temp_dir("catwalk-workfull");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_with_extra_skus(200000);
+  // Past the space check on purpose: the disk fills while skus.csv is read.
+  auto r = load(url, dir, rejects, "--no-space-check --work-dir " + disk.dir());
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("cannot write the document work file " + disk.dir() + "/catwalk-etl-docs-") !=
+        std::string::npos);
+  CHECK(r.err.find("No space left on device") != std::string::npos);
+  CHECK(fs::is_empty(disk.dir()));
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "37\n");
+  CHECK(rows(c, "SELECT count(*) FROM product_docs") == "12\n");
+  // The same export loads once there is room.
+  std::string roomy = test::make_temp_dir("catwalk-workroomy");
+  auto ok = load(url, dir, rejects, "--work-dir " + roomy);
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM skus") == "200037\n");
+  CHECK(fs::is_empty(roomy));
+  fs::remove_all(roomy);
+  fs::remove_all(dir);
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a database disk too small for the export stops the load before anything is written") {
+  std::string url = fresh_database("dbspace");
+  std::string rejects = test::make_temp_dir("catwalk-dbspace");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  std::string dir = samples_copy("catwalk-dbspace-data");
+  // A sparse 8 TiB cart.csv: no disk here holds three times that. Cart rows have no document,
+  // so the work folder check passes and the database's is the one that stops the load.
+  fs::resize_file(dir + "/cart.csv", std::uintmax_t{8} << 40);
+  auto r = load(url, dir, rejects);
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("the database's disk (") != std::string::npos);
+  CHECK(r.err.find("but this load needs about 26388") != std::string::npos);
+  pg::Connection c(url);
+  CHECK(rows(c, "SELECT count(*) FROM styles") == "12\n");
+  CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'catwalk_next'") == "0\n");
   fs::remove_all(dir);
   fs::remove_all(rejects);
 }

@@ -159,3 +159,79 @@ TEST_CASE("LineSource: every over-long line is cut to the limit, even across rea
   CHECK_FALSE(src.next(line));
   std::filesystem::remove_all(dir);
 }
+
+namespace {
+// Cuts `path` to `size` bytes.
+void truncate_to(const std::string& path, std::uintmax_t size) {
+  std::filesystem::resize_file(path, size);
+}
+}  // namespace
+
+TEST_CASE("LineSource and read_header_line read a .gz as its decompressed text") {
+  std::string dir = catwalk::test::make_temp_dir("catwalk-gz");
+  std::string plain = dir + "/f.csv";
+  {
+    std::ofstream out(plain, std::ios::binary);
+    out << "\xEF\xBB\xBFid,name\r\n";
+    for (int i = 1; i <= 200000; ++i) out << i << ",name " << i * 7 << "\n";
+    out << "last,line-without-newline";
+  }
+  REQUIRE(catwalk::test::run_command("gzip -k " + plain).exit_code == 0);
+  CHECK(read_header_line(plain + ".gz") == "id,name");
+  LineSource a(plain), b(plain + ".gz");
+  std::string_view la, lb;
+  std::uint64_t lines = 0;
+  while (a.next(la)) {
+    REQUIRE(b.next(lb));
+    REQUIRE(la == lb);
+    REQUIRE(a.line_number() == b.line_number());
+    ++lines;
+  }
+  CHECK_FALSE(b.next(lb));
+  CHECK(lines == 200002);
+  CHECK(b.bytes_read() == std::filesystem::file_size(plain));  // decompressed bytes
+  CHECK(b.input_bytes() == std::filesystem::file_size(plain + ".gz"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a truncated, corrupt or non-gzip .gz throws InputError, never reads as a short file") {
+  std::string dir = catwalk::test::make_temp_dir("catwalk-badgz");
+  std::string plain = dir + "/f.csv";
+  {
+    std::ofstream out(plain, std::ios::binary);
+    out << "id,name\n";
+    // Varied text, so the compressed stream is long and a cut falls inside the data.
+    for (int i = 1; i <= 100000; ++i) out << i << ",n" << (i * 2654435761u) << "\n";
+  }
+  REQUIRE(catwalk::test::run_command("gzip -k " + plain).exit_code == 0);
+  auto drain = [](const std::string& path) {
+    LineSource src(path);
+    std::string_view line;
+    while (src.next(line)) {
+    }
+  };
+  std::string gz = plain + ".gz";
+  auto size = std::filesystem::file_size(gz);
+
+  std::string cut = dir + "/cut.csv.gz";
+  std::filesystem::copy_file(gz, cut);
+  truncate_to(cut, size / 2);
+  CHECK_THROWS_WITH_AS(drain(cut), doctest::Contains("truncated"), InputError);
+
+  std::string flipped = dir + "/flipped.csv.gz";
+  std::filesystem::copy_file(gz, flipped);
+  {
+    std::fstream f(flipped, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    for (int i = 0; i < 64; ++i) f.put(static_cast<char>(0x55 ^ i));
+  }
+  CHECK_THROWS_WITH_AS(drain(flipped), doctest::Contains("corrupt"), InputError);
+
+  std::string fake = dir + "/fake.csv.gz";
+  std::filesystem::copy_file(plain, fake);
+  CHECK_THROWS_WITH_AS(read_header_line(fake), doctest::Contains("not gzip data"), InputError);
+  CHECK_THROWS_AS(drain(fake), InputError);
+  std::ofstream(dir + "/empty.csv.gz", std::ios::binary) << "";
+  CHECK_THROWS_AS(read_header_line(dir + "/empty.csv.gz"), InputError);
+  std::filesystem::remove_all(dir);
+}

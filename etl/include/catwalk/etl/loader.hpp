@@ -23,6 +23,12 @@ struct LoadOptions {
   bool allow_empty = false;
   bool allow_shrink = false;
   enum class Progress { kAuto, kTerminal, kLines, kOff } progress = Progress::kAuto;
+  // Where the document spill goes (a folder catwalk-etl-docs-<pid>-* inside it); "" = TMPDIR,
+  // else /tmp.
+  std::string work_dir;
+  // Before writing anything, a load checks that the work folder and (when it can tell) the
+  // database's disk have room for it, and stops with InputError (exit 3) if not.
+  bool space_check = true;
 };
 
 // Never throws: failures are reported in the summary (ok = false, error, exit_code).
@@ -31,6 +37,13 @@ RunSummary run(const LoadOptions& options);
 // Asks a running run() to stop as soon as it can (safe to call from a signal handler): nothing
 // is published, work files are removed, and run() reports kExitInterrupted.
 void request_stop();
+
+// Estimates behind the space check and the spill's partition count, per byte of CSV text
+// (decompressed): the document spill (measured 1.35 on bench/generate exports, see
+// bench/README.md) and the new catalogue in the database (tables, keys, indexes, documents:
+// measured 2.75), each with a margin.
+inline constexpr double kSpillPerTextByte = 1.5;
+inline constexpr double kDatabasePerTextByte = 3.0;
 
 // A load must keep at least this share of the currently published products (--allow-shrink).
 inline constexpr double kMinKeptShare = 0.5;
