@@ -318,7 +318,7 @@ class Run {
     std::thread assembler([&] {
       try {
         // --jobs threads gzip the documents (the step's main CPU cost) while PostgreSQL
-        // ingests: each holds one spill partition, about export size / 64.
+        // ingests: each holds one spill partition (at most kPartitionBudget) at a time.
         documents_->assemble(
             *products,
             [&](const std::string& chunk) {
