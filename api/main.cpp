@@ -11,6 +11,7 @@
 #include "catwalk/config.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/version.hpp"
+#include "memory_limit.hpp"
 
 namespace {
 // Exit codes (documented in the README).
@@ -55,7 +56,16 @@ int main(int argc, char** argv) {
   app.add_option("--db-pool", opt.db_pool, "database connections (a few per CPU core is best)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  app.add_option("--cache-mb", opt.cache_mb, "document cache budget in MiB (0 disables the cache)")
+  // The default follows the memory this process may use (cgroup limit, else the machine's).
+  const auto limit = catwalk::api::memory_limit();
+  opt.cache_mb = catwalk::api::default_cache_mb(limit);
+  app.add_option("--cache-mb", opt.cache_mb,
+                 "document cache budget in MiB (0 disables the cache; default: half the memory "
+                 "limit, at most 4096)")
+      ->capture_default_str();
+  app.add_option("--max-age", opt.max_age_s,
+                 "Cache-Control max-age, in seconds, of the catalogue routes' answers")
+      ->check(CLI::Range(0, 31536000))
       ->capture_default_str();
   app.add_option(
          "--timeout", opt.io_timeout_s,
@@ -103,10 +113,12 @@ int main(int argc, char** argv) {
     return kExitCannotListen;
   }
   catwalk::log(
-      "catwalk-api {} listening on http://{}:{} (database {}, {} threads, {} db connections)",
+      "catwalk-api {} listening on http://{}:{} (database {}, {} threads, {} db connections, "
+      "document cache {} MiB; memory limit {})",
       catwalk::kVersionText, opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
       opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
-      opt.db_pool);
+      opt.db_pool, opt.cache_mb,
+      limit ? fmt::format("{} MiB from {}", limit->bytes >> 20, limit->source) : "unknown");
   if (!opt.read_db_url.empty())
     catwalk::log("catwalk-api: catalogue reads from {}", catwalk::redact_db_url(opt.read_db_url));
 

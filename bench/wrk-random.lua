@@ -1,11 +1,13 @@
 -- wrk script for bench/api: random product ids over the whole id range.
--- Usage: wrk ... URL -- MODE MAX_ID PAGES
+-- Usage: wrk ... URL -- MODE MAX_ID PAGES [ENCODING]
 --   MODE: product | styles | related | page | mix | static (the URL's own path, for nginx)
 --   mix = 50 % styles, 25 % product, 20 % related, 5 % page (the shop page's request pattern:
 --   styles and product for every view, related for the carousel, the list now and then).
+--   ENCODING: identity (default: no Accept-Encoding) or gzip (Accept-Encoding: gzip, as browsers).
 -- done() prints one machine-readable line, "RESULT requests seconds errors p50_us p99_us non2xx sockerr".
 
 local mode, max_id, pages
+local headers = {}
 local counter = 0
 
 function setup(thread)
@@ -17,6 +19,7 @@ function init(args)
   mode = args[1] or "styles"
   max_id = tonumber(args[2] or "1")
   pages = tonumber(args[3] or "1")
+  if args[4] == "gzip" then headers["Accept-Encoding"] = "gzip" end
   -- A different sequence per thread, the same for every run of the benchmark.
   math.randomseed(7919 * (thread_index or 1))
 end
@@ -43,7 +46,7 @@ function request()
     elseif r <= 95 then kind = "related"
     else kind = "page" end
   end
-  return wrk.format("GET", path_for(kind))
+  return wrk.format("GET", path_for(kind), headers)
 end
 
 function done(summary, latency, requests)

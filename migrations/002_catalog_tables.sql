@@ -67,12 +67,21 @@ CREATE TABLE cart_import (
 -- The read structure of the API: per product, the exact JSON bodies of GET /products (item),
 -- /products/:id (detail), /products/:id/styles and /products/:id/related. The loader builds
 -- them from the rows it accepts, while it streams them, and COPYs them here; a request is then
--- one primary-key lookup of text. Text, not jsonb: jsonb reorders keys and loses export order.
+-- one primary-key lookup. Never jsonb: jsonb reorders keys and loses export order.
+-- detail, styles and related are stored as the API sends them to gzip clients: a gzip member
+-- of the JSON (or the JSON itself where gzip would not make it smaller; gzip members start
+-- with the bytes 1f 8b, JSON with '{' or '['). The API caches these bytes and inflates them
+-- for clients that do not accept gzip. item stays text: the list route joins items in SQL.
+-- STORAGE EXTERNAL: PostgreSQL must not try to compress them again.
 CREATE TABLE product_docs (
   id      integer NOT NULL,
   rn      integer NOT NULL,  -- 1-based rank by id: page P of size C is rn in ((P-1)*C, P*C]
   item    text    NOT NULL,
-  detail  text    NOT NULL,
-  styles  text    COMPRESSION lz4 NOT NULL,
-  related text    NOT NULL
+  detail  bytea   NOT NULL,
+  styles  bytea   NOT NULL,
+  related bytea   NOT NULL
 );
+ALTER TABLE product_docs
+  ALTER COLUMN detail SET STORAGE EXTERNAL,
+  ALTER COLUMN styles SET STORAGE EXTERNAL,
+  ALTER COLUMN related SET STORAGE EXTERNAL;

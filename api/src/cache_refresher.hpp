@@ -5,8 +5,8 @@
 //   without a restart; while the version cannot be read the cache is off (requests then reach
 //   the database and answer 503 when it is down);
 // - the warmer, asked by the watcher after each flush (and at start), streams every product's
-//   documents into the new cache generation, a batch per statement, until the catalogue or the
-//   budget ends.
+//   documents into the new cache generation, one COPY on a connection of its own, until the
+//   catalogue or the budget ends.
 //
 // Thread-safety: start() and join() from the thread that owns the object; request_stop() and
 // stats() from any thread.
@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -25,11 +26,11 @@ namespace catwalk::api {
 class CacheRefresher {
  public:
   struct Options {
-    std::string db_url;    // the watcher's own connection
-    bool cache_on = true;  // false: the watcher idles (nothing to keep fresh)
-    int poll_ms = 250;     // clamped to 10-500 ms
-    int warm_batch_rows = 5000;
-    int warm_pause_ms = 0;  // between warm-up batches (tests slow the warm-up with it)
+    std::string db_url;          // the watcher's own connection
+    bool cache_on = true;        // false: the watcher idles (nothing to keep fresh)
+    int poll_ms = 250;           // clamped to 10-500 ms
+    int warm_batch_rows = 5000;  // products between two checks for a stop (and pauses)
+    int warm_pause_ms = 0;       // pause every warm_batch_rows products (tests slow it with it)
   };
 
   CacheRefresher(Options options, Repository& repo, DocCache& cache);
@@ -56,7 +57,7 @@ class CacheRefresher {
   bool warm(std::uint64_t generation);
   // Stores one batch in the cache; says whether the generation moved on or the budget is full.
   enum class BatchEnd { kMore, kStale, kFull };
-  BatchEnd store(std::vector<ProductDocs>& batch, std::uint64_t generation, std::uint64_t& stored);
+  BatchEnd store(const ProductDocsView& p, std::uint64_t generation, std::uint64_t& stored);
   bool stop_requested();
   // Waits up to `d`, woken early by request_stop(); true when stopping.
   bool pause(std::chrono::milliseconds d);
@@ -70,6 +71,7 @@ class CacheRefresher {
   bool stopping_ = false;
   std::uint64_t warm_wanted_ = 0;  // a generation to warm; 0 = nothing asked (under mu_)
   std::thread watcher_, warmer_;
+  std::optional<DbConnection> warm_conn_;  // the warmer thread's own
 
   std::atomic<long long> publish_version_{-1};
   std::atomic<bool> warming_{false};

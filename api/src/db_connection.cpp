@@ -122,9 +122,10 @@ void DbConnection::prepare(const char* name, const char* sql, Deadline deadline)
 }
 
 pg::Result DbConnection::exec_prepared(const char* name, int n, const char* const* values,
-                                       Deadline deadline) {
+                                       Deadline deadline, bool binary_result) {
   if (!ok()) fail("query failed");
-  if (!PQsendQueryPrepared(c_.get(), name, n, values, nullptr, nullptr, 0)) fail("query failed");
+  if (!PQsendQueryPrepared(c_.get(), name, n, values, nullptr, nullptr, binary_result ? 1 : 0))
+    fail("query failed");
   return finish(deadline, "query failed");
 }
 
@@ -168,6 +169,67 @@ pg::Result DbConnection::finish(Deadline deadline, const char* what) {
   std::string msg = trimmed(PQresultErrorMessage(r));
   if (msg.empty()) msg = trimmed(PQerrorMessage(c));
   throw pg::DbError(std::string(what) + ": " + msg, state ? state : "");
+}
+
+bool DbConnection::copy_out(const char* sql, std::chrono::milliseconds idle,
+                            const std::function<bool(std::string_view)>& row) {
+  const char* what = "COPY failed";
+  if (!ok()) fail(what);
+  PGconn* c = c_.get();
+  if (!PQsendQueryParams(c, sql, 0, nullptr, nullptr, nullptr, nullptr, 0)) fail(what);
+  for (int f; (f = PQflush(c)) != 0;) {
+    if (f < 0) fail(what);
+    short ready = wait_for(c, POLLIN | POLLOUT, Clock::now() + idle);
+    if (ready == 0) abandon(what);
+    if ((ready & POLLIN) && !PQconsumeInput(c)) fail(what);
+  }
+  while (PQisBusy(c)) {
+    if (wait_for(c, POLLIN, Clock::now() + idle) == 0) abandon(what);
+    if (!PQconsumeInput(c)) fail(what);
+  }
+  {
+    pg::Result start(PQgetResult(c));
+    if (start.raw() == nullptr) fail(what);
+    if (PQresultStatus(start.raw()) != PGRES_COPY_OUT) {
+      // An error (no catalogue, ...): finish() collects what follows and throws it.
+      const char* state = PQresultErrorField(start.raw(), PG_DIAG_SQLSTATE);
+      std::string error_state = state ? state : "";
+      std::string msg = trimmed(PQresultErrorMessage(start.raw()));
+      for (;;) {  // the statement's other results, if any, so the connection stays usable
+        while (PQisBusy(c)) {
+          if (wait_for(c, POLLIN, Clock::now() + idle) == 0) abandon(what);
+          if (!PQconsumeInput(c)) fail(what);
+        }
+        PGresult* r = PQgetResult(c);
+        if (r == nullptr) break;
+        PQclear(r);
+      }
+      throw pg::DbError(std::string(what) + ": " + msg, error_state);
+    }
+  }
+  for (;;) {
+    char* buf = nullptr;
+    int n = PQgetCopyData(c, &buf, 1);  // async: 0 means wait for more
+    if (n > 0) {
+      const bool more = row(std::string_view(buf, static_cast<std::size_t>(n)));
+      PQfreemem(buf);
+      if (!more) {
+        // Stopped on purpose: the server's rest of the COPY is not worth reading.
+        if (PGcancel* cancel = PQgetCancel(c)) cancel_in_background(cancel);
+        c_.reset();
+        return false;
+      }
+    } else if (n == 0) {
+      if (wait_for(c, POLLIN, Clock::now() + idle) == 0) abandon(what);
+      if (!PQconsumeInput(c)) fail(what);
+    } else if (n == -1) {
+      break;  // the end of the data: the COPY's own result follows
+    } else {
+      fail(what);
+    }
+  }
+  finish(Clock::now() + idle, what);
+  return true;
 }
 
 void DbConnection::abandon(const char* what) {

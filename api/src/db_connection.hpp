@@ -12,8 +12,10 @@
 #include <libpq-fe.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "catwalk/pg.hpp"
 
@@ -31,9 +33,18 @@ class DbConnection {
 
   bool ok() const;
   void prepare(const char* name, const char* sql, Deadline deadline);
-  pg::Result exec_prepared(const char* name, int n, const char* const* values, Deadline deadline);
+  // `binary_result`: every column in its binary form (bytea as its bytes, int4 big-endian).
+  pg::Result exec_prepared(const char* name, int n, const char* const* values, Deadline deadline,
+                           bool binary_result = false);
   // Runs a statement without parameters (the extended protocol, so one statement only).
   pg::Result exec(const char* sql, Deadline deadline);
+  // Runs `sql`, a COPY ... TO STDOUT, handing each message of data (one row, as COPY's format
+  // writes it; in the binary format the first also carries the header and the last is the
+  // trailer) to `row`. `row` returning false stops the COPY: the connection is then abandoned
+  // (ok() false afterwards) and copy_out returns false. Each wait for the server is bounded by
+  // `idle` (the whole COPY may take longer). True when the COPY ran to its end.
+  bool copy_out(const char* sql, std::chrono::milliseconds idle,
+                const std::function<bool(std::string_view)>& row);
 
  private:
   // Flushes what was sent and collects the one statement's result by `deadline`.

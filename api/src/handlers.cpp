@@ -9,8 +9,10 @@
 #include <string>
 #include <utility>
 
+#include "catwalk/gzip.hpp"
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
+#include "http_caching.hpp"
 #include "json.hpp"
 
 namespace catwalk::api {
@@ -82,6 +84,16 @@ bool has_body_method(std::string_view method) {
 
 }  // namespace
 
+Handlers::Handlers(Repository& repo, DocCache& cache, Metrics& metrics, const ConnectionPool& pool,
+                   const CacheRefresher& refresher, bool access_log, int max_age_s)
+    : repo_(repo),
+      cache_(cache),
+      metrics_(metrics),
+      pool_(pool),
+      refresher_(refresher),
+      access_log_(access_log),
+      cache_control_(fmt::format("public, max-age={}", std::max(max_age_s, 0))) {}
+
 template <typename F>
 void Handlers::guarded(Response& res, F&& f) {
   try {
@@ -120,11 +132,11 @@ void Handlers::dispatch(const Request& req, Response& res) {
     if (!method_allowed(m.route, req.method)) return method_not_allowed(m.route, req, res);
     switch (m.route) {
       case Route::kStyles:
-        return product_doc(DocKind::kStyles, m.id, res);
+        return product_doc(DocKind::kStyles, req, m.id, res);
       case Route::kProduct:
-        return product_doc(DocKind::kDetail, m.id, res);
+        return product_doc(DocKind::kDetail, req, m.id, res);
       case Route::kRelated:
-        return product_doc(DocKind::kRelated, m.id, res);
+        return product_doc(DocKind::kRelated, req, m.id, res);
       case Route::kProducts:
         return product_page(req, res);
       case Route::kCart:
@@ -160,16 +172,17 @@ void Handlers::method_not_allowed(Route route, const Request& req, Response& res
                          allowed_methods(route)));
 }
 
-// The hot path: a cache lookup, else one prepared primary-key SELECT returning the finished
-// body as text; nothing is parsed or re-serialized.
-void Handlers::product_doc(DocKind kind, std::string_view raw_id, Response& res) {
+// The hot path: a cache lookup, else one prepared primary-key SELECT returning the stored
+// document; nothing is parsed, re-serialized or compressed.
+void Handlers::product_doc(DocKind kind, const Request& req, std::string_view raw_id,
+                           Response& res) {
   auto id = parse_id(raw_id);
   if (!id) return send_error(res, 400, "invalid_id", invalid_id_message(raw_id));
   const std::uint64_t key = doc_key(kind, *id);
   const bool use_cache = cache_.enabled();
   std::uint64_t generation = 0;
   if (use_cache) {
-    if (auto doc = cache_.get(key)) return send_json(res, 200, *doc);
+    if (auto doc = cache_.get(key)) return send_document(req, res, doc.bytes);
     // Read before the query: see DocCache::put.
     generation = cache_.generation();
   }
@@ -178,7 +191,45 @@ void Handlers::product_doc(DocKind kind, std::string_view raw_id, Response& res)
     return send_error(res, 404, "not_found", fmt::format("No product has id {}.", *id));
   }
   if (use_cache) cache_.put(key, generation, *doc);
-  send_json(res, 200, std::move(*doc));
+  send_document(req, res, *doc);
+}
+
+bool Handlers::validated(const Request& req, Response& res, const std::string& etag,
+                         std::size_t full_length) {
+  res.set_header("ETag", etag);
+  res.set_header("Cache-Control", cache_control_);
+  if (!if_none_match(req.get_header_value("If-None-Match"), etag)) return false;
+  res.status = 304;  // no body: the client's copy is current
+  // A 304 may carry Content-Length only as the 200 would have (RFC 9110 8.6); cpp-httplib
+  // would otherwise add "0" for the empty body.
+  res.set_header("Content-Length", std::to_string(full_length));
+  return true;
+}
+
+void Handlers::send_document(const Request& req, Response& res, std::string_view stored) {
+  // The ETag is of the JSON, whichever encoding goes out: gzip's trailer already holds its
+  // CRC-32 and length, so a gzip member costs nothing to tag.
+  const auto trailer = gzip::trailer(stored);
+  const std::string etag = trailer ? weak_etag(trailer->crc32, trailer->size)
+                                   : weak_etag(gzip::crc32(stored), stored.size());
+  // Every answer of these routes may differ by Accept-Encoding (shared caches must key on it).
+  res.set_header("Vary", "Accept-Encoding");
+  const bool send_gzip = trailer && accepts_gzip(req.get_header_value("Accept-Encoding"));
+  if (validated(req, res, etag, trailer && !send_gzip ? trailer->size : stored.size())) return;
+  res.status = 200;
+  res.set_header("Content-Type", kJsonType);
+  if (!trailer) {
+    res.body.assign(stored);
+  } else if (send_gzip) {
+    res.set_header("Content-Encoding", "gzip");
+    res.body.assign(stored);
+  } else {
+    // A worker serves one request at a time: its inflater is reused, never shared.
+    thread_local gzip::Inflater inflater;
+    if (!inflater.inflate(stored, res.body))
+      throw std::runtime_error(
+          "a stored document is not a valid gzip member; reload the catalogue");
+  }
 }
 
 void Handlers::product_page(const Request& req, Response& res) {
@@ -199,11 +250,16 @@ void Handlers::product_page(const Request& req, Response& res) {
     count = *v;
   }
   auto bounds = page_bounds(page, count);
-  if (!bounds) return send_json(res, 200, "[]");
-  send_json(res, 200, repo_.product_page(bounds->first, bounds->second));
+  std::string body = bounds ? repo_.product_page(bounds->first, bounds->second) : "[]";
+  // Tagged by its content (a CRC-32 of a few KB per request): a publish that changes the page
+  // changes the tag.
+  if (validated(req, res, weak_etag(gzip::crc32(body), body.size()), body.size())) return;
+  send_json(res, 200, std::move(body));
 }
 
 std::optional<std::int32_t> Handlers::session(const Request& req, Response& res) {
+  // A cart is one user's and changes with every add: no cache may keep or share it.
+  res.set_header("Cache-Control", "no-store");
   if (!req.has_header("user_session")) {
     send_error(
         res, 400, "invalid_session",

@@ -31,14 +31,9 @@ class Handlers {
   using Response = httplib::Response;
   using HandlerResponse = httplib::Server::HandlerResponse;
 
+  // `max_age_s`: the Cache-Control max-age of the catalogue routes' answers.
   Handlers(Repository& repo, DocCache& cache, Metrics& metrics, const ConnectionPool& pool,
-           const CacheRefresher& refresher, bool access_log)
-      : repo_(repo),
-        cache_(cache),
-        metrics_(metrics),
-        pool_(pool),
-        refresher_(refresher),
-        access_log_(access_log) {}
+           const CacheRefresher& refresher, bool access_log, int max_age_s);
 
   // cpp-httplib's pre-routing hook: starts the request's clock and answers every method that
   // carries no body (GET, HEAD, OPTIONS) through dispatch(); returns Unhandled for the others,
@@ -55,7 +50,14 @@ class Handlers {
   void log_request(const Request& req, const Response& res);
 
  private:
-  void product_doc(DocKind kind, std::string_view raw_id, Response& res);
+  void product_doc(DocKind kind, const Request& req, std::string_view raw_id, Response& res);
+  // Answers with a stored document: 304 when If-None-Match matches its ETag, else the stored
+  // gzip member to a gzip client, the JSON (inflated if stored gzipped) to any other.
+  void send_document(const Request& req, Response& res, std::string_view stored);
+  // ETag, Cache-Control; and 304 (true) when the request's If-None-Match matches `etag`.
+  // `full_length`: the body's length in the 200 this request would get.
+  bool validated(const Request& req, Response& res, const std::string& etag,
+                 std::size_t full_length);
   void product_page(const Request& req, Response& res);
   std::optional<std::int32_t> session(const Request& req, Response& res);
   void get_cart(const Request& req, Response& res);
@@ -76,6 +78,7 @@ class Handlers {
   const ConnectionPool& pool_;
   const CacheRefresher& refresher_;
   const bool access_log_;
+  const std::string cache_control_;  // of the catalogue routes' answers
 };
 
 }  // namespace catwalk::api

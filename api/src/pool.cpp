@@ -9,7 +9,7 @@ pg::Result PooledConnection::exec(const Statement& s, int n, const char* const* 
     conn_.prepare(s.name, s.sql, deadline);
     prepared_[s.slot] = true;
   }
-  return conn_.exec_prepared(s.name, n, values, deadline);
+  return conn_.exec_prepared(s.name, n, values, deadline, s.binary_result);
 }
 
 ConnectionPool::ConnectionPool(std::string conninfo, int size,

@@ -28,6 +28,7 @@ struct Statement {
   int slot;
   const char* name;
   const char* sql;
+  bool binary_result = false;  // columns in binary form (bytea as raw bytes, not hex text)
 };
 
 // A pooled connection and which statements it has prepared.

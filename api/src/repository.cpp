@@ -2,6 +2,7 @@
 #include "repository.hpp"
 
 #include <charconv>
+#include <stdexcept>
 
 namespace catwalk::api {
 
@@ -18,12 +19,13 @@ struct IntText {
 
 // All the SQL of the API. Names in catwalk.* are resolved again by PostgreSQL when the loader
 // swaps the schema and drops the old one (plan invalidation), so these survive a publish.
+// The documents are bytea (mostly gzip members): read in binary form, as their bytes.
 constexpr Statement kDetail{0, "detail",
-                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4"};
+                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kStyles{1, "styles",
-                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4"};
+                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kRelated{2, "related",
-                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4"};
+                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kPage{3, "page",
                           "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY rn), '') || ']' "
                           "FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4"};
@@ -48,10 +50,6 @@ constexpr Statement kCartAdd{
     "(SELECT coalesce(sum(quantity), 0) FROM public.cart WHERE user_session = $1::int4 "
     "AND product_id = $2::int4 AND active)"};
 constexpr Statement kPing{6, "ping", "SELECT 1"};
-constexpr Statement kDocsAfter{
-    7, "docs_after",
-    "SELECT id, detail, styles, related FROM catwalk.product_docs WHERE id > $1::int4 "
-    "ORDER BY id LIMIT $2::int4"};
 
 const Statement& doc_statement(DocKind k) {
   switch (k) {
@@ -107,22 +105,6 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
     auto r = c.exec(doc_statement(kind), 1, values, d);
     if (r.rows() == 0) return std::nullopt;
     return std::string(r.get(0, 0));
-  });
-}
-
-std::vector<ProductDocs> Repository::product_docs_after(std::int32_t after_id, std::int32_t limit) {
-  IntText a(after_id), n(limit);
-  const char* values[] = {a.c_str(), n.c_str()};
-  const Deadline d = std::chrono::steady_clock::now() + kBatchTimeout;
-  return read(catalogue_, d, [&](PooledConnection& c) {
-    auto r = c.exec(kDocsAfter, 2, values, d);
-    std::vector<ProductDocs> out;
-    out.reserve(static_cast<std::size_t>(r.rows()));
-    for (int i = 0; i < r.rows(); ++i) {
-      out.push_back({static_cast<std::int32_t>(r.get_int(i, 0)), std::string(r.get(i, 1)),
-                     std::string(r.get(i, 2)), std::string(r.get(i, 3))});
-    }
-    return out;
   });
 }
 
@@ -182,6 +164,50 @@ void Repository::ping_catalogue() {
     c.exec(kPing, 0, nullptr, d);
     return 0;
   });
+}
+
+namespace {
+// COPY's binary format, as the server writes it: a header, then per row an int16 field count and
+// per field an int32 length (-1: NULL) and the bytes, then an int16 -1.
+constexpr std::string_view kCopySignature{"PGCOPY\n\377\r\n\0", 11};
+
+std::uint32_t be32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<std::uint32_t>(u[0]) << 24 | static_cast<std::uint32_t>(u[1]) << 16 |
+         static_cast<std::uint32_t>(u[2]) << 8 | u[3];
+}
+}  // namespace
+
+bool stream_product_docs(DbConnection& conn, std::chrono::milliseconds idle,
+                         const std::function<bool(const ProductDocsView&)>& sink) {
+  bool first = true;
+  return conn.copy_out(
+      "COPY catwalk.product_docs (id, detail, styles, related) TO STDOUT (FORMAT binary)", idle,
+      [&](std::string_view m) {
+        if (first) {
+          first = false;
+          // Signature, flags (4 bytes), header extension length (4 bytes) and the extension.
+          if (!m.starts_with(kCopySignature) || m.size() < 19)
+            throw std::runtime_error("unexpected COPY header from the server");
+          m.remove_prefix(15 + be32(m.data() + 15) + 4);
+        }
+        if (m.size() < 2 || (m[0] == '\xff' && m[1] == '\xff')) return true;  // the trailer
+        std::string_view fields[4];
+        std::size_t at = 2;
+        for (auto& f : fields) {
+          if (at + 4 > m.size())
+            throw std::runtime_error("a COPY row from the server is cut short");
+          const std::uint32_t len = be32(m.data() + at);
+          at += 4;
+          if (len == 0xFFFFFFFFu || at + len > m.size())
+            throw std::runtime_error("a COPY row from the server is malformed");
+          f = m.substr(at, len);
+          at += len;
+        }
+        if (fields[0].size() != 4) throw std::runtime_error("a product id is not an int4");
+        return sink(
+            {static_cast<std::int32_t>(be32(fields[0].data())), fields[1], fields[2], fields[3]});
+      });
 }
 
 }  // namespace catwalk::api

@@ -7,8 +7,10 @@
 // product" / "no such sku".
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pool.hpp"
@@ -22,10 +24,11 @@ inline std::uint64_t doc_key(DocKind kind, std::int32_t id) {
   return (static_cast<std::uint64_t>(kind) << 32) | static_cast<std::uint32_t>(id);
 }
 
-// One product's three documents, as the warmer streams them.
-struct ProductDocs {
+// One product's three documents as stored (a gzip member, or the JSON where gzip would not make
+// it smaller: see migrations/002), as the warmer streams them; valid during the callback only.
+struct ProductDocsView {
   std::int32_t id = 0;
-  std::string detail, styles, related;
+  std::string_view detail, styles, related;
 };
 
 struct CartLine {
@@ -37,19 +40,14 @@ class Repository {
  public:
   // `pool` (the primary) serves the cart and every write; `catalogue` (a streaming replica, when
   // the API has --read-db) serves the catalogue reads: documents, pages and the warm-up.
-  // Every call answers (or throws) within `timeout`, whatever the database does; the warmer's
-  // batches, larger by design, get kBatchTimeout.
-  static constexpr std::chrono::milliseconds kBatchTimeout{10000};
+  // Every call answers (or throws) within `timeout`, whatever the database does.
   Repository(ConnectionPool& pool, std::chrono::milliseconds timeout,
              ConnectionPool* catalogue = nullptr)
       : pool_(pool), catalogue_(catalogue != nullptr ? *catalogue : pool), timeout_(timeout) {}
 
-  // The precomputed body of /products/:id, /styles or /related; nullopt for an unknown product.
+  // The stored body of /products/:id, /styles or /related (as ProductDocs holds them); nullopt
+  // for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
-  // Up to `limit` products with id > after_id, in id order (keyset pagination: each batch is
-  // one short statement on one borrowed connection, so the warmer never holds a connection,
-  // a snapshot or a cursor while requests wait).
-  std::vector<ProductDocs> product_docs_after(std::int32_t after_id, std::int32_t limit);
   // The JSON array of list items with rn in (lo, hi].
   std::string product_page(std::int32_t lo, std::int32_t hi);
   std::vector<CartLine> cart(std::int32_t session);
@@ -73,6 +71,13 @@ class Repository {
   ConnectionPool& catalogue_;
   const std::chrono::milliseconds timeout_;
 };
+
+// The warm-up's read: every product's documents in one COPY (binary) on `conn`, a connection of
+// the warmer's own (a pooled one would be held for seconds), handed to `sink` one product at a
+// time; `sink` returning false stops it. Each wait for the server is bounded by `idle`. Throws
+// pg::DbError as the repository's calls do; true when every product was handed over.
+bool stream_product_docs(DbConnection& conn, std::chrono::milliseconds idle,
+                         const std::function<bool(const ProductDocsView&)>& sink);
 
 // True when an exception means "the database cannot answer now" (503), as opposed to a bug.
 bool is_unavailable(const std::exception& e);

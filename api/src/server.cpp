@@ -50,7 +50,7 @@ struct Server::Impl {
         refresher({opt.read_db_url.empty() ? opt.db_url : opt.read_db_url, opt.cache_mb > 0,
                    opt.publish_poll_ms, opt.warm_batch_rows, opt.warm_pause_ms},
                   repo, cache),
-        handlers(repo, cache, metrics, pool, refresher, opt.access_log) {}
+        handlers(repo, cache, metrics, pool, refresher, opt.access_log, opt.max_age_s) {}
 
   ServerOptions opt;
   HttpServer http;

@@ -48,6 +48,8 @@ inline void text_field(std::string& out, std::string_view v) {
   be32(out, static_cast<std::uint32_t>(v.size()));
   out.append(v);
 }
+// bytea's binary form is its bytes, as text's is its UTF-8.
+inline void bytea_field(std::string& out, std::string_view v) { text_field(out, v); }
 
 // A non-negative decimal already validated as digits, optionally '.' and 1-2 digits (money):
 // PostgreSQL's numeric in base-10000 digit groups.

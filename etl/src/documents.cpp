@@ -6,10 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "catwalk/etl/errors.hpp"
+#include "catwalk/gzip.hpp"
 #include "copy_binary.hpp"
 
 namespace catwalk::etl {
@@ -125,6 +129,19 @@ constexpr std::string_view kColNames[kColCount] = {"id",
                                                    "quantity"};
 
 constexpr std::uint32_t kDenseStyles = 1u << 26;
+
+// The level the served documents are gzipped at, once per load: the API sends these bytes to
+// gzip clients and caches them, so size is memory there; see bench/README.md for the measured
+// trade (level 1 to 9: a few percent of size against several times the CPU).
+constexpr int kDocumentGzipLevel = 1;
+
+// A document as product_docs stores it: its gzip member, or the JSON itself when gzip would not
+// make it smaller (a short related list: gzip's 18 bytes of framing outweigh what it saves).
+// The API tells the two apart by the gzip magic, which JSON never starts with.
+std::string_view stored_form(gzip::Compressor& z, const std::string& json, std::string& gz) {
+  z.compress(json, gz);
+  return gz.size() < json.size() ? std::string_view(gz) : std::string_view(json);
+}
 
 [[noreturn]] void damaged_work_file(const std::string& path) {
   throw InputError(fmt::format(
@@ -323,7 +340,8 @@ void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) 
 }
 
 std::uint64_t DocumentStore::assemble(const IdSet& products,
-                                      const std::function<void(const std::string&)>& sink) {
+                                      const std::function<void(const std::string&)>& sink,
+                                      int threads) {
   struct Ref {
     std::uint32_t product, style, pos;
     std::uint8_t kind;
@@ -333,131 +351,176 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
   // Every fragment has found its product: the style map's memory is better spent here.
   style_product_ = {};
   style_product_sparse_ = {};
-  std::string out;
-  out.reserve(1 << 21);
-  out.append(copy_binary::kHeader);
-  std::string item, detail, styles, related, row;
-  std::uint64_t written = 0;
-  std::vector<char> buffer;
-  std::vector<Ref> refs;
-  for (int p = 0; p < partitions_; ++p) {
-    // Read the partition of every table into one buffer.
-    buffer.clear();
-    std::vector<std::pair<std::size_t, std::string>> file_ends;  // where each file's bytes end
-    for (int t = 0; t < kTableCount; ++t) {
-      std::string path = partition_path(t, p);
-      std::error_code ec;
-      auto size = fs::file_size(path, ec);
-      if (ec || size == 0) continue;
-      std::size_t at = buffer.size();
-      buffer.resize(at + size);
-      std::FILE* f = std::fopen(path.c_str(), "rb");
-      bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
-      if (f) std::fclose(f);
-      if (!ok) throw InputError("cannot read back the document work file " + path);
-      fs::remove(path, ec);
-      file_ends.emplace_back(buffer.size(), path);
-    }
-    refs.clear();
-    // The files are ours, but they sit in a shared folder: a record that runs past its file's
-    // end (a truncated or damaged file) stops the load instead of reading out of bounds.
-    std::size_t at = 0;
-    for (const auto& [end, path] : file_ends) {
-      while (at < end) {
-        RecordHeader h;
-        if (end - at < sizeof h) damaged_work_file(path);
-        std::memcpy(&h, buffer.data() + at, sizeof h);
-        at += sizeof h;
-        if (h.length > end - at || h.kind > kSku) damaged_work_file(path);
-        refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
-        at += h.length;
+  // The chunks go to `sink` one at a time, in no particular order of products (COPY does not
+  // care): the header first, the trailer last.
+  std::mutex sink_mu;
+  auto send = [&](std::string& out) {
+    std::lock_guard lock(sink_mu);
+    sink(out);
+    out.clear();
+  };
+  {
+    std::string header(copy_binary::kHeader);
+    send(header);
+  }
+  std::atomic<int> next_partition{0};
+  std::atomic<std::uint64_t> total{0};
+  // Partitions are independent: each thread takes the next one, with its own buffers and
+  // compressor, so gzipping the documents (most of this step's CPU) runs on `threads` cores.
+  auto work = [&] {
+    std::string out;
+    out.reserve(1 << 21);
+    std::string item, detail, styles, related, row;
+    std::string detail_gz, styles_gz, related_gz;
+    gzip::Compressor compressor(kDocumentGzipLevel);
+    std::uint64_t written = 0;
+    std::vector<char> buffer;
+    std::vector<Ref> refs;
+    for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
+      // Read the partition of every table into one buffer.
+      buffer.clear();
+      std::vector<std::pair<std::size_t, std::string>> file_ends;  // where each file's bytes end
+      for (int t = 0; t < kTableCount; ++t) {
+        std::string path = partition_path(t, p);
+        std::error_code ec;
+        auto size = fs::file_size(path, ec);
+        if (ec || size == 0) continue;
+        std::size_t at = buffer.size();
+        buffer.resize(at + size);
+        std::FILE* f = std::fopen(path.c_str(), "rb");
+        bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
+        if (f) std::fclose(f);
+        if (!ok) throw InputError("cannot read back the document work file " + path);
+        fs::remove(path, ec);
+        file_ends.emplace_back(buffer.size(), path);
       }
-    }
-    // Per product: item, features, related, then each style (by id) with its photos and skus;
-    // within each, export order.
-    auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
-    std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
-      if (a.product != b.product) return a.product < b.product;
-      if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
-      if (a.style != b.style) return a.style < b.style;
-      if (a.kind != b.kind) return a.kind < b.kind;
-      return a.pos < b.pos;
-    });
-    for (std::size_t i = 0; i < refs.size();) {
-      std::uint32_t product = refs[i].product;
-      std::size_t end = i;
-      while (end < refs.size() && refs[end].product == product) ++end;
-      if (refs[i].kind != kItem) {  // cannot happen: fragments only come from accepted rows
-        i = end;
-        continue;
-      }
-      item.assign(refs[i].data, refs[i].length);
-      detail.assign(item, 0, item.size() - 1);
-      detail += ",\"features\":[";
-      related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
-      related.push_back('[');
-      styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
-      bool first_feature = true, first_related = true, first_style = true;
-      for (std::size_t k = i + 1; k < end;) {
-        const Ref& r = refs[k];
-        if (r.kind == kFeature) {
-          if (!first_feature) detail.push_back(',');
-          first_feature = false;
-          detail.append(r.data, r.length);
-          ++k;
-        } else if (r.kind == kRelated) {
-          if (!first_related) related.push_back(',');
-          first_related = false;
-          related.append(r.data, r.length);
-          ++k;
-        } else if (r.kind == kStyle) {
-          if (!first_style) styles.push_back(',');
-          first_style = false;
-          styles.append(r.data, r.length);
-          std::size_t s = k + 1;
-          // The style's fragments of one kind, comma-separated, or the reference service's
-          // shape for "none" (front ends test for it).
-          auto append_run = [&](std::uint8_t kind, std::string_view none) {
-            bool any = false;
-            for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
-              if (any) styles.push_back(',');
-              any = true;
-              styles.append(refs[s].data, refs[s].length);
-            }
-            if (!any) styles += none;
-          };
-          styles += ",\"photos\":[";
-          append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
-          styles += "],\"skus\":{";
-          append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
-          styles += "}}";
-          k = s;
-        } else {
-          ++k;  // photos or skus of a style that was never accepted: cannot happen
+      refs.clear();
+      // The files are ours, but they sit in a shared folder: a record that runs past its file's
+      // end (a truncated or damaged file) stops the load instead of reading out of bounds.
+      std::size_t at = 0;
+      for (const auto& [end, path] : file_ends) {
+        while (at < end) {
+          RecordHeader h;
+          if (end - at < sizeof h) damaged_work_file(path);
+          std::memcpy(&h, buffer.data() + at, sizeof h);
+          at += sizeof h;
+          if (h.length > end - at || h.kind > kSku) damaged_work_file(path);
+          refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+          at += h.length;
         }
       }
-      detail += "]}";
-      related += "]";
-      styles += "]}";
-      // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
-      // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
-      copy_binary::row(out, 6);
-      copy_binary::int4_field(out, product);
-      copy_binary::int4_field(out, products.rank(product));
-      for (const std::string* field : {&item, &detail, &styles, &related}) {
-        copy_binary::text_field(out, *field);
+      // Per product: item, features, related, then each style (by id) with its photos and skus;
+      // within each, export order.
+      auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
+      std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
+        if (a.product != b.product) return a.product < b.product;
+        if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
+        if (a.style != b.style) return a.style < b.style;
+        if (a.kind != b.kind) return a.kind < b.kind;
+        return a.pos < b.pos;
+      });
+      for (std::size_t i = 0; i < refs.size();) {
+        std::uint32_t product = refs[i].product;
+        std::size_t end = i;
+        while (end < refs.size() && refs[end].product == product) ++end;
+        if (refs[i].kind != kItem) {  // cannot happen: fragments only come from accepted rows
+          i = end;
+          continue;
+        }
+        item.assign(refs[i].data, refs[i].length);
+        detail.assign(item, 0, item.size() - 1);
+        detail += ",\"features\":[";
+        related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
+        related.push_back('[');
+        styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
+        bool first_feature = true, first_related = true, first_style = true;
+        for (std::size_t k = i + 1; k < end;) {
+          const Ref& r = refs[k];
+          if (r.kind == kFeature) {
+            if (!first_feature) detail.push_back(',');
+            first_feature = false;
+            detail.append(r.data, r.length);
+            ++k;
+          } else if (r.kind == kRelated) {
+            if (!first_related) related.push_back(',');
+            first_related = false;
+            related.append(r.data, r.length);
+            ++k;
+          } else if (r.kind == kStyle) {
+            if (!first_style) styles.push_back(',');
+            first_style = false;
+            styles.append(r.data, r.length);
+            std::size_t s = k + 1;
+            // The style's fragments of one kind, comma-separated, or the reference service's
+            // shape for "none" (front ends test for it).
+            auto append_run = [&](std::uint8_t kind, std::string_view none) {
+              bool any = false;
+              for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
+                if (any) styles.push_back(',');
+                any = true;
+                styles.append(refs[s].data, refs[s].length);
+              }
+              if (!any) styles += none;
+            };
+            styles += ",\"photos\":[";
+            append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
+            styles += "],\"skus\":{";
+            append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
+            styles += "}}";
+            k = s;
+          } else {
+            ++k;  // photos or skus of a style that was never accepted: cannot happen
+          }
+        }
+        detail += "]}";
+        related += "]";
+        styles += "]}";
+        // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
+        // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
+        copy_binary::row(out, 6);
+        copy_binary::int4_field(out, product);
+        copy_binary::int4_field(out, products.rank(product));
+        copy_binary::text_field(out, item);  // the list's item stays text: SQL joins the items
+        copy_binary::bytea_field(out, stored_form(compressor, detail, detail_gz));
+        copy_binary::bytea_field(out, stored_form(compressor, styles, styles_gz));
+        copy_binary::bytea_field(out, stored_form(compressor, related, related_gz));
+        ++written;
+        if (out.size() >= (1 << 20)) {
+          send(out);
+        }
+        i = end;
       }
-      ++written;
-      if (out.size() >= (1 << 20)) {
-        sink(out);
-        out.clear();
-      }
-      i = end;
     }
+    if (!out.empty()) send(out);
+    total.fetch_add(written);
+  };
+  const int n = std::clamp(threads, 1, partitions_);
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < n; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        work();
+      } catch (...) {
+        errors[static_cast<std::size_t>(t)] = std::current_exception();
+        next_partition.store(partitions_);  // the others stop at their next partition
+      }
+    });
   }
-  copy_binary::trailer(out);
-  sink(out);
-  return written;
+  try {
+    work();
+  } catch (...) {
+    errors[0] = std::current_exception();
+    next_partition.store(partitions_);
+  }
+  for (auto& th : pool) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  std::string trailer;
+  copy_binary::trailer(trailer);
+  send(trailer);
+  return total.load();
 }
 
 }  // namespace catwalk::etl

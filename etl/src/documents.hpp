@@ -69,8 +69,9 @@ class DocumentStore {
   // format (header, rows in product_docs column order: id, rn, item, detail, styles, related,
   // trailer), in chunks of about 1 MiB. `products` are
   // the accepted product ids, already finalize()d (for rn). Returns the number of products.
-  std::uint64_t assemble(const IdSet& products,
-                         const std::function<void(const std::string&)>& sink);
+  // `threads` assemble (and gzip) partitions at once; `sink` is called by one at a time.
+  std::uint64_t assemble(const IdSet& products, const std::function<void(const std::string&)>& sink,
+                         int threads = 1);
 
  private:
   std::string partition_path(int table, int partition) const;

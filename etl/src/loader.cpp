@@ -322,9 +322,14 @@ class Run {
     std::exception_ptr assembly_error;
     std::thread assembler([&] {
       try {
-        documents_->assemble(*products, [&](const std::string& chunk) {
-          if (cancelled_ || g_stop_requested || !pipe.push(chunk)) throw Cancelled{};
-        });
+        // --jobs threads gzip the documents (the step's main CPU cost) while PostgreSQL
+        // ingests: each holds one spill partition (at most kPartitionBudget) at a time.
+        documents_->assemble(
+            *products,
+            [&](const std::string& chunk) {
+              if (cancelled_ || g_stop_requested || !pipe.push(chunk)) throw Cancelled{};
+            },
+            o_.jobs);
       } catch (const Cancelled&) {
       } catch (...) {
         assembly_error = std::current_exception();

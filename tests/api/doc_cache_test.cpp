@@ -1,57 +1,103 @@
+// DocCache: generations, the budget, and the id-indexed arena layout.
 #include "doc_cache.hpp"
 
 #include <doctest/doctest.h>
 
+#include <string>
+
+#include "repository.hpp"
+
 using namespace catwalk::api;
 
 TEST_CASE("DocCache: a document read before an invalidation is never stored") {
-  DocCache c(1 << 20);
+  DocCache c(8 << 20);
   c.set_usable(true);
   REQUIRE(c.enabled());
   auto g = c.generation();
-  c.put(1, g, "old");
+  CHECK(c.put(1, g, "old") == DocCache::PutResult::kStored);
   REQUIRE(c.get(1));
-  CHECK(*c.get(1) == "old");
+  CHECK(c.get(1).bytes == "old");
   auto before = c.generation();
   c.invalidate();
+  CHECK(c.generation() == before + 1);
   CHECK_FALSE(c.get(1));
-  c.put(1, before, "stale");  // read under the previous publish
+  CHECK(c.put(1, before, "stale") == DocCache::PutResult::kStale);  // read under the last publish
   CHECK_FALSE(c.get(1));
   c.put(1, c.generation(), "new");
-  CHECK(*c.get(1) == "new");
+  CHECK(c.get(1).bytes == "new");
   CHECK(c.hits() >= 2);
+  CHECK(c.invalidations() == 1);
 }
 
-TEST_CASE("DocCache: stays within its byte budget") {
-  DocCache c(16 * 4096);  // 4 KiB per shard
+TEST_CASE("DocCache: a document stays readable while held, across an invalidation") {
+  DocCache c(8 << 20);
   c.set_usable(true);
-  for (std::uint64_t k = 0; k < 1000; ++k) c.put(k, c.generation(), std::string(1000, 'x'));
-  CHECK(c.bytes() <= 16 * 4096);
-  CHECK(c.entries() > 0);
-  DocCache off(0);
-  off.set_usable(true);
-  CHECK_FALSE(off.enabled());
+  c.put(doc_key(DocKind::kStyles, 7), c.generation(), std::string(3000, 's'));
+  auto held = c.get(doc_key(DocKind::kStyles, 7));
+  REQUIRE(held);
+  c.invalidate();  // frees the generation only once `held` lets go
+  CHECK(held.bytes == std::string(3000, 's'));
+  CHECK_FALSE(c.get(doc_key(DocKind::kStyles, 7)));
 }
 
-TEST_CASE("DocCache: a put that may not evict stops at the budget and keeps what is there") {
-  DocCache c(16 * 4096);  // 4 KiB per shard
+TEST_CASE("DocCache: kinds and ids are separate keys, across pages and chunks") {
+  DocCache c(64 << 20);  // 2 MiB chunks
   c.set_usable(true);
   const auto g = c.generation();
-  // Keys 0, 16, 32, ... share shard 0: three 1000-byte documents fit, the fourth does not.
-  int stored = 0;
+  // Ids on several slot pages (16,384 ids each) and far apart; documents spanning chunks.
+  const std::int32_t ids[] = {1, 2, 16383, 16384, 16385, 1000000, 2147483647};
+  for (std::int32_t id : ids) {
+    for (auto kind : {DocKind::kDetail, DocKind::kStyles, DocKind::kRelated}) {
+      std::string doc = std::to_string(id) + "/" + std::to_string(static_cast<int>(kind));
+      doc.resize(doc.size() + 300000, 'x');
+      REQUIRE(c.put(doc_key(kind, id), g, doc) == DocCache::PutResult::kStored);
+    }
+  }
+  for (std::int32_t id : ids) {
+    for (auto kind : {DocKind::kDetail, DocKind::kStyles, DocKind::kRelated}) {
+      auto d = c.get(doc_key(kind, id));
+      REQUIRE(d);
+      CHECK(d.bytes.starts_with(std::to_string(id) + "/" + std::to_string(static_cast<int>(kind)) +
+                                "x"));
+      CHECK(d.bytes.size() == std::to_string(id).size() + 2 + 300000);
+    }
+  }
+  CHECK(c.entries() == 21);
+  CHECK_FALSE(c.get(doc_key(DocKind::kDetail, 3)));
+  CHECK(c.put(doc_key(DocKind::kDetail, 1), g, "again") == DocCache::PutResult::kPresent);
+  CHECK(c.get(doc_key(DocKind::kDetail, 1)).bytes.starts_with("1/0x"));
+}
+
+TEST_CASE("DocCache: stays within its byte budget and says when it is full") {
+  const std::size_t budget = 4 << 20;  // 128 KiB chunks
+  DocCache c(budget);
+  c.set_usable(true);
+  const auto g = c.generation();
   DocCache::PutResult last = DocCache::PutResult::kStored;
-  for (std::uint64_t k = 0; k < 16 * 10; k += 16) {
-    last = c.put(k, g, std::string(1000, 'x'), DocCache::Evict::kNo);
+  int stored = 0;
+  for (std::int32_t id = 1; id <= 100000; ++id) {
+    last = c.put(doc_key(DocKind::kStyles, id), g, std::string(1000, 'x'));
     if (last != DocCache::PutResult::kStored) break;
     ++stored;
   }
   CHECK(last == DocCache::PutResult::kFull);
-  CHECK(stored >= 3);
-  CHECK(c.get(0));  // nothing was evicted
+  CHECK(c.bytes() <= budget);
+  CHECK(stored > 3000);                        // most of the budget holds documents
+  CHECK(c.get(doc_key(DocKind::kStyles, 1)));  // nothing was evicted
   CHECK(c.entries() == static_cast<std::size_t>(stored));
-  CHECK(c.put(0, g, "again", DocCache::Evict::kNo) == DocCache::PutResult::kPresent);
-  CHECK(c.put(1, g + 1, "other generation") == DocCache::PutResult::kStale);
-  CHECK(c.put(2, g, std::string(5000, 'x')) == DocCache::PutResult::kTooBig);
-  // A miss may evict to make room.
-  CHECK(c.put(16 * 100, g, std::string(1000, 'y')) == DocCache::PutResult::kStored);
+  // A lower limit (the warmer's) stops earlier.
+  DocCache w(budget);
+  int warm = 0;
+  for (std::int32_t id = 1; id <= 100000; ++id, ++warm) {
+    if (w.put(doc_key(DocKind::kStyles, id), w.generation(), std::string(1000, 'x'), budget / 2) !=
+        DocCache::PutResult::kStored)
+      break;
+  }
+  CHECK(warm < stored * 2 / 3);
+  CHECK(c.put(doc_key(DocKind::kStyles, 1), g, std::string(200 << 10, 'x')) ==
+        DocCache::PutResult::kTooBig);  // larger than a chunk
+  CHECK(c.put(doc_key(DocKind::kStyles, 2), g, "") == DocCache::PutResult::kTooBig);
+  DocCache off(0);
+  off.set_usable(true);
+  CHECK_FALSE(off.enabled());
 }

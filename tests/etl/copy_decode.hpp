@@ -7,11 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "catwalk/gzip.hpp"
 #include "table_spec.hpp"
 
 namespace catwalk::test {
 
-enum class Bin { kInt4, kInt8, kBool, kNumeric, kText };
+// kDocument: a product_docs document, shown as JSON whether stored gzipped or as is.
+enum class Bin { kInt4, kInt8, kBool, kNumeric, kText, kDocument };
 
 inline std::vector<Bin> binary_columns(const etl::TableSpec& spec) {
   std::vector<Bin> out;
@@ -77,6 +79,16 @@ inline std::string decode_rows(const std::string& in, const std::vector<Bin>& ty
         case Bin::kText:
           out += in.substr(at, len);
           break;
+        case Bin::kDocument: {
+          std::string stored = in.substr(at, len), json;
+          if (gzip::is_gzip(stored)) {
+            REQUIRE(gzip::Inflater().inflate(stored, json));
+            out += json;
+          } else {
+            out += stored;
+          }
+          break;
+        }
         case Bin::kNumeric: {
           auto ndigits = be(at, 2);
           auto weight = static_cast<std::int16_t>(be(at + 2, 2));

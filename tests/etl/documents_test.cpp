@@ -89,7 +89,7 @@ struct Feeder {
 
 TEST_CASE("DocumentStore assembles every document of a product in the contract's shape and order") {
   std::string tmp = catwalk::test::make_temp_dir("catwalk-docs");
-  std::string out;
+  std::string out, raw;
   {
     DocumentStore store(tmp, 4);
     IdSet products, styles, features, photos, skus, related;
@@ -137,16 +137,27 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
     }
     products.finalize();
     std::string binary;
-    auto n = store.assemble(products, [&](const std::string& chunk) { binary += chunk; });
+    // Three threads over four partitions: rows in any order, header first, trailer last.
+    auto n = store.assemble(
+        products, [&](const std::string& chunk) { binary += chunk; }, 3);
     CHECK(n == 2);
     REQUIRE(binary.starts_with(copy_binary::kHeader));
     CHECK(binary.ends_with("\xFF\xFF"));
     using catwalk::test::Bin;
     out = catwalk::test::decode_rows(
+        binary,
+        {Bin::kInt4, Bin::kInt4, Bin::kText, Bin::kDocument, Bin::kDocument, Bin::kDocument},
+        copy_binary::kHeader.size());
+    // Stored as the API sends them to gzip clients: product 5's styles (long) as a gzip member,
+    // the short related lists as they are (gzip would make them longer).
+    raw = catwalk::test::decode_rows(
         binary, {Bin::kInt4, Bin::kInt4, Bin::kText, Bin::kText, Bin::kText, Bin::kText},
         copy_binary::kHeader.size());
   }
   CHECK(std::filesystem::is_empty(tmp));  // the store removed its work folder
+  CHECK(raw.find("\t\x1f\x8b\x08") != std::string::npos);
+  CHECK(raw.find("\t[2,5]\n") != std::string::npos);
+  CHECK(raw.find("\t[]\n") != std::string::npos);
   // Rows: id, rn, item, detail, styles, related.
   CHECK(out.find("2\t1\t{\"id\":2,\"name\":\"Hat\",\"slogan\":\"Sun\",\"description\":\"Wide\","
                  "\"category\":\"Hats\",\"default_price\":\"20\"}\t"

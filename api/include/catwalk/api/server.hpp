@@ -18,10 +18,12 @@ struct ServerOptions {
   int threads = 128;             // HTTP workers: one per concurrently busy connection
   int db_pool = 6;               // database connections, each borrowed by one request at a time
   int db_timeout_ms = 2000;      // a request's whole wait for the database (connection, statement)
-  std::size_t cache_mb = 4096;   // document cache budget; 0 disables it (used as filled)
+  std::size_t cache_mb = 512;    // document cache budget; 0 disables it (used as filled; the
+                                 // binary's default follows the memory limit: memory_limit.hpp)
+  int max_age_s = 60;            // Cache-Control max-age of the catalogue routes' answers
   int publish_poll_ms = 250;     // how often catwalk_publish.version is checked (<= 500 ms)
-  int warm_batch_rows = 5000;    // products per warm-up statement (the warmer lends one connection)
-  int warm_pause_ms = 0;         // pause between warm-up batches; tests slow the warm-up with it
+  int warm_batch_rows = 5000;    // warm-up: products between two checks for a stop or a pause
+  int warm_pause_ms = 0;         // warm-up: pause every warm_batch_rows; tests slow it with it
   int io_timeout_s = 5;          // idle keep-alive, and writing a response to a slow client
   int header_timeout_s = 5;      // a request's head and body must arrive within this of its start
   std::size_t max_queued = 512;  // connections waiting for a worker; beyond it new ones get 503
