@@ -7,7 +7,8 @@
 
 using namespace catwalk;
 
-TEST_CASE("gzip: a compressed document inflates to itself, and the trailer holds its CRC and size") {
+TEST_CASE(
+    "gzip: a compressed document inflates to itself, and the trailer holds its CRC and size") {
   gzip::Compressor z(1);
   gzip::Inflater inflater;
   for (std::string doc : {std::string("{\"product_id\":\"1\",\"results\":[]}"), std::string("[]"),
