@@ -116,17 +116,21 @@ void Handlers::guarded(Response& res, F&& f) {
 }
 
 Handlers::HandlerResponse Handlers::pre_route(const Request& req, Response& res) {
-  // The route is matched here too, only to label the request's metrics: a request cpp-httplib
-  // refuses after this point (a body over the limit) is still counted under its route.
-  t_request = {Clock::now(), match_route(req.path).route};
+  // Matched here already, to label the request's metrics: a request cpp-httplib refuses after
+  // this point (a body over the limit) is still counted under its route.
+  const RouteMatch m = match_route(req.path);
+  t_request = {Clock::now(), m.route};
   if (has_body_method(req.method)) return HandlerResponse::Unhandled;
-  dispatch(req, res);
+  dispatch(req, res, m);
   return HandlerResponse::Handled;
 }
 
 void Handlers::dispatch(const Request& req, Response& res) {
+  dispatch(req, res, match_route(req.path));
+}
+
+void Handlers::dispatch(const Request& req, Response& res, const RouteMatch& m) {
   guarded(res, [&] {
-    const RouteMatch m = match_route(req.path);
     if (m.route == Route::kUnmatched) return send_not_found_route(res);
     if (req.method == "OPTIONS") return preflight(m.route, req, res);
     if (!method_allowed(m.route, req.method)) return method_not_allowed(m.route, req, res);

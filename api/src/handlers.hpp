@@ -41,6 +41,8 @@ class Handlers {
   HandlerResponse pre_route(const Request& req, Response& res);
   // The one dispatch: the route's handler, the CORS preflight, or 404/405.
   void dispatch(const Request& req, Response& res);
+  // The same, for a path already matched (the pre-routing hook matches once per request).
+  void dispatch(const Request& req, Response& res, const RouteMatch& m);
   // cpp-httplib's error hook (status >= 400): gives the responses it made itself (unparseable
   // request, body too large, URI too long) the contract's JSON shape. True when it wrote one.
   bool error_response(const Request& req, Response& res);
