@@ -150,6 +150,120 @@ std::string_view stored_form(gzip::Compressor& z, const std::string& json, std::
       path));
 }
 
+// A fragment read back from a work file: where it goes (product, style, kind, export line) and
+// its bytes, inside the partition's buffer.
+struct Ref {
+  std::uint32_t product, style, pos;
+  std::uint8_t kind;
+  std::uint32_t length;
+  const char* data;
+};
+
+// Reads one partition's work files (one per table; missing or empty ones are skipped, each is
+// removed once read) into `buffer`, and lists their fragments in `refs` in assembly order: per
+// product, item, features, related, then each style (by id) with its photos and skus; within
+// each, export order. The files are ours, but they sit in a shared folder: a record that runs
+// past its file's end (a truncated or damaged file) stops the load instead of reading out of
+// bounds.
+void read_partition(const std::vector<std::string>& paths, std::vector<char>& buffer,
+                    std::vector<Ref>& refs) {
+  buffer.clear();
+  refs.clear();
+  std::vector<std::pair<std::size_t, const std::string*>> file_ends;  // where each file ends
+  for (const std::string& path : paths) {
+    std::error_code ec;
+    auto size = fs::file_size(path, ec);
+    if (ec || size == 0) continue;
+    std::size_t at = buffer.size();
+    buffer.resize(at + size);
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
+    if (f) std::fclose(f);
+    if (!ok) throw InputError("cannot read back the document work file " + path);
+    fs::remove(path, ec);
+    file_ends.emplace_back(buffer.size(), &path);
+  }
+  std::size_t at = 0;
+  for (const auto& [end, path] : file_ends) {
+    while (at < end) {
+      RecordHeader h;
+      if (end - at < sizeof h) damaged_work_file(*path);
+      std::memcpy(&h, buffer.data() + at, sizeof h);
+      at += sizeof h;
+      if (h.length > end - at || h.kind > kSku) damaged_work_file(*path);
+      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+      at += h.length;
+    }
+  }
+  auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
+  std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
+    if (a.product != b.product) return a.product < b.product;
+    if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
+    if (a.style != b.style) return a.style < b.style;
+    if (a.kind != b.kind) return a.kind < b.kind;
+    return a.pos < b.pos;
+  });
+}
+
+// One product's texts: the list item and the three documents (the API's exact bodies).
+struct ProductTexts {
+  std::string item, detail, styles, related;
+};
+
+// Builds `t` from the product's fragments refs[begin, end), sorted by read_partition, the item
+// first.
+void build_product(const std::vector<Ref>& refs, std::size_t begin, std::size_t end,
+                   std::uint32_t product, ProductTexts& t) {
+  t.item.assign(refs[begin].data, refs[begin].length);
+  t.detail.assign(t.item, 0, t.item.size() - 1);
+  t.detail += ",\"features\":[";
+  t.related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
+  t.related.push_back('[');
+  t.styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
+  bool first_feature = true, first_related = true, first_style = true;
+  for (std::size_t k = begin + 1; k < end;) {
+    const Ref& r = refs[k];
+    if (r.kind == kFeature) {
+      if (!first_feature) t.detail.push_back(',');
+      first_feature = false;
+      t.detail.append(r.data, r.length);
+      ++k;
+    } else if (r.kind == kRelated) {
+      if (!first_related) t.related.push_back(',');
+      first_related = false;
+      t.related.append(r.data, r.length);
+      ++k;
+    } else if (r.kind == kStyle) {
+      if (!first_style) t.styles.push_back(',');
+      first_style = false;
+      t.styles.append(r.data, r.length);
+      std::size_t s = k + 1;
+      // The style's fragments of one kind, comma-separated, or the reference service's
+      // shape for "none" (front ends test for it).
+      auto append_run = [&](std::uint8_t kind, std::string_view none) {
+        bool any = false;
+        for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
+          if (any) t.styles.push_back(',');
+          any = true;
+          t.styles.append(refs[s].data, refs[s].length);
+        }
+        if (!any) t.styles += none;
+      };
+      t.styles += ",\"photos\":[";
+      append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
+      t.styles += "],\"skus\":{";
+      append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
+      t.styles += "}}";
+      k = s;
+    } else {
+      ++k;  // photos or skus of a style that was never accepted: cannot happen
+    }
+  }
+  t.detail += "]}";
+  t.related += "]";
+  t.styles += "]}";
+}
+
 }  // namespace
 
 namespace {
@@ -342,12 +456,6 @@ void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) 
 std::uint64_t DocumentStore::assemble(const IdSet& products,
                                       const std::function<void(const std::string&)>& sink,
                                       int threads) {
-  struct Ref {
-    std::uint32_t product, style, pos;
-    std::uint8_t kind;
-    std::uint32_t length;
-    const char* data;
-  };
   // Every fragment has found its product: the style map's memory is better spent here.
   style_product_ = {};
   style_product_sparse_ = {};
@@ -370,55 +478,16 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
   auto work = [&] {
     std::string out;
     out.reserve(1 << 21);
-    std::string item, detail, styles, related, row;
+    ProductTexts texts;
     std::string detail_gz, styles_gz, related_gz;
     gzip::Compressor compressor(kDocumentGzipLevel);
     std::uint64_t written = 0;
     std::vector<char> buffer;
     std::vector<Ref> refs;
     for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
-      // Read the partition of every table into one buffer.
-      buffer.clear();
-      std::vector<std::pair<std::size_t, std::string>> file_ends;  // where each file's bytes end
-      for (int t = 0; t < kTableCount; ++t) {
-        std::string path = partition_path(t, p);
-        std::error_code ec;
-        auto size = fs::file_size(path, ec);
-        if (ec || size == 0) continue;
-        std::size_t at = buffer.size();
-        buffer.resize(at + size);
-        std::FILE* f = std::fopen(path.c_str(), "rb");
-        bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
-        if (f) std::fclose(f);
-        if (!ok) throw InputError("cannot read back the document work file " + path);
-        fs::remove(path, ec);
-        file_ends.emplace_back(buffer.size(), path);
-      }
-      refs.clear();
-      // The files are ours, but they sit in a shared folder: a record that runs past its file's
-      // end (a truncated or damaged file) stops the load instead of reading out of bounds.
-      std::size_t at = 0;
-      for (const auto& [end, path] : file_ends) {
-        while (at < end) {
-          RecordHeader h;
-          if (end - at < sizeof h) damaged_work_file(path);
-          std::memcpy(&h, buffer.data() + at, sizeof h);
-          at += sizeof h;
-          if (h.length > end - at || h.kind > kSku) damaged_work_file(path);
-          refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
-          at += h.length;
-        }
-      }
-      // Per product: item, features, related, then each style (by id) with its photos and skus;
-      // within each, export order.
-      auto section = [](std::uint8_t k) { return k >= kStyle ? 3 : k; };
-      std::sort(refs.begin(), refs.end(), [&](const Ref& a, const Ref& b) {
-        if (a.product != b.product) return a.product < b.product;
-        if (section(a.kind) != section(b.kind)) return section(a.kind) < section(b.kind);
-        if (a.style != b.style) return a.style < b.style;
-        if (a.kind != b.kind) return a.kind < b.kind;
-        return a.pos < b.pos;
-      });
+      std::vector<std::string> paths;
+      for (int t = 0; t < kTableCount; ++t) paths.push_back(partition_path(t, p));
+      read_partition(paths, buffer, refs);
       for (std::size_t i = 0; i < refs.size();) {
         std::uint32_t product = refs[i].product;
         std::size_t end = i;
@@ -427,63 +496,17 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
           i = end;
           continue;
         }
-        item.assign(refs[i].data, refs[i].length);
-        detail.assign(item, 0, item.size() - 1);
-        detail += ",\"features\":[";
-        related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
-        related.push_back('[');
-        styles = fmt::format("{{\"product_id\":\"{}\",\"results\":[", product);
-        bool first_feature = true, first_related = true, first_style = true;
-        for (std::size_t k = i + 1; k < end;) {
-          const Ref& r = refs[k];
-          if (r.kind == kFeature) {
-            if (!first_feature) detail.push_back(',');
-            first_feature = false;
-            detail.append(r.data, r.length);
-            ++k;
-          } else if (r.kind == kRelated) {
-            if (!first_related) related.push_back(',');
-            first_related = false;
-            related.append(r.data, r.length);
-            ++k;
-          } else if (r.kind == kStyle) {
-            if (!first_style) styles.push_back(',');
-            first_style = false;
-            styles.append(r.data, r.length);
-            std::size_t s = k + 1;
-            // The style's fragments of one kind, comma-separated, or the reference service's
-            // shape for "none" (front ends test for it).
-            auto append_run = [&](std::uint8_t kind, std::string_view none) {
-              bool any = false;
-              for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
-                if (any) styles.push_back(',');
-                any = true;
-                styles.append(refs[s].data, refs[s].length);
-              }
-              if (!any) styles += none;
-            };
-            styles += ",\"photos\":[";
-            append_run(kPhoto, "{\"thumbnail_url\":null,\"url\":null}");
-            styles += "],\"skus\":{";
-            append_run(kSku, "\"null\":{\"quantity\":null,\"size\":null}");
-            styles += "}}";
-            k = s;
-          } else {
-            ++k;  // photos or skus of a style that was never accepted: cannot happen
-          }
-        }
-        detail += "]}";
-        related += "]";
-        styles += "]}";
+        build_product(refs, i, end, product, texts);
         // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
         // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
         copy_binary::row(out, 6);
         copy_binary::int4_field(out, product);
         copy_binary::int4_field(out, products.rank(product));
-        copy_binary::text_field(out, item);  // the list's item stays text: SQL joins the items
-        copy_binary::bytea_field(out, stored_form(compressor, detail, detail_gz));
-        copy_binary::bytea_field(out, stored_form(compressor, styles, styles_gz));
-        copy_binary::bytea_field(out, stored_form(compressor, related, related_gz));
+        // The list's item stays text: SQL joins the items.
+        copy_binary::text_field(out, texts.item);
+        copy_binary::bytea_field(out, stored_form(compressor, texts.detail, detail_gz));
+        copy_binary::bytea_field(out, stored_form(compressor, texts.styles, styles_gz));
+        copy_binary::bytea_field(out, stored_form(compressor, texts.related, related_gz));
         ++written;
         if (out.size() >= (1 << 20)) {
           send(out);
