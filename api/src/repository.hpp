@@ -45,8 +45,8 @@ class Repository {
              ConnectionPool* catalogue = nullptr)
       : pool_(pool), catalogue_(catalogue != nullptr ? *catalogue : pool), timeout_(timeout) {}
 
-  // The stored body of /products/:id, /styles or /related (as ProductDocs holds them); nullopt
-  // for an unknown product.
+  // The stored body of /products/:id, /styles or /related (gzip, or JSON where gzip would be
+  // longer, as ProductDocsView holds them); nullopt for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
   // The JSON array of list items with rn in (lo, hi].
   std::string product_page(std::int32_t lo, std::int32_t hi);
