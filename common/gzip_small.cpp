@@ -62,13 +62,16 @@ struct Tables {
       }
     }
     len_code[258] = 28;  // 258 also lies in code 27's range; RFC 1951 gives it code 285
+    // Codes 16 and up span multiples of 128 distances: one table entry per 128 (which also keeps
+    // the constant evaluation within compilers' step limits).
     for (int c = 0; c < 30; ++c) {
-      for (int d = kDistBase[c]; d < kDistBase[c] + (1 << kDistExtra[c]); ++d) {
-        if (d <= 256) {
-          dist_small[d - 1] = static_cast<std::uint8_t>(c);
-        } else {
+      const int first = kDistBase[c];
+      const int end = first + (1 << kDistExtra[c]);
+      if (c < 16) {
+        for (int d = first; d < end; ++d) dist_small[d - 1] = static_cast<std::uint8_t>(c);
+      } else {
+        for (int d = first; d < end; d += 128)
           dist_large[(d - 1) >> 7] = static_cast<std::uint8_t>(c);
-        }
       }
     }
     for (int b = 0; b < 256; ++b) {
