@@ -5,6 +5,7 @@
 //
 // Thread-safety: a Compressor or an Inflater is used by one thread at a time (each keeps its
 // state between calls, which saves allocations per document); the free functions are pure.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -47,6 +48,40 @@ class Compressor {
   };
   std::unique_ptr<libdeflate_compressor, Deleter> c_;
 };
+
+// gzip members of short documents, with our own DEFLATE (RFC 1951) encoder: one dynamic-Huffman
+// block, greedy LZ77 over a small hash table that is never cleared between documents. On the
+// loader's documents (a few hundred bytes to a few KiB) it is about twice as fast as libdeflate
+// level 1 at nearly the same size (bench/README.md, "Document compression"): for such inputs most
+// of libdeflate's time is per call, not per byte. Inputs above kMaxInput go to libdeflate level 1
+// (a Compressor), so every input gets a valid member; the same input always gives the same bytes.
+class SmallCompressor {
+ public:
+  // The largest input this encoder handles itself: one stored block can still hold it when it
+  // does not compress, and all of it fits in 16-bit positions.
+  static constexpr std::size_t kMaxInput = 65535;
+  SmallCompressor();
+  ~SmallCompressor();
+  SmallCompressor(const SmallCompressor&) = delete;
+  SmallCompressor& operator=(const SmallCompressor&) = delete;
+  // Replaces `out` with one gzip member holding `in` (no file name, modification time 0).
+  void compress(std::string_view in, std::string& out);
+
+ private:
+  // Writes `in` as one final DEFLATE block at dst, returns its end.
+  unsigned char* deflate(const unsigned char* in, std::size_t n, unsigned char* dst);
+  struct State;
+  std::unique_ptr<State> s_;
+  Compressor fallback_;
+};
+
+namespace detail {
+// Sets lens[0..n) to the code lengths of a complete prefix code (Kraft sum exactly 1) for the
+// frequencies freq[0..n), none longer than max_len (1 to 15; 2^max_len >= n): symbols of frequency
+// 0 get 0. At least two symbols always get a code (unused ones of length 1 are added when needed)
+// so that every inflater accepts it. n at most 286. Exposed for the tests.
+void limited_code_lengths(const std::uint32_t* freq, int n, int max_len, std::uint8_t* lens);
+}  // namespace detail
 
 class Inflater {
  public:

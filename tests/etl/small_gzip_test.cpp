@@ -1,0 +1,244 @@
+// gzip::SmallCompressor, the loader's own DEFLATE encoder: every member it writes must inflate
+// to the input in zlib (what browsers and NGINX use) and in libdeflate (what the API uses), with
+// a trailer holding the input's CRC-32 and size; and its length-limited Huffman codes must be
+// complete and within their limit.
+#include <doctest/doctest.h>
+#include <libdeflate.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "catwalk/gzip.hpp"
+
+using namespace catwalk;
+
+namespace {
+
+// Inflates a gzip member with zlib; false unless it is exactly one complete, valid member.
+bool zlib_inflate(const std::string& member, std::size_t size, std::string& out) {
+  z_stream z{};
+  if (inflateInit2(&z, 16 + 15) != Z_OK) return false;
+  out.assign(size + 1, '\0');  // one more: inflating too much shows
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(member.data()));
+  z.avail_in = static_cast<uInt>(member.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  int rc = inflate(&z, Z_FINISH);
+  bool ok = rc == Z_STREAM_END && z.avail_in == 0;
+  out.resize(z.total_out);
+  inflateEnd(&z);
+  return ok;
+}
+
+bool libdeflate_inflate(const std::string& member, std::size_t size, std::string& out) {
+  libdeflate_decompressor* d = libdeflate_alloc_decompressor();
+  out.assign(size, '\0');
+  std::size_t in_used = 0;
+  std::size_t out_used = 0;
+  auto rc = libdeflate_gzip_decompress_ex(d, member.data(), member.size(), out.data(), out.size(),
+                                          &in_used, &out_used);
+  libdeflate_free_decompressor(d);
+  out.resize(out_used);
+  return rc == LIBDEFLATE_SUCCESS && in_used == member.size();
+}
+
+// Compresses `doc` and checks the member in both inflaters and its trailer; returns its size.
+std::size_t check_round_trip(gzip::SmallCompressor& z, const std::string& doc) {
+  std::string gz;
+  z.compress(doc, gz);
+  REQUIRE(gzip::is_gzip(gz));
+  std::string back;
+  CHECK(zlib_inflate(gz, doc.size(), back));
+  bool same = back == doc;  // not CHECK(back == doc): doctest would print 64 KiB documents
+  CHECK(same);
+  CHECK(libdeflate_inflate(gz, doc.size(), back));
+  same = back == doc;
+  CHECK(same);
+  auto t = gzip::trailer(gz);
+  REQUIRE(t);
+  CHECK(t->crc32 == gzip::crc32(doc));
+  CHECK(t->size == doc.size());
+  return gz.size();
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng() & 0xFF);
+  return s;
+}
+
+// JSON shaped like the loader's documents, from random words.
+std::string json_like(std::size_t approx, unsigned seed) {
+  static const char* const kWords[] = {"linen", "blue",     "shirt",    "slim", "cotton", "size",
+                                       "price", "\"sku\":", "{\"id\":", "},",   "wool",   "coat"};
+  std::mt19937 rng(seed);
+  std::string s = "{\"product_id\":\"123\",\"styles\":[";
+  while (s.size() < approx) {
+    s += "{\"style_id\":\"";
+    s += std::to_string(rng() % 100000);
+    s += "\",\"name\":\"";
+    s += kWords[rng() % 12];
+    s += ' ';
+    s += kWords[rng() % 12];
+    s += "\",\"original_price\":\"";
+    s += std::to_string(rng() % 300);
+    s += ".00\"},";
+  }
+  s += "]}";
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("SmallCompressor: edge-case inputs inflate to themselves in zlib and libdeflate") {
+  gzip::SmallCompressor z;
+  check_round_trip(z, "");
+  check_round_trip(z, "x");
+  check_round_trip(z, "ab");
+  check_round_trip(z, "abcd");
+  check_round_trip(z, std::string(63, 'q'));  // below the stored threshold
+  check_round_trip(z, std::string(64, 'q'));  // the first compressed size
+  // All-same bytes: distance 1, lengths of 258 again and again; it must compress well.
+  CHECK(check_round_trip(z, std::string(10000, 'a')) < 100);
+  CHECK(check_round_trip(z, std::string(258 + 1, 'b')) < 40);
+  // Literal-only blocks (no match at all): still a valid distance code.
+  check_round_trip(z, "0123456789abcdefghijklmnopqrstuvwxyz!#$%&()*+,-./:;<=>?@[]^_`{|}~ ");
+  // Incompressible: falls back to a stored block, at most 23 bytes over the input.
+  for (std::size_t n : {100u, 1000u, 40000u, 65535u}) {
+    CHECK(check_round_trip(z, random_bytes(n, static_cast<unsigned>(n))) <= n + 23);
+  }
+  // Every length and the lengths just around each length code's boundaries.
+  for (std::size_t len = 4; len <= 300; ++len) {
+    std::string s = "0123456789abcdefghij";
+    s += std::string(len, 'z');
+    s += s.substr(0, 20);
+    check_round_trip(z, s);
+  }
+}
+
+TEST_CASE("SmallCompressor: matches reach exactly to the window's edge and never beyond") {
+  gzip::SmallCompressor z;
+  const std::string head = random_bytes(300, 7);
+  // Filler of one byte value hashes to one slot only, so the head's entries stay in the table.
+  // About 545 bytes when the repeated head is a match (the first head's literals and the
+  // filler), about 270 more when it must be sent as literals again.
+  for (std::size_t distance : {32767u, 32768u, 32769u, 40000u}) {
+    std::string s = head + std::string(distance - head.size(), 'f') + head;
+    std::size_t size = check_round_trip(z, s);
+    if (distance <= 32768) {
+      CHECK(size < 650);  // the repeated head was found as a match, at this distance
+    } else {
+      CHECK(size > 700);  // out of the window: the head must be sent again as literals
+    }
+  }
+}
+
+TEST_CASE("SmallCompressor: inputs at and past kMaxInput, and documents one after another") {
+  gzip::SmallCompressor z;
+  const std::size_t max = gzip::SmallCompressor::kMaxInput;
+  for (std::size_t n : {max - 1, max, max + 1, 3 * max}) {
+    check_round_trip(z, json_like(n, static_cast<unsigned>(n)).substr(0, n));
+    check_round_trip(z, std::string(n, 'r'));
+  }
+  // Many documents in a row through one compressor: entries left in the hash table by earlier
+  // documents must never be taken as matches (they would point at other bytes).
+  std::size_t total = 0;
+  std::size_t raw = 0;
+  for (unsigned seed = 0; seed < 300; ++seed) {
+    std::string doc = json_like(100 + seed * 37 % 5000, seed);
+    raw += doc.size();
+    total += check_round_trip(z, doc);
+  }
+  CHECK(total * 2 < raw);  // and such documents do compress
+  // The same input gives the same bytes, whatever came before (the ETag depends on it only
+  // through the trailer, but caches compare bytes).
+  std::string a, b;
+  z.compress(json_like(3000, 1), a);
+  z.compress(json_like(500, 2), b);
+  z.compress(json_like(3000, 1), b);
+  CHECK(a == b);
+}
+
+TEST_CASE("SmallCompressor: output stays within 3 % of libdeflate level 1 on JSON documents") {
+  gzip::SmallCompressor small;
+  gzip::Compressor libdeflate(1);
+  std::size_t ours = 0;
+  std::size_t theirs = 0;
+  std::string gz;
+  for (unsigned seed = 0; seed < 200; ++seed) {
+    std::string doc = json_like(400 + seed * 53 % 4000, seed);
+    small.compress(doc, gz);
+    ours += gz.size();
+    libdeflate.compress(doc, gz);
+    theirs += gz.size();
+  }
+  CHECK(ours < theirs * 103 / 100);
+}
+
+TEST_CASE("limited_code_lengths: complete codes within the limit, even for skewed frequencies") {
+  auto check = [](const std::vector<std::uint32_t>& freq, int max_len) {
+    std::vector<std::uint8_t> lens(freq.size());
+    gzip::detail::limited_code_lengths(freq.data(), static_cast<int>(freq.size()), max_len,
+                                       lens.data());
+    std::uint64_t kraft = 0;  // scaled by 2^max_len
+    int coded = 0;
+    for (std::size_t i = 0; i < freq.size(); ++i) {
+      CHECK(lens[i] <= max_len);
+      if (freq[i] != 0) CHECK(lens[i] > 0);
+      if (lens[i] != 0) {
+        kraft += std::uint64_t{1} << (max_len - lens[i]);
+        ++coded;
+      }
+    }
+    CHECK(coded >= 2);
+    CHECK(kraft == (std::uint64_t{1} << max_len));  // complete: every inflater accepts it
+    return lens;
+  };
+  // Fibonacci frequencies give the deepest Huffman trees: 30 symbols would need 29 bits.
+  std::vector<std::uint32_t> fib(286, 0);
+  std::uint32_t a = 1, b = 1;
+  for (int i = 0; i < 30; ++i) {
+    fib[i * 9] = a;
+    std::uint32_t c = a + b;
+    a = b;
+    b = c;
+  }
+  auto lens = check(fib, 15);
+  CHECK(*std::max_element(lens.begin(), lens.end()) == 15);  // the limit was needed, and held
+  std::vector<std::uint32_t> cl19(19);
+  for (int i = 0; i < 19; ++i) cl19[i] = fib[i * 9];
+  check(cl19, 7);
+  // One used symbol, none, all equal, all 286.
+  std::vector<std::uint32_t> one(30, 0);
+  one[5] = 10;
+  check(one, 15);
+  check(std::vector<std::uint32_t>(30, 0), 15);
+  check(std::vector<std::uint32_t>(19, 4), 7);
+  check(std::vector<std::uint32_t>(286, 1), 15);
+  // Where no limit is needed the lengths are Huffman's: 1, 2, 3, 3 for 8, 4, 2, 2.
+  auto plain = check({8, 4, 2, 2}, 15);
+  CHECK(plain == std::vector<std::uint8_t>{1, 2, 3, 3});
+}
+
+TEST_CASE("SmallCompressor: a code-length code that needs its 7-bit limit still inflates") {
+  // Code lengths spread over many values (from literals of very different frequencies) make the
+  // code-length code deep: Fibonacci-like literal counts, shuffled so that few matches form.
+  gzip::SmallCompressor z;
+  std::string s;
+  std::uint32_t a = 1, b = 1;
+  for (int sym = 0; sym < 22; ++sym) {
+    s.append(a, static_cast<char>('A' + sym));
+    std::uint32_t c = a + b;
+    a = b;
+    b = c;
+  }
+  std::mt19937 rng(3);
+  std::shuffle(s.begin(), s.end(), rng);
+  s.resize(std::min(s.size(), gzip::SmallCompressor::kMaxInput));
+  check_round_trip(z, s);
+}
