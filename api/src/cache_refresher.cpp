@@ -2,6 +2,9 @@
 // snapshots): see cache_refresher.hpp.
 #include "cache_refresher.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -20,6 +23,7 @@ constexpr std::chrono::milliseconds kWatchTimeout{2000};
 constexpr std::chrono::milliseconds kWarmIdle{5000};
 // Missing products fetched per SELECT (WHERE id = ANY($1)): a few MB of documents each.
 constexpr std::size_t kFetchBatch = 2000;
+constexpr int kWarmerNice = 10;
 }  // namespace
 
 CacheRefresher::CacheRefresher(Options options, Repository& repo, DocCache& cache)
@@ -85,10 +89,13 @@ void CacheRefresher::watch_loop() {
   std::optional<DbConnection> conn;
   std::optional<CatalogueId> seen;
   const auto interval = std::chrono::milliseconds(std::clamp(opt_.poll_ms, 10, 500));
-  for (;;) {
+  for (bool first = true;; first = false) {
     {
+      // The first poll at once: a snapshot serves as soon as its catalogue is confirmed.
       std::unique_lock lock(mu_);
-      if (watch_cv_.wait_for(lock, interval, [&] { return stopping_; })) return;
+      if (watch_cv_.wait_for(lock, first ? std::chrono::milliseconds(0) : interval,
+                             [&] { return stopping_; }))
+        return;
     }
     if (!opt_.cache_on) continue;
     try {
@@ -129,6 +136,10 @@ void CacheRefresher::watch_loop() {
 }
 
 void CacheRefresher::warm_loop() {
+  // Background work: scans, warm-ups and snapshot writes yield the CPU to requests (nice 10 for
+  // this thread alone, Linux's per-thread nice). It throttles the database's side too: a COPY
+  // waits for this thread to read what it sent. Best effort: nothing changes if refused.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kWarmerNice);
   load_snapshot();
   for (;;) {
     {
@@ -176,22 +187,26 @@ bool CacheRefresher::refresh() {
       conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", d);
       const CatalogueId id = read_catalogue_id(conn, d);
       const auto label = cache_.catalogue();
+      bool checking_snapshot;
+      {
+        std::lock_guard lock(mu_);
+        checking_snapshot = unchecked_;
+      }
       bool from_nothing = false;
+      bool mapped_snapshot = false;  // serving a snapshot's pages: prefault them
       std::vector<std::int32_t> missing;
       std::size_t products = 0;
       if (label && *label == id) {
         // The generation is that catalogue already (a snapshot of it): nothing to read.
         conn.exec("COMMIT", Clock::now() + kWatchTimeout);
-        bool was_unchecked;
-        {
-          std::lock_guard lock(mu_);
-          was_unchecked = unchecked_;
-        }
-        if (was_unchecked) {
+        if (checking_snapshot) {
           snapshot_loads_.fetch_add(1);
           catwalk::log("cache snapshot: serving publish {} from it, nothing to read", id.version);
         }
-      } else if (cache_.entries() == 0) {
+        mapped_snapshot = checking_snapshot;
+      } else if (!label || cache_.entries() == 0) {
+        // Nothing checked to keep: an unlabelled generation holds only what requests cached
+        // since the start or since the database came back (a few documents), not worth a scan.
         conn.exec("COMMIT", Clock::now() + kWatchTimeout);
         cache_.reset(id);
         from_nothing = true;
@@ -249,6 +264,8 @@ bool CacheRefresher::refresh() {
         unchecked_ = false;
         update_usable();
       }
+      // Serving already; what is left is taking page faults off the requests' path.
+      if (mapped_snapshot || (checking_snapshot && !from_nothing)) snapshots_.prefault();
       const std::uint64_t generation = cache_.generation();
       // Many products to fetch (a budget-bound cache, or most of a catalogue changed): one COPY
       // of everything skipping what is present reads sequentially and beats that many lookups.

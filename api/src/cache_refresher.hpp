@@ -5,8 +5,9 @@
 //   refresh when it changes; while it cannot be read the cache is off and emptied (requests then
 //   reach the database and answer 503 when it is down);
 // - the warmer brings the cache to the catalogue the watcher saw, on a connection of its own:
-//   * a cache that holds nothing is labelled with the catalogue and filled by one COPY of every
-//     product's documents (a cold start: what the warm-up always did);
+//   * a cache that holds nothing checked (empty, or only what requests cached since the start or
+//     since the database came back) starts empty, labelled with the catalogue, and is filled by
+//     one COPY of every product's documents (a cold start: what the warm-up always did);
 //   * a cache that holds documents (a publish, or a snapshot of another publish) is checked by a
 //     fingerprint scan: one COPY of each document's length and last 8 bytes, in the same
 //     transaction as the identity it is labelled with. A successor generation takes over the
@@ -16,7 +17,8 @@
 //     leave more than a quarter of the shared chunks as waste, it starts from an empty
 //     generation instead (the cold path), so that waste never grows past that.
 //   * at start, a snapshot of the cache folder (snapshot.hpp) is mapped first; it serves once the
-//     watcher's first poll finds its catalogue published, else it is checked as above.
+//     watcher's first poll (at once) finds its catalogue published, else it is checked as above;
+//     either way its page tables are then populated in the background (no fault per request).
 //   After a refresh that changed the cache completes, the generation is written to the snapshot.
 //
 // Thread-safety: start() and join() from the thread that owns the object; request_stop() and

@@ -250,9 +250,18 @@ std::optional<CatalogueId> SnapshotStore::load(DocCache& cache) {
         return true;
       });
   if (!ok) return ignored("an index entry points outside the documents (damaged)");
+  arena_ = arena;
+  arena_bytes_ = h.arena_bytes;
   catwalk::log("cache snapshot {}: mapped {} documents, {} MiB, of publish {}", path_,
                cache.entries(), h.arena_bytes >> 20, h.publish_version);
   return id;
+}
+
+void SnapshotStore::prefault() {
+#ifdef MADV_POPULATE_READ
+  if (auto arena = arena_.lock())
+    ::madvise(const_cast<void*>(arena.get()), arena_bytes_, MADV_POPULATE_READ);
+#endif
 }
 
 bool SnapshotStore::save(const DocCache::Reader& generation,

@@ -27,6 +27,7 @@
 // Thread-safety: load() and save() from one thread at a time (the refresher's warmer).
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -53,6 +54,12 @@ class SnapshotStore {
   // that cannot be used (logged, with why).
   std::optional<CatalogueId> load(DocCache& cache);
 
+  // Maps the page tables of the last loaded snapshot's documents (MADV_POPULATE_READ: reads
+  // them into the page cache first if need be), so that requests never take a page fault on
+  // them. Blocks for as long as that takes: the warmer calls it once the snapshot serves. Does
+  // nothing when that snapshot is no longer used, or on kernels before 5.14.
+  void prefault();
+
   // Writes `generation` (labelled with its catalogue). `go_on(false)` is asked every 64 MiB
   // written and `go_on(true)` before the rename; false abandons the file (the process stops, a
   // newer publish came in). True when the snapshot was replaced. Failures are logged and leave
@@ -65,7 +72,9 @@ class SnapshotStore {
 
  private:
   std::string dir_;
-  std::string path_;  // "" = off
+  std::string path_;                 // "" = off
+  std::weak_ptr<const void> arena_;  // the last loaded snapshot's documents, while mapped
+  std::size_t arena_bytes_ = 0;
   std::size_t write_limit_ = SIZE_MAX;
 };
 

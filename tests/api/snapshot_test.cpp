@@ -94,8 +94,8 @@ void patch(const std::string& path, std::size_t offset, const void* bytes, std::
 }
 
 // The header's layout as snapshot.cpp writes it (format version 1): the version after the
-// 8-byte magic, the header's CRC-32 of the bytes before it at offset 240.
-constexpr std::size_t kVersionOffset = 8, kHeaderCrcOffset = 240;
+// 8-byte magic, the database's name at 108, the header's CRC-32 of the bytes before it at 240.
+constexpr std::size_t kVersionOffset = 8, kDatabaseOffset = 108, kHeaderCrcOffset = 240;
 
 void expect_ignored(const std::string& dir) {
   DocCache d(kBudget);
@@ -146,8 +146,9 @@ TEST_CASE(
   TempDir t;
   SUBCASE("a damaged header") {
     const auto path = snapshot_written(t.path);
-    const char x = 0x55;
-    patch(path, 20, &x, 1);
+    // A byte of the database's name: nothing but the header's checksum can tell.
+    const char x = 'X';
+    patch(path, kDatabaseOffset + 2, &x, 1);
     expect_ignored(t.path);
   }
   SUBCASE("a damaged index") {
