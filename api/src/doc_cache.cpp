@@ -158,8 +158,25 @@ DocCache::PutResult DocCache::put(std::uint64_t key, std::uint64_t generation, s
   const auto id = static_cast<std::uint32_t>(key);
   if (kind >= kKinds || id > kMaxId || doc.size() > chunk_bytes_ || doc.empty())
     return PutResult::kTooBig;
-  const std::size_t limit = std::min(limit_bytes, budget_);
   std::lock_guard lock(put_mu_);
+  return put_locked(key, generation, doc, std::min(limit_bytes, budget_));
+}
+
+DocCache::PutResult DocCache::try_put(std::uint64_t key, std::uint64_t generation,
+                                      std::string_view doc) {
+  const auto kind = key >> 32;
+  const auto id = static_cast<std::uint32_t>(key);
+  if (kind >= kKinds || id > kMaxId || doc.size() > chunk_bytes_ || doc.empty())
+    return PutResult::kTooBig;
+  std::unique_lock lock(put_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return PutResult::kBusy;
+  return put_locked(key, generation, doc, budget_);
+}
+
+DocCache::PutResult DocCache::put_locked(std::uint64_t key, std::uint64_t generation,
+                                         std::string_view doc, std::size_t limit) {
+  const auto kind = key >> 32;
+  const auto id = static_cast<std::uint32_t>(key);
   // Checked under the put mutex, which every swap holds: a stale put either fails here or lands
   // in a generation nobody reads any more.
   auto g = current();
@@ -283,6 +300,7 @@ bool DocCache::install_mapped(
   g->filled.store(arena_bytes);
   std::vector<std::uint64_t> buf(kKinds * kPageIds);
   std::uint32_t p = 0;
+  std::size_t entries = 0, live = 0;  // counted here, added once: this runs before serving
   while (next_page(p, buf.data())) {
     if (p >= kPages || g->pages[p].load(std::memory_order_relaxed) != nullptr) return false;
     Page* page = g->page_for(p * kPageIds, budget_);
@@ -297,11 +315,13 @@ bool DocCache::install_mapped(
                 std::min(kChunkBytes, arena_bytes - (c - 1) * kChunkBytes))
           return false;
         page->slots[kind][i].store(s, std::memory_order_relaxed);
-        g->entries.fetch_add(1, std::memory_order_relaxed);
-        g->live.fetch_add(slot_length(s), std::memory_order_relaxed);
+        ++entries;
+        live += slot_length(s);
       }
     }
   }
+  g->entries.store(entries, std::memory_order_relaxed);
+  g->live.store(live, std::memory_order_relaxed);
   std::lock_guard lock(put_mu_);
   swap_in(std::move(g));
   invalidations_.fetch_add(1, std::memory_order_relaxed);

@@ -25,7 +25,7 @@
 //
 // Thread-safety: every member may be called from any thread. get() takes no lock (an atomic
 // load of the generation and of the slot); put(), install*() and invalidate() serialize on one
-// mutex. A Successor is used by one thread at a time.
+// mutex, which try_put() never waits for. A Successor is used by one thread at a time.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -89,11 +89,16 @@ class DocCache {
     kStale,    // read under an older generation: dropped
     kTooBig,   // larger than an arena chunk (1/32 of the budget, at most 16 MiB), or empty
     kFull,     // no room left in the budget
+    kBusy,     // try_put() only: another put or a swap held the mutex
   };
   // `limit_bytes` (at most the budget) is where this put stops: the warmer passes less than
   // the budget so that requests' misses keep some room.
   PutResult put(std::uint64_t key, std::uint64_t generation, std::string_view doc,
                 std::size_t limit_bytes = SIZE_MAX);
+  // put() for requests: never waits for the mutex (the warmer, at a lower CPU priority, may
+  // hold it while descheduled; a request that would wait behind it stalls for milliseconds).
+  // kBusy then: the document is simply not cached this time.
+  PutResult try_put(std::uint64_t key, std::uint64_t generation, std::string_view doc);
   void invalidate();
 
   // A generation under construction from the one current when it was made (its "previous"),
@@ -175,6 +180,8 @@ class DocCache {
   std::shared_ptr<Generation> current() const;
   std::shared_ptr<Generation> fresh_generation() const;
   void swap_in(std::shared_ptr<Generation> g);  // under put_mu_
+  PutResult put_locked(std::uint64_t key, std::uint64_t generation, std::string_view doc,
+                       std::size_t limit);  // under put_mu_; key and size checked
 
   const std::size_t budget_;
   const std::size_t chunk_bytes_;

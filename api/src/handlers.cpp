@@ -194,7 +194,7 @@ void Handlers::product_doc(DocKind kind, const Request& req, std::string_view ra
   if (!doc) {
     return send_error(res, 404, "not_found", fmt::format("No product has id {}.", *id));
   }
-  if (use_cache) cache_.put(key, generation, *doc);
+  if (use_cache) cache_.try_put(key, generation, *doc);
   send_document(req, res, *doc);
 }
 

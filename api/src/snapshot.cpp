@@ -234,8 +234,6 @@ std::optional<CatalogueId> SnapshotStore::load(DocCache& cache) {
   const std::size_t index_bytes = h.page_count * kRecordBytes;
   if (gzip::crc32(std::string_view(idx, index_bytes)) != h.index_crc)
     return ignored("damaged index (checksum)");
-  // Start reading the documents in now, in the background: requests fault on the rest.
-  if (arena) ::madvise(const_cast<void*>(arena.get()), h.arena_bytes, MADV_WILLNEED);
   CatalogueId id{std::string(h.database, h.database_len), h.publish_version, h.published_at_us};
   std::size_t next = 0;
   const bool ok = cache.install_mapped(
@@ -252,6 +250,8 @@ std::optional<CatalogueId> SnapshotStore::load(DocCache& cache) {
   if (!ok) return ignored("an index entry points outside the documents (damaged)");
   arena_ = arena;
   arena_bytes_ = h.arena_bytes;
+  // Nothing is read here: the documents may not even be in the page cache (after a reboot).
+  // Requests fault them in as they come; prefault() reads and maps the rest once serving.
   catwalk::log("cache snapshot {}: mapped {} documents, {} MiB, of publish {}", path_,
                cache.entries(), h.arena_bytes >> 20, h.publish_version);
   return id;

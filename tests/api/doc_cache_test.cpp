@@ -23,8 +23,9 @@ TEST_CASE("DocCache: a document read before an invalidation is never stored") {
   CHECK_FALSE(c.get(1));
   CHECK(c.put(1, before, "stale") == DocCache::PutResult::kStale);  // read under the last publish
   CHECK_FALSE(c.get(1));
-  c.put(1, c.generation(), "new");
+  CHECK(c.try_put(1, c.generation(), "new") == DocCache::PutResult::kStored);
   CHECK(c.get(1).bytes == "new");
+  CHECK(c.try_put(1, before, "stale") == DocCache::PutResult::kStale);
   CHECK(c.hits() >= 2);
   CHECK(c.invalidations() == 1);
 }
