@@ -115,7 +115,9 @@ struct DocCache::Generation {
 DocCache::DocCache(std::size_t budget_bytes)
     : budget_(budget_bytes),
       chunk_bytes_(std::clamp<std::size_t>(budget_bytes / 32, 64u << 10, kChunkBytes)),
-      current_(std::make_shared<Generation>(1, chunk_bytes_)) {}
+      current_(std::make_shared<Generation>(1, chunk_bytes_)) {
+  locked_current_ = current_.load().get();
+}
 
 DocCache::~DocCache() = default;
 
@@ -127,7 +129,9 @@ std::shared_ptr<DocCache::Generation> DocCache::fresh_generation() const {
   return std::make_shared<Generation>(numbers_.fetch_add(1) + 1, chunk_bytes_);
 }
 
-std::uint64_t DocCache::generation() const { return current()->number; }
+std::uint64_t DocCache::generation() const {
+  return current_number_.load(std::memory_order_acquire);
+}
 
 std::optional<CatalogueId> DocCache::catalogue() const { return current()->catalogue; }
 
@@ -178,8 +182,11 @@ DocCache::PutResult DocCache::put_locked(std::uint64_t key, std::uint64_t genera
   const auto kind = key >> 32;
   const auto id = static_cast<std::uint32_t>(key);
   // Checked under the put mutex, which every swap holds: a stale put either fails here or lands
-  // in a generation nobody reads any more.
-  auto g = current();
+  // in a generation nobody reads any more. The plain pointer, not current_: loading an atomic
+  // shared_ptr takes a lock inside libstdc++ that every request's get() takes too, and the
+  // warmer (which puts most) runs at a lower priority: preempted while holding it, it would
+  // stall every request until it runs again.
+  Generation* g = locked_current_;
   if (g->number != generation) return PutResult::kStale;
   if (g->slot(key) != 0) return PutResult::kPresent;
   const bool new_chunk = g->chunk_used + doc.size() > g->chunk_bytes;
@@ -205,6 +212,8 @@ DocCache::PutResult DocCache::put_locked(std::uint64_t key, std::uint64_t genera
 }
 
 void DocCache::swap_in(std::shared_ptr<Generation> g) {
+  locked_current_ = g.get();
+  current_number_.store(g->number, std::memory_order_release);
   auto old = current_.exchange(std::move(g), std::memory_order_acq_rel);
   // `old` is freed here, or by the last request still reading one of its documents; its chunks
   // by the last generation sharing them.
@@ -263,7 +272,7 @@ bool DocCache::install(Successor s, CatalogueId catalogue) {
   to->catalogue = std::move(catalogue);
   std::lock_guard lock(put_mu_);
   const auto& from = s.from_;
-  if (current() != from) return false;
+  if (locked_current_ != from.get()) return false;
   // Every chunk, in the same order: kept slots name chunks by index. Chunks the previous
   // generation added after a slot was kept are shared too (harmless, and counted as waste).
   // The successor goes on appending to the chunk the previous generation was filling: nobody

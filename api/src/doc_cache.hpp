@@ -188,6 +188,8 @@ class DocCache {
   std::atomic<bool> usable_{false};
   std::mutex put_mu_;  // serializes put(), install*(), reset() and invalidate()
   std::atomic<std::shared_ptr<Generation>> current_;
+  Generation* locked_current_ = nullptr;           // current_, read and written under put_mu_
+  std::atomic<std::uint64_t> current_number_{1};   // current_'s number, without its lock
   mutable std::atomic<std::uint64_t> numbers_{1};  // the last generation number handed out
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, invalidations_{0};
 };
