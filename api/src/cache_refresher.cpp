@@ -20,6 +20,8 @@ constexpr std::chrono::milliseconds kWatchTimeout{2000};
 constexpr std::chrono::milliseconds kWarmIdle{5000};
 // Missing products fetched per SELECT (WHERE id = ANY($1)): a few MB of documents each.
 constexpr std::size_t kFetchBatch = 2000;
+// How long a start may wait to confirm a snapshot's catalogue before it listens.
+constexpr std::chrono::milliseconds kStartCheck{500};
 }  // namespace
 
 CacheRefresher::CacheRefresher(Options options, Repository& repo, DocCache& cache)
@@ -37,6 +39,10 @@ CacheRefresher::~CacheRefresher() {
 
 void CacheRefresher::start() {
   if (watcher_.joinable()) return;
+  if (opt_.cache_on) {
+    load_snapshot();
+    confirm_snapshot();
+  }
   watcher_ = std::thread([this] { watch_loop(); });
   warmer_ = std::thread([this] { warm_loop(); });
 }
@@ -131,12 +137,36 @@ void CacheRefresher::watch_loop() {
   }
 }
 
+// Before the first request is accepted (start() runs before the listener): a snapshot of the
+// catalogue published now serves from the first request on, instead of after the threads' first
+// round trips (the requests of those 100-200 ms went to the database). Bounded by kStartCheck:
+// a database that does not answer leaves it to the refresh, as any other snapshot.
+void CacheRefresher::confirm_snapshot() {
+  {
+    std::lock_guard lock(mu_);
+    if (!unchecked_) return;
+  }
+  try {
+    const Deadline d = Clock::now() + kStartCheck;
+    DbConnection conn(opt_.db_url, d);
+    const CatalogueId id = read_catalogue_id(conn, d);
+    if (cache_.catalogue() != id) return;
+    std::lock_guard lock(mu_);
+    unchecked_ = false;
+    db_ok_ = true;
+    update_usable();
+    snapshot_loads_.fetch_add(1);
+    prefault_pending_ = true;
+    catwalk::log("cache snapshot: serving publish {} from it, nothing to read", id.version);
+  } catch (const std::exception&) {
+  }
+}
+
 void CacheRefresher::warm_loop() {
   // Not niced: measured at full scale, a warmer at nice 10 stalled requests for hundreds of
   // milliseconds (cold start p99 414 ms against 15 ms): preempted while holding a lock that
   // request threads take too (a malloc arena's, an atomic shared_ptr's), it kept them waiting
   // until it ran again.
-  load_snapshot();
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -261,7 +291,9 @@ bool CacheRefresher::refresh() {
         update_usable();
       }
       // Serving already; what is left is taking page faults off the requests' path.
-      if (mapped_snapshot || (checking_snapshot && !from_nothing)) snapshots_.prefault();
+      if (std::exchange(prefault_pending_, false) || mapped_snapshot ||
+          (checking_snapshot && !from_nothing))
+        snapshots_.prefault();
       const std::uint64_t generation = cache_.generation();
       // Many products to fetch (a budget-bound cache, or most of a catalogue changed): one COPY
       // of everything skipping what is present reads sequentially and beats that many lookups.

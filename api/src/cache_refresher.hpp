@@ -16,8 +16,9 @@
 //     (the previous publish: about a second at full scale). When the documents dropped would
 //     leave more than a quarter of the shared chunks as waste, it starts from an empty
 //     generation instead (the cold path), so that waste never grows past that.
-//   * at start, a snapshot of the cache folder (snapshot.hpp) is mapped first; it serves once the
-//     watcher's first poll (at once) finds its catalogue published, else it is checked as above;
+//   * at start, a snapshot of the cache folder (snapshot.hpp) is mapped first, before the server
+//     listens; it serves from the first request when its catalogue is the published one (one
+//     round trip, bounded), else it is checked as above;
 //     either way its page tables are then populated in the background (no fault per request).
 //   After a refresh that changed the cache completes, the generation is written to the snapshot.
 //
@@ -56,7 +57,9 @@ class CacheRefresher {
   CacheRefresher(const CacheRefresher&) = delete;
   CacheRefresher& operator=(const CacheRefresher&) = delete;
 
-  void start();         // starts both threads (once)
+  // Maps the cache folder's snapshot and, when the database says it is the catalogue published
+  // now, makes it serve at once (a round trip, at most 500 ms); then starts both threads (once).
+  void start();
   void request_stop();  // asks both threads to end promptly; does not wait
   void join();          // waits for both threads (after request_stop())
 
@@ -82,6 +85,7 @@ class CacheRefresher {
   void update_usable();  // under mu_
   bool refresh();        // the warmer's job: see the class comment; true when complete
   void load_snapshot();
+  void confirm_snapshot();  // in start(), before the threads and the listener
   // Streams every product's documents into generation `generation` (the cold path).
   bool warm_all(std::uint64_t generation, std::uint64_t& stored);
   // Fetches the documents of `ids` into generation `generation`, in batches.
@@ -105,9 +109,10 @@ class CacheRefresher {
   std::mutex mu_;
   std::condition_variable watch_cv_, warm_cv_;
   bool stopping_ = false;
-  bool refresh_wanted_ = false;  // the watcher saw a catalogue the cache is not labelled with
-  bool db_ok_ = false;           // the watcher's last poll succeeded
-  bool unchecked_ = false;       // the generation is a snapshot not yet checked
+  bool refresh_wanted_ = false;    // the watcher saw a catalogue the cache is not labelled with
+  bool db_ok_ = false;             // the watcher's last poll succeeded
+  bool unchecked_ = false;         // the generation is a snapshot not yet checked
+  bool prefault_pending_ = false;  // a snapshot confirmed in start(): the warmer prefaults it
   std::thread watcher_, warmer_;
   std::optional<DbConnection> warm_conn_;  // the warmer thread's own
 
