@@ -12,6 +12,7 @@
 #include "catwalk/log.hpp"
 #include "catwalk/version.hpp"
 #include "memory_limit.hpp"
+#include "snapshot.hpp"
 
 namespace {
 // Exit codes (documented in the README).
@@ -62,6 +63,11 @@ int main(int argc, char** argv) {
   app.add_option("--cache-mb", opt.cache_mb,
                  "document cache budget in MiB (0 disables the cache; default: half the memory "
                  "limit, at most 4096)")
+      ->capture_default_str();
+  opt.cache_dir = catwalk::api::default_cache_dir();
+  app.add_option("--cache-dir", opt.cache_dir,
+                 "folder of the cache's snapshots, which a restart maps instead of reading the "
+                 "catalogue again (created 0700; '' disables snapshots)")
       ->capture_default_str();
   app.add_option("--max-age", opt.max_age_s,
                  "Cache-Control max-age, in seconds, of the catalogue routes' answers")
@@ -114,10 +120,10 @@ int main(int argc, char** argv) {
   }
   catwalk::log(
       "catwalk-api {} listening on http://{}:{} (database {}, {} threads, {} db connections, "
-      "document cache {} MiB; memory limit {})",
+      "document cache {} MiB, snapshots {}; memory limit {})",
       catwalk::kVersionText, opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
       opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
-      opt.db_pool, opt.cache_mb,
+      opt.db_pool, opt.cache_mb, opt.cache_dir.empty() ? "off" : "in " + opt.cache_dir,
       limit ? fmt::format("{} MiB from {}", limit->bytes >> 20, limit->source) : "unknown");
   if (!opt.read_db_url.empty())
     catwalk::log("catwalk-api: catalogue reads from {}", catwalk::redact_db_url(opt.read_db_url));

@@ -28,7 +28,9 @@ std::optional<Trailer> trailer(std::string_view member) {
   return Trailer{le32(end - 8), le32(end - 4)};
 }
 
-std::uint32_t crc32(std::string_view data) { return libdeflate_crc32(0, data.data(), data.size()); }
+std::uint32_t crc32(std::string_view data, std::uint32_t previous) {
+  return libdeflate_crc32(previous, data.data(), data.size());
+}
 
 void Compressor::Deleter::operator()(libdeflate_compressor* c) const {
   libdeflate_free_compressor(c);

@@ -1,4 +1,5 @@
-// The publish watcher and the cache warmer: see cache_refresher.hpp.
+// The publish watcher and the cache warmer (fingerprint scans, successor generations,
+// snapshots): see cache_refresher.hpp.
 #include "cache_refresher.hpp"
 
 #include <algorithm>
@@ -17,10 +18,19 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kWatchTimeout{2000};
 // The warm-up's COPY gives up when the server sends nothing for this long (a frozen server).
 constexpr std::chrono::milliseconds kWarmIdle{5000};
+// Missing products fetched per SELECT (WHERE id = ANY($1)): a few MB of documents each.
+constexpr std::size_t kFetchBatch = 2000;
+// How long a start may wait to confirm a snapshot's catalogue before it listens.
+constexpr std::chrono::milliseconds kStartCheck{500};
 }  // namespace
 
 CacheRefresher::CacheRefresher(Options options, Repository& repo, DocCache& cache)
-    : opt_(std::move(options)), repo_(repo), cache_(cache) {}
+    : opt_(std::move(options)),
+      repo_(repo),
+      cache_(cache),
+      snapshots_(opt_.cache_on ? opt_.cache_dir : std::string(), opt_.db_url) {
+  snapshots_.fail_writes_after(opt_.snapshot_write_limit);
+}
 
 CacheRefresher::~CacheRefresher() {
   request_stop();
@@ -29,6 +39,10 @@ CacheRefresher::~CacheRefresher() {
 
 void CacheRefresher::start() {
   if (watcher_.joinable()) return;
+  if (opt_.cache_on) {
+    load_snapshot();
+    confirm_snapshot();
+  }
   watcher_ = std::thread([this] { watch_loop(); });
   warmer_ = std::thread([this] { warm_loop(); });
 }
@@ -52,20 +66,38 @@ bool CacheRefresher::stop_requested() {
   return stopping_;
 }
 
+bool CacheRefresher::refresh_pending() {
+  std::lock_guard lock(mu_);
+  return stopping_ || refresh_wanted_;
+}
+
 bool CacheRefresher::pause(std::chrono::milliseconds d) {
   std::unique_lock lock(mu_);
   return warm_cv_.wait_for(lock, d, [&] { return stopping_; });
 }
 
+void CacheRefresher::update_usable() { cache_.set_usable(db_ok_ && !unchecked_); }
+
+DbConnection& CacheRefresher::warm_conn() {
+  if (!warm_conn_ || !warm_conn_->ok()) {
+    warm_conn_.reset();
+    warm_conn_.emplace(opt_.db_url, Clock::now() + kWatchTimeout);
+  }
+  return *warm_conn_;
+}
+
 // One connection of its own, so a busy pool never delays noticing a publish.
 void CacheRefresher::watch_loop() {
   std::optional<DbConnection> conn;
-  long long seen = -1;
+  std::optional<CatalogueId> seen;
   const auto interval = std::chrono::milliseconds(std::clamp(opt_.poll_ms, 10, 500));
-  for (;;) {
+  for (bool first = true;; first = false) {
     {
+      // The first poll at once: a snapshot serves as soon as its catalogue is confirmed.
       std::unique_lock lock(mu_);
-      if (watch_cv_.wait_for(lock, interval, [&] { return stopping_; })) return;
+      if (watch_cv_.wait_for(lock, first ? std::chrono::milliseconds(0) : interval,
+                             [&] { return stopping_; }))
+        return;
     }
     if (!opt_.cache_on) continue;
     try {
@@ -75,116 +107,331 @@ void CacheRefresher::watch_loop() {
         conn.reset();
         conn.emplace(opt_.db_url, deadline);
       }
-      auto r = conn->exec("SELECT version FROM public.catwalk_publish", deadline);
-      long long v = r.rows() > 0 ? r.get_int(0, 0) : 0;
-      const bool published = v != seen;
-      if (published) {
-        cache_.invalidate();
-        seen = v;
-        publish_version_.store(v);
+      CatalogueId id = read_catalogue_id(*conn, deadline);
+      const bool changed = !seen || *seen != id;
+      publish_version_.store(id.version);
+      seen = std::move(id);
+      {
+        std::lock_guard lock(mu_);
+        db_ok_ = true;
+        // A new catalogue (a publish, the first poll, the database back): the warmer brings the
+        // cache to it; a refresh of an older one under way sees the request and gives way.
+        if (changed) refresh_wanted_ = true;
+        update_usable();
       }
-      cache_.set_usable(true);
-      // After the flush (and at start, and when the database is back): the new generation is
-      // what the warmer fills; a warm-up of an older one sees the bump and gives way.
-      if (published) request_warm(cache_.generation());
+      if (changed) warm_cv_.notify_all();
     } catch (const std::exception&) {
       if (cache_.enabled())
         catwalk::log("publish watcher: cannot read catwalk_publish; document cache off");
-      cache_.set_usable(false);
+      {
+        std::lock_guard lock(mu_);
+        db_ok_ = false;
+        update_usable();
+      }
+      // Nothing of a catalogue that cannot be checked survives: when the database is back (maybe
+      // restored, maybe another publish) the cache starts again from what it then holds.
       cache_.invalidate();
-      seen = -1;
+      seen.reset();
       conn.reset();
     }
   }
 }
 
-void CacheRefresher::request_warm(std::uint64_t generation) {
+// Before the first request is accepted (start() runs before the listener): a snapshot of the
+// catalogue published now serves from the first request on, instead of after the threads' first
+// round trips (the requests of those 100-200 ms went to the database). Bounded by kStartCheck:
+// a database that does not answer leaves it to the refresh, as any other snapshot.
+void CacheRefresher::confirm_snapshot() {
   {
     std::lock_guard lock(mu_);
-    warm_wanted_ = generation;
+    if (!unchecked_) return;
   }
-  warm_cv_.notify_all();
+  try {
+    const Deadline d = Clock::now() + kStartCheck;
+    DbConnection conn(opt_.db_url, d);
+    const CatalogueId id = read_catalogue_id(conn, d);
+    if (cache_.catalogue() != id) return;
+    std::lock_guard lock(mu_);
+    unchecked_ = false;
+    db_ok_ = true;
+    update_usable();
+    snapshot_loads_.fetch_add(1);
+    prefault_pending_ = true;
+    catwalk::log("cache snapshot: serving publish {} from it, nothing to read", id.version);
+  } catch (const std::exception&) {
+  }
 }
 
-// Runs the latest warm-up asked for, until stopped. A request that arrives while a warm-up runs
-// is picked up when that one gives way (its generation is then stale).
 void CacheRefresher::warm_loop() {
+  // Not niced: measured at full scale, a warmer at nice 10 stalled requests for hundreds of
+  // milliseconds (cold start p99 414 ms against 15 ms): preempted while holding a lock that
+  // request threads take too (a malloc arena's, an atomic shared_ptr's), it kept them waiting
+  // until it ran again.
   for (;;) {
-    std::uint64_t generation;
     {
       std::unique_lock lock(mu_);
-      warm_cv_.wait(lock, [&] { return stopping_ || warm_wanted_ != 0; });
+      warm_cv_.wait(lock, [&] { return stopping_ || refresh_wanted_; });
       if (stopping_) return;
-      generation = std::exchange(warm_wanted_, 0);
+      refresh_wanted_ = false;
     }
-    warm(generation);
+    refresh();
   }
 }
 
-// Streams every product's documents into the cache until the catalogue ends or seven eighths
-// of the budget are used (misses fill the rest; nothing is ever evicted). Stops early, quietly,
-// when the generation moves on (a publish or a lost database: the watcher asks again when it
-// sees the new version or the database back), or when stopping. Returns true when the warm-up
-// completed.
-//
-// How: one COPY of product_docs in binary format on a connection of the warmer's own, parsed as
-// it streams, each document copied once, into the cache. The stored documents are mostly gzip
-// (about a third of the JSON), so the full catalogue arrives in seconds; until then a miss
-// costs one primary-key SELECT, as before.
-//
-// Which documents: styles, detail and related, the three per-id routes a product page calls
-// with ids all over the catalogue. The list pages are not warmed: they are cheap range scans
-// of adjacent rows, any (page, count) pair is a different body, and the front end asks for few.
-bool CacheRefresher::warm(std::uint64_t generation) {
+// Maps the cache folder's snapshot, if any, as the current generation: unchecked (not usable)
+// until refresh() has compared its catalogue with the published one.
+void CacheRefresher::load_snapshot() {
+  if (!snapshots_.enabled()) return;
+  {
+    std::lock_guard lock(mu_);
+    unchecked_ = true;
+    update_usable();
+  }
+  if (!snapshots_.load(cache_)) {
+    std::lock_guard lock(mu_);
+    unchecked_ = false;
+    update_usable();
+  }
+}
+
+// Brings the cache to the catalogue the database holds now (see the class comment). Returns
+// true when it completed: the generation holds every document the budget allows.
+bool CacheRefresher::refresh() {
   warming_.store(true);
   warm_runs_.fetch_add(1);
   const auto t0 = Clock::now();
   std::uint64_t stored = 0;
   bool completed = false;
+  bool changed = false;  // the generation differs from the snapshot on disk
   bool logged = false;
-  const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
   for (;;) {
-    if (stop_requested() || cache_.generation() != generation) break;
+    if (stop_requested()) break;
     try {
-      if (!warm_conn_ || !warm_conn_->ok()) {
-        warm_conn_.reset();
-        warm_conn_.emplace(opt_.db_url, Clock::now() + kWatchTimeout);
+      auto& conn = warm_conn();
+      const Deadline d = Clock::now() + kWatchTimeout;
+      // One snapshot for the identity and the scan: the fingerprints are of that catalogue.
+      conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", d);
+      const CatalogueId id = read_catalogue_id(conn, d);
+      const auto label = cache_.catalogue();
+      bool checking_snapshot;
+      {
+        std::lock_guard lock(mu_);
+        checking_snapshot = unchecked_;
       }
-      std::size_t rows = 0;
-      BatchEnd end = BatchEnd::kMore;
-      const bool whole = stream_product_docs(*warm_conn_, kWarmIdle, [&](const ProductDocsView& p) {
-        end = store(p, generation, stored);
-        if (end != BatchEnd::kMore) return false;
-        if (++rows % pause_every == 0) {
-          if (stop_requested()) return false;
-          if (opt_.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt_.warm_pause_ms)))
-            return false;
+      bool from_nothing = false;
+      bool mapped_snapshot = false;  // serving a snapshot's pages: prefault them
+      std::vector<std::int32_t> missing;
+      std::size_t products = 0;
+      if (label && *label == id) {
+        // The generation is that catalogue already (a snapshot of it): nothing to read.
+        conn.exec("COMMIT", Clock::now() + kWatchTimeout);
+        if (checking_snapshot) {
+          snapshot_loads_.fetch_add(1);
+          catwalk::log("cache snapshot: serving publish {} from it, nothing to read", id.version);
         }
-        return true;
-      });
-      completed = whole || end == BatchEnd::kFull;
+        mapped_snapshot = checking_snapshot;
+      } else if (!label || cache_.entries() == 0) {
+        // Nothing checked to keep: an unlabelled generation holds only what requests cached
+        // since the start or since the database came back (a few documents), not worth a scan.
+        conn.exec("COMMIT", Clock::now() + kWatchTimeout);
+        cache_.reset(id);
+        from_nothing = true;
+      } else {
+        auto s = cache_.successor();
+        const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
+        const bool whole = stream_fingerprints(conn, kWarmIdle, [&](const ProductFingerprints& p) {
+          bool miss = false;
+          for (int k = 0; k < 3; ++k) {
+            const auto key = doc_key(static_cast<DocKind>(k), p.id);
+            const auto prev = s.previous(key);
+            if (!prev.empty() && matches(prev, p.docs[k])) {
+              s.keep(key);
+            } else {
+              miss = true;
+            }
+          }
+          if (miss) missing.push_back(p.id);
+          return ++products % pause_every != 0 || !stop_requested();
+        });
+        if (!whole) break;  // stopping
+        conn.exec("COMMIT", Clock::now() + kWatchTimeout);
+        // Waste: bytes written in the shared chunks that no kept document uses (documents this
+        // publish or earlier ones dropped). Past a quarter of them, the kept documents are not
+        // worth their chunks: start from nothing (the cold path), which frees every chunk once
+        // the previous generation's readers let go. Chunks then never hold more than 4/3 of the
+        // documents' bytes, however many publishes come.
+        const std::size_t chunks = s.previous_filled_bytes();
+        const std::size_t waste = chunks - std::min(chunks, s.kept_bytes());
+        const std::size_t kept = s.kept_entries();
+        const std::size_t dropped = cache_.entries() - std::min(cache_.entries(), kept);
+        if (waste > chunks / 4) {
+          waste_resets_.fetch_add(1);
+          catwalk::log(
+              "cache refresh: publish {} keeps {} documents but leaves {} MiB of {} MiB unused: "
+              "starting from an empty cache",
+              id.version, kept, waste >> 20, chunks >> 20);
+          cache_.reset(id);
+          from_nothing = true;
+        } else if (!cache_.install(std::move(s), id)) {
+          break;  // the watcher emptied the cache meanwhile (database lost): it asks again
+        } else {
+          kept_docs_.fetch_add(kept);
+          changed = dropped > 0 || !missing.empty();
+          catwalk::log(
+              "cache refresh: publish {} swapped in after {:.2f} s: {} documents kept, {} "
+              "dropped, {} products to fetch",
+              id.version, std::chrono::duration<double>(Clock::now() - t0).count(), kept, dropped,
+              missing.size());
+        }
+      }
+      refresh_last_seconds_.store(std::chrono::duration<double>(Clock::now() - t0).count());
+      {
+        std::lock_guard lock(mu_);
+        unchecked_ = false;
+        update_usable();
+      }
+      // Serving already; what is left is taking page faults off the requests' path.
+      if (std::exchange(prefault_pending_, false) || mapped_snapshot ||
+          (checking_snapshot && !from_nothing))
+        snapshots_.prefault();
+      const std::uint64_t generation = cache_.generation();
+      // Many products to fetch (a budget-bound cache, or most of a catalogue changed): one COPY
+      // of everything skipping what is present reads sequentially and beats that many lookups.
+      if (from_nothing || missing.size() > products / 4) {
+        completed = warm_all(generation, stored);
+        changed = true;
+      } else {
+        completed = warm_ids(generation, missing, stored);
+      }
       break;
     } catch (const std::exception& e) {
-      if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
+      if (!logged) catwalk::log("cache refresh paused: {}", e.what());
       logged = true;
       warm_conn_.reset();
-      // No catalogue (or a bug): nothing to retry; a publish asks for a new warm-up.
+      bool was_unchecked;
+      {
+        std::lock_guard lock(mu_);
+        was_unchecked = unchecked_;
+      }
+      // A generation that could not be checked must not serve: empty it (the watcher asks for a
+      // refresh again when the database is back).
+      if (was_unchecked || !is_unavailable(e) || is_catalogue_missing(e)) {
+        cache_.invalidate();
+        std::lock_guard lock(mu_);
+        unchecked_ = false;
+        update_usable();
+      }
       if (is_catalogue_missing(e) || !is_unavailable(e)) break;
-      // Unreachable: retry while the generation holds (what is cached stays: those documents
-      // are skipped as present). A database really down moves the generation on (the watcher
-      // flushes the cache within a poll), which ends this warm-up; its return starts a new one.
-      if (pause(std::chrono::milliseconds(200))) break;
+      // Unreachable: retry while no newer catalogue waits. A database really down makes the
+      // watcher empty the cache and ask again once it is back.
+      if (refresh_pending() || pause(std::chrono::milliseconds(200))) break;
     }
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (completed) {
     warm_last_seconds_.store(seconds);
     warm_runs_completed_.fetch_add(1);
-    catwalk::log("cache warm-up: {} documents, {} MiB cached, in {:.1f} s", stored,
-                 cache_.bytes() >> 20, seconds);
+    catwalk::log("cache warm-up: {} documents fetched, {} cached, {} MiB, in {:.1f} s", stored,
+                 cache_.entries(), cache_.live_bytes() >> 20, seconds);
   }
   warming_.store(false);
+  if (completed && changed && snapshots_.enabled()) {
+    const auto reader = cache_.reader();
+    if (snapshots_.save(reader, [&](bool before_rename) {
+          if (refresh_pending() || cache_.generation() != reader.number()) return false;
+          if (!before_rename) return true;
+          // A document stored by a request after a newer publish would be in the file under the
+          // older label: only a catalogue still published may be written.
+          try {
+            return read_catalogue_id(warm_conn(), Clock::now() + kWatchTimeout) ==
+                   reader.catalogue();
+          } catch (const std::exception&) {
+            warm_conn_.reset();
+            return false;
+          }
+        }))
+      snapshot_writes_.fetch_add(1);
+  }
   return completed;
+}
+
+// Streams every product's documents into the cache until the catalogue ends or seven eighths
+// of the budget are used (misses fill the rest; nothing is ever evicted); present documents are
+// skipped. Stops early, quietly, when the generation moves on or a newer catalogue waits, or
+// when stopping. Returns true when it completed.
+//
+// How: one COPY of product_docs in binary format on the warmer's connection, parsed as it
+// streams, each document copied once, into the cache. The stored documents are mostly gzip
+// (about a third of the JSON), so the full catalogue arrives in seconds; until then a miss
+// costs one primary-key SELECT, as before.
+//
+// Which documents: styles, detail and related, the three per-id routes a product page calls
+// with ids all over the catalogue. The list pages are not warmed: they are cheap range scans
+// of adjacent rows, any (page, count) pair is a different body, and the front end asks for few.
+bool CacheRefresher::warm_all(std::uint64_t generation, std::uint64_t& stored) {
+  bool logged = false;
+  const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
+  for (;;) {
+    if (refresh_pending() || cache_.generation() != generation) return false;
+    try {
+      std::size_t rows = 0;
+      BatchEnd end = BatchEnd::kMore;
+      const bool whole = stream_product_docs(warm_conn(), kWarmIdle, [&](const ProductDocsView& p) {
+        end = store(p, generation, stored);
+        if (end != BatchEnd::kMore) return false;
+        if (++rows % pause_every == 0) {
+          if (refresh_pending()) return false;
+          if (opt_.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt_.warm_pause_ms)))
+            return false;
+        }
+        return true;
+      });
+      return whole || end == BatchEnd::kFull;
+    } catch (const std::exception& e) {
+      if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
+      logged = true;
+      warm_conn_.reset();
+      // No catalogue (or a bug): nothing to retry; a publish asks for a new refresh.
+      if (is_catalogue_missing(e) || !is_unavailable(e)) return false;
+      // Unreachable: retry while the generation holds (what is cached stays: those documents
+      // are skipped as present). A database really down moves the generation on (the watcher
+      // empties the cache within a poll), which ends this warm-up; its return starts a refresh.
+      if (pause(std::chrono::milliseconds(200))) return false;
+    }
+  }
+}
+
+// The documents of the products a refresh found missing or changed, kFetchBatch ids per SELECT,
+// with the same stops as warm_all().
+bool CacheRefresher::warm_ids(std::uint64_t generation, const std::vector<std::int32_t>& ids,
+                              std::uint64_t& stored) {
+  bool logged = false;
+  std::size_t at = 0;
+  std::vector<std::int32_t> batch;
+  while (at < ids.size()) {
+    if (refresh_pending() || cache_.generation() != generation) return false;
+    batch.assign(ids.begin() + static_cast<std::ptrdiff_t>(at),
+                 ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), at + kFetchBatch)));
+    try {
+      BatchEnd end = BatchEnd::kMore;
+      fetch_product_docs(warm_conn(), batch, Clock::now() + kWarmIdle,
+                         [&](const ProductDocsView& p) {
+                           if (end == BatchEnd::kMore) end = store(p, generation, stored);
+                         });
+      if (end == BatchEnd::kFull) return true;
+      if (end == BatchEnd::kStale) return false;
+      at += batch.size();
+      if (opt_.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt_.warm_pause_ms)))
+        return false;
+    } catch (const std::exception& e) {
+      if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
+      logged = true;
+      warm_conn_.reset();
+      if (is_catalogue_missing(e) || !is_unavailable(e)) return false;
+      if (pause(std::chrono::milliseconds(200))) return false;
+    }
+  }
+  return true;
 }
 
 CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::uint64_t generation,

@@ -1,36 +1,55 @@
 #pragma once
 // Keeps the document cache in step with what the loader published. Two threads:
-// - the publish watcher reads public.catwalk_publish.version on a connection of its own every
-//   poll interval and flushes the cache when it changes, so a reload is served within a second
-//   without a restart; while the version cannot be read the cache is off (requests then reach
-//   the database and answer 503 when it is down);
-// - the warmer, asked by the watcher after each flush (and at start), streams every product's
-//   documents into the new cache generation, one COPY on a connection of its own, until the
-//   catalogue or the budget ends.
+// - the publish watcher reads the catalogue's identity (database, catwalk_publish's version and
+//   published_at) on a connection of its own every poll interval and asks the warmer for a
+//   refresh when it changes; while it cannot be read the cache is off and emptied (requests then
+//   reach the database and answer 503 when it is down);
+// - the warmer brings the cache to the catalogue the watcher saw, on a connection of its own:
+//   * a cache that holds nothing checked (empty, or only what requests cached since the start or
+//     since the database came back) starts empty, labelled with the catalogue, and is filled by
+//     one COPY of every product's documents (a cold start: what the warm-up always did);
+//   * a cache that holds documents (a publish, or a snapshot of another publish) is checked by a
+//     fingerprint scan: one COPY of each document's length and last 8 bytes, in the same
+//     transaction as the identity it is labelled with. A successor generation takes over the
+//     documents that match (their bytes stay where they are), and is swapped in; then only the
+//     missing products' documents are fetched. Until the swap the previous generation serves
+//     (the previous publish: about a second at full scale). When the documents dropped would
+//     leave more than a quarter of the shared chunks as waste, it starts from an empty
+//     generation instead (the cold path), so that waste never grows past that.
+//   * at start, a snapshot of the cache folder (snapshot.hpp) is mapped first, before the server
+//     listens; it serves from the first request when its catalogue is the published one (one
+//     round trip, bounded), else it is checked as above;
+//     either way its page tables are then populated in the background (no fault per request).
+//   After a refresh that changed the cache completes, the generation is written to the snapshot.
 //
 // Thread-safety: start() and join() from the thread that owns the object; request_stop() and
-// stats() from any thread.
+// the getters from any thread.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "doc_cache.hpp"
 #include "repository.hpp"
+#include "snapshot.hpp"
 
 namespace catwalk::api {
 
 class CacheRefresher {
  public:
   struct Options {
-    std::string db_url;          // the watcher's own connection
+    std::string db_url;          // the watcher's and the warmer's own connections
     bool cache_on = true;        // false: the watcher idles (nothing to keep fresh)
     int poll_ms = 250;           // clamped to 10-500 ms
     int warm_batch_rows = 5000;  // products between two checks for a stop (and pauses)
     int warm_pause_ms = 0;       // pause every warm_batch_rows products (tests slow it with it)
+    std::string cache_dir;       // snapshots' folder; "" = no snapshots
+    std::size_t snapshot_write_limit = SIZE_MAX;  // tests: a full disk after this many bytes
   };
 
   CacheRefresher(Options options, Repository& repo, DocCache& cache);
@@ -38,7 +57,9 @@ class CacheRefresher {
   CacheRefresher(const CacheRefresher&) = delete;
   CacheRefresher& operator=(const CacheRefresher&) = delete;
 
-  void start();         // starts both threads (once)
+  // Maps the cache folder's snapshot and, when the database says it is the catalogue published
+  // now, makes it serve at once (a round trip, at most 500 ms); then starts both threads (once).
+  void start();
   void request_stop();  // asks both threads to end promptly; does not wait
   void join();          // waits for both threads (after request_stop())
 
@@ -49,34 +70,58 @@ class CacheRefresher {
   std::uint64_t warm_runs_completed() const { return warm_runs_completed_.load(); }
   std::uint64_t warmed_documents() const { return warmed_docs_.load(); }
   double warm_last_seconds() const { return warm_last_seconds_.load(); }
+  // Documents a refresh carried over unchanged (not fetched again), refreshes that fell back to
+  // an empty generation for waste, snapshots mapped at start and confirmed, snapshots written.
+  std::uint64_t kept_documents() const { return kept_docs_.load(); }
+  std::uint64_t waste_resets() const { return waste_resets_.load(); }
+  std::uint64_t snapshot_loads() const { return snapshot_loads_.load(); }
+  std::uint64_t snapshot_writes() const { return snapshot_writes_.load(); }
+  double refresh_last_seconds() const { return refresh_last_seconds_.load(); }
 
  private:
   void watch_loop();
   void warm_loop();
-  void request_warm(std::uint64_t generation);
-  bool warm(std::uint64_t generation);
-  // Stores one batch in the cache; says whether the generation moved on or the budget is full.
+  // Sets the cache usable when the database answers and the generation holds nothing unchecked.
+  void update_usable();  // under mu_
+  bool refresh();        // the warmer's job: see the class comment; true when complete
+  void load_snapshot();
+  void confirm_snapshot();  // in start(), before the threads and the listener
+  // Streams every product's documents into generation `generation` (the cold path).
+  bool warm_all(std::uint64_t generation, std::uint64_t& stored);
+  // Fetches the documents of `ids` into generation `generation`, in batches.
+  bool warm_ids(std::uint64_t generation, const std::vector<std::int32_t>& ids,
+                std::uint64_t& stored);
+  // Stores one product's documents in the cache; says whether the generation moved on or the
+  // budget is full.
   enum class BatchEnd { kMore, kStale, kFull };
   BatchEnd store(const ProductDocsView& p, std::uint64_t generation, std::uint64_t& stored);
   bool stop_requested();
+  bool refresh_pending();  // a newer catalogue waits: stop what runs and do that
   // Waits up to `d`, woken early by request_stop(); true when stopping.
   bool pause(std::chrono::milliseconds d);
+  DbConnection& warm_conn();
 
   const Options opt_;
   Repository& repo_;
   DocCache& cache_;
+  SnapshotStore snapshots_;
 
   std::mutex mu_;
   std::condition_variable watch_cv_, warm_cv_;
   bool stopping_ = false;
-  std::uint64_t warm_wanted_ = 0;  // a generation to warm; 0 = nothing asked (under mu_)
+  bool refresh_wanted_ = false;    // the watcher saw a catalogue the cache is not labelled with
+  bool db_ok_ = false;             // the watcher's last poll succeeded
+  bool unchecked_ = false;         // the generation is a snapshot not yet checked
+  bool prefault_pending_ = false;  // a snapshot confirmed in start(): the warmer prefaults it
   std::thread watcher_, warmer_;
   std::optional<DbConnection> warm_conn_;  // the warmer thread's own
 
   std::atomic<long long> publish_version_{-1};
   std::atomic<bool> warming_{false};
   std::atomic<std::uint64_t> warm_runs_{0}, warm_runs_completed_{0}, warmed_docs_{0};
-  std::atomic<double> warm_last_seconds_{0};
+  std::atomic<std::uint64_t> kept_docs_{0}, waste_resets_{0}, snapshot_loads_{0},
+      snapshot_writes_{0};
+  std::atomic<double> warm_last_seconds_{0}, refresh_last_seconds_{0};
 };
 
 }  // namespace catwalk::api

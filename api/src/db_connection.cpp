@@ -136,6 +136,15 @@ pg::Result DbConnection::exec(const char* sql, Deadline deadline) {
   return finish(deadline, "query failed");
 }
 
+pg::Result DbConnection::exec_params(const char* sql, int n, const char* const* values,
+                                     Deadline deadline, bool binary_result) {
+  if (!ok()) fail("query failed");
+  if (!PQsendQueryParams(c_.get(), sql, n, nullptr, values, nullptr, nullptr,
+                         binary_result ? 1 : 0))
+    fail("query failed");
+  return finish(deadline, "query failed");
+}
+
 pg::Result DbConnection::finish(Deadline deadline, const char* what) {
   PGconn* c = c_.get();
   // Non-blocking mode: what does not fit the socket buffer is flushed as the server reads.

@@ -38,6 +38,9 @@ class DbConnection {
                            bool binary_result = false);
   // Runs a statement without parameters (the extended protocol, so one statement only).
   pg::Result exec(const char* sql, Deadline deadline);
+  // Runs an unprepared statement with `n` text parameters.
+  pg::Result exec_params(const char* sql, int n, const char* const* values, Deadline deadline,
+                         bool binary_result = false);
   // Runs `sql`, a COPY ... TO STDOUT, handing each message of data (one row, as COPY's format
   // writes it; in the binary format the first also carries the header and the last is the
   // trailer) to `row`. `row` returning false stops the COPY: the connection is then abandoned

@@ -194,7 +194,7 @@ void Handlers::product_doc(DocKind kind, const Request& req, std::string_view ra
   if (!doc) {
     return send_error(res, 404, "not_found", fmt::format("No product has id {}.", *id));
   }
-  if (use_cache) cache_.put(key, generation, *doc);
+  if (use_cache) cache_.try_put(key, generation, *doc);
   send_document(req, res, *doc);
 }
 
@@ -352,6 +352,11 @@ void Handlers::render_metrics(Response& res) {
   c.warmed_documents = refresher_.warmed_documents();
   c.warm_last_seconds = refresher_.warm_last_seconds();
   c.publish_version = refresher_.publish_version();
+  c.kept_documents = refresher_.kept_documents();
+  c.waste_resets = refresher_.waste_resets();
+  c.snapshot_loads = refresher_.snapshot_loads();
+  c.snapshot_writes = refresher_.snapshot_writes();
+  c.refresh_last_seconds = refresher_.refresh_last_seconds();
   std::string out;
   out.reserve(8192);
   metrics_.render(out);

@@ -95,7 +95,8 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "# TYPE catwalk_cache_hits_total counter\ncatwalk_cache_hits_total {}\n"
       "# HELP catwalk_cache_misses_total Document cache misses.\n"
       "# TYPE catwalk_cache_misses_total counter\ncatwalk_cache_misses_total {}\n"
-      "# HELP catwalk_cache_invalidations_total Cache flushes (publishes seen, database lost).\n"
+      "# HELP catwalk_cache_invalidations_total Cache flushes (database lost, a publish that "
+      "changed too much, a snapshot mapped).\n"
       "# TYPE catwalk_cache_invalidations_total counter\ncatwalk_cache_invalidations_total {}\n"
       "# HELP catwalk_cache_entries Documents in the cache.\n"
       "# TYPE catwalk_cache_entries gauge\ncatwalk_cache_entries {}\n"
@@ -103,7 +104,7 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "# TYPE catwalk_cache_bytes gauge\ncatwalk_cache_bytes {}\n"
       "# HELP catwalk_cache_warming 1 while a warm-up streams documents into the cache.\n"
       "# TYPE catwalk_cache_warming gauge\ncatwalk_cache_warming {}\n"
-      "# HELP catwalk_cache_warm_runs_total Warm-ups started (at start and after each publish).\n"
+      "# HELP catwalk_cache_warm_runs_total Refreshes started (at start and after each publish).\n"
       "# TYPE catwalk_cache_warm_runs_total counter\ncatwalk_cache_warm_runs_total {}\n"
       "# HELP catwalk_cache_warm_runs_completed_total Warm-ups that reached the end of the "
       "catalogue or the budget.\n"
@@ -115,9 +116,27 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "# HELP catwalk_cache_warm_last_seconds Duration of the last completed warm-up.\n"
       "# TYPE catwalk_cache_warm_last_seconds gauge\ncatwalk_cache_warm_last_seconds {:.3f}\n"
       "# HELP catwalk_publish_version catwalk_publish.version last seen (-1: unknown).\n"
-      "# TYPE catwalk_publish_version gauge\ncatwalk_publish_version {}\n",
+      "# TYPE catwalk_publish_version gauge\ncatwalk_publish_version {}\n"
+      "# HELP catwalk_cache_kept_documents_total Documents a publish did not change, kept cached "
+      "(not read again).\n"
+      "# TYPE catwalk_cache_kept_documents_total counter\ncatwalk_cache_kept_documents_total {}\n"
+      "# HELP catwalk_cache_waste_resets_total Publishes that changed so much that the cache "
+      "started empty.\n"
+      "# TYPE catwalk_cache_waste_resets_total counter\ncatwalk_cache_waste_resets_total {}\n"
+      "# HELP catwalk_cache_snapshot_loads_total Snapshots mapped at start and served as they "
+      "were.\n"
+      "# TYPE catwalk_cache_snapshot_loads_total counter\ncatwalk_cache_snapshot_loads_total {}\n"
+      "# HELP catwalk_cache_snapshot_writes_total Snapshots written to the cache folder.\n"
+      "# TYPE catwalk_cache_snapshot_writes_total counter\n"
+      "catwalk_cache_snapshot_writes_total {}\n"
+      "# HELP catwalk_cache_refresh_last_seconds Time from a publish seen to its generation "
+      "swapped in, last refresh.\n"
+      "# TYPE catwalk_cache_refresh_last_seconds gauge\n"
+      "catwalk_cache_refresh_last_seconds {:.3f}\n",
       c.hits, c.misses, c.invalidations, c.entries, c.bytes, c.warming ? 1 : 0, c.warm_runs,
-      c.warm_runs_completed, c.warmed_documents, c.warm_last_seconds, c.publish_version);
+      c.warm_runs_completed, c.warmed_documents, c.warm_last_seconds, c.publish_version,
+      c.kept_documents, c.waste_resets, c.snapshot_loads, c.snapshot_writes,
+      c.refresh_last_seconds);
 }
 
 }  // namespace catwalk::api

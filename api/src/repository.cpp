@@ -1,8 +1,13 @@
 // The API's SQL (prepared statements) and the typed calls that run them: see repository.hpp.
 #include "repository.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <stdexcept>
+
+#include "catwalk/gzip.hpp"
+#include "catwalk/pg.hpp"
 
 namespace catwalk::api {
 
@@ -178,36 +183,117 @@ std::uint32_t be32(const char* p) {
 }
 }  // namespace
 
+namespace {
+// Parses one binary COPY message (see kCopySignature) into `fields`, skipping the header on the
+// first message; false for the trailer.
+template <std::size_t N>
+bool copy_row(std::string_view m, bool& first, std::string_view (&fields)[N]) {
+  if (first) {
+    first = false;
+    // Signature, flags (4 bytes), header extension length (4 bytes) and the extension.
+    if (!m.starts_with(kCopySignature) || m.size() < 19)
+      throw std::runtime_error("unexpected COPY header from the server");
+    m.remove_prefix(15 + be32(m.data() + 15) + 4);
+  }
+  if (m.size() < 2 || (m[0] == '\xff' && m[1] == '\xff')) return false;  // the trailer
+  std::size_t at = 2;
+  for (auto& f : fields) {
+    if (at + 4 > m.size()) throw std::runtime_error("a COPY row from the server is cut short");
+    const std::uint32_t len = be32(m.data() + at);
+    at += 4;
+    if (len == 0xFFFFFFFFu || at + len > m.size())
+      throw std::runtime_error("a COPY row from the server is malformed");
+    f = m.substr(at, len);
+    at += len;
+  }
+  return true;
+}
+
+std::int32_t int4_field(std::string_view f) {
+  if (f.size() != 4) throw std::runtime_error("a COPY field is not an int4");
+  return static_cast<std::int32_t>(be32(f.data()));
+}
+
+// The fingerprint scan's COPY. Per document: its length, and all of it when short or stored as
+// JSON, else its last 8 bytes. substring() of a bytea stored EXTERNAL (migrations/002) reads
+// only the TOAST chunks holding the slice, and length() the stored size: PostgreSQL never reads
+// a whole out-of-line document for it.
+const std::string& fingerprint_copy() {
+  static const std::string sql = [] {
+    std::string q = "COPY (SELECT id";
+    for (const char* d : {"detail", "styles", "related"}) {  // DocKind's order
+      q += fmt::format(
+          ", length({0}), CASE WHEN length({0}) > 64 AND substring({0} FROM 1 FOR 2) = "
+          "'\\x1f8b'::bytea THEN substring({0} FROM length({0}) - 7) ELSE {0} END",
+          d);
+    }
+    return q + " FROM catwalk.product_docs) TO STDOUT (FORMAT binary)";
+  }();
+  return sql;
+}
+}  // namespace
+
 bool stream_product_docs(DbConnection& conn, std::chrono::milliseconds idle,
                          const std::function<bool(const ProductDocsView&)>& sink) {
   bool first = true;
   return conn.copy_out(
       "COPY catwalk.product_docs (id, detail, styles, related) TO STDOUT (FORMAT binary)", idle,
       [&](std::string_view m) {
-        if (first) {
-          first = false;
-          // Signature, flags (4 bytes), header extension length (4 bytes) and the extension.
-          if (!m.starts_with(kCopySignature) || m.size() < 19)
-            throw std::runtime_error("unexpected COPY header from the server");
-          m.remove_prefix(15 + be32(m.data() + 15) + 4);
-        }
-        if (m.size() < 2 || (m[0] == '\xff' && m[1] == '\xff')) return true;  // the trailer
-        std::string_view fields[4];
-        std::size_t at = 2;
-        for (auto& f : fields) {
-          if (at + 4 > m.size())
-            throw std::runtime_error("a COPY row from the server is cut short");
-          const std::uint32_t len = be32(m.data() + at);
-          at += 4;
-          if (len == 0xFFFFFFFFu || at + len > m.size())
-            throw std::runtime_error("a COPY row from the server is malformed");
-          f = m.substr(at, len);
-          at += len;
-        }
-        if (fields[0].size() != 4) throw std::runtime_error("a product id is not an int4");
-        return sink(
-            {static_cast<std::int32_t>(be32(fields[0].data())), fields[1], fields[2], fields[3]});
+        std::string_view f[4];
+        if (!copy_row(m, first, f)) return true;
+        return sink({int4_field(f[0]), f[1], f[2], f[3]});
       });
+}
+
+bool matches(std::string_view cached, const DocFingerprint& f) {
+  if (cached.size() != f.length) return false;
+  if (f.probe.size() == f.length) return cached == f.probe;
+  return f.probe.size() == 8 && gzip::is_gzip(cached) && cached.ends_with(f.probe);
+}
+
+CatalogueId read_catalogue_id(DbConnection& conn, Deadline deadline) {
+  auto r = conn.exec(
+      "SELECT current_database(), version, "
+      "(extract(epoch FROM published_at) * 1000000)::int8 FROM public.catwalk_publish",
+      deadline);
+  // No row (the migration inserts one): as a catalogue never published.
+  if (r.rows() == 0) return CatalogueId{"", 0, 0};
+  return CatalogueId{std::string(r.get(0, 0)), r.get_int(0, 1), r.get_int(0, 2)};
+}
+
+bool stream_fingerprints(DbConnection& conn, std::chrono::milliseconds idle,
+                         const std::function<bool(const ProductFingerprints&)>& sink) {
+  bool first = true;
+  return conn.copy_out(fingerprint_copy().c_str(), idle, [&](std::string_view m) {
+    std::string_view f[7];
+    if (!copy_row(m, first, f)) return true;
+    ProductFingerprints p;
+    p.id = int4_field(f[0]);
+    // The columns come as detail, styles, related: DocKind's order.
+    for (int k = 0; k < 3; ++k) {
+      p.docs[k].length = static_cast<std::uint32_t>(int4_field(f[1 + 2 * k]));
+      p.docs[k].probe = f[2 + 2 * k];
+    }
+    return sink(p);
+  });
+}
+
+void fetch_product_docs(DbConnection& conn, const std::vector<std::int32_t>& ids, Deadline deadline,
+                        const std::function<void(const ProductDocsView&)>& sink) {
+  if (ids.empty()) return;
+  // An int4[] parameter in its text form: only our own integers go in.
+  std::string array = "{";
+  for (std::int32_t id : ids) {
+    if (array.size() > 1) array += ',';
+    array += std::to_string(id);
+  }
+  array += '}';
+  const char* values[] = {array.c_str()};
+  auto r = conn.exec_params(
+      "SELECT id, detail, styles, related FROM catwalk.product_docs WHERE id = ANY($1::int4[])", 1,
+      values, deadline, true);
+  for (int i = 0; i < r.rows(); ++i)
+    sink({int4_field(r.get(i, 0)), r.get(i, 1), r.get(i, 2), r.get(i, 3)});
 }
 
 }  // namespace catwalk::api

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "doc_cache.hpp"
 #include "pool.hpp"
 
 namespace catwalk::api {
@@ -78,6 +79,40 @@ class Repository {
 // pg::DbError as the repository's calls do; true when every product was handed over.
 bool stream_product_docs(DbConnection& conn, std::chrono::milliseconds idle,
                          const std::function<bool(const ProductDocsView&)>& sink);
+
+// What the refresher compares to tell an unchanged document from a changed one without reading
+// it: its stored length and `probe`, the whole document when it is stored as JSON (or is short),
+// else the last 8 bytes of the gzip member (the CRC-32 and length of the JSON: what the ETag is
+// made of). Valid during the callback only.
+struct DocFingerprint {
+  std::uint32_t length = 0;
+  std::string_view probe;
+};
+struct ProductFingerprints {
+  std::int32_t id = 0;
+  DocFingerprint docs[3];  // indexed by DocKind
+};
+// True when `cached` is the document `f` describes: the same length and the same JSON (equal
+// bytes for a JSON document; for a gzip member, a gzip member with the same trailer, which is
+// how the ETag tells documents apart: a CRC-32 collision between two versions of a document is
+// 1 in 2^32, and the ETag would not change either).
+bool matches(std::string_view cached, const DocFingerprint& f);
+
+// The catalogue `conn` reads: the database's name and catwalk_publish's row. Throws pg::DbError.
+CatalogueId read_catalogue_id(DbConnection& conn, Deadline deadline);
+
+// The fingerprint scan: every product's three fingerprints in one COPY on `conn`, handed to
+// `sink` one product at a time (false stops it). PostgreSQL reads only the first bytes and the
+// last 8 of a TOASTed (out-of-line) document: slices, not the whole value. Throws pg::DbError;
+// true when every product was handed over.
+bool stream_fingerprints(DbConnection& conn, std::chrono::milliseconds idle,
+                         const std::function<bool(const ProductFingerprints&)>& sink);
+
+// The documents of `ids` (a few thousand at most per call; ids no longer in the catalogue are
+// left out), one prepared-free parameterized SELECT on `conn`, handed to `sink` one product at a
+// time. Throws pg::DbError.
+void fetch_product_docs(DbConnection& conn, const std::vector<std::int32_t>& ids, Deadline deadline,
+                        const std::function<void(const ProductDocsView&)>& sink);
 
 // True when an exception means "the database cannot answer now" (503), as opposed to a bug.
 bool is_unavailable(const std::exception& e);

@@ -23,8 +23,9 @@ TEST_CASE("DocCache: a document read before an invalidation is never stored") {
   CHECK_FALSE(c.get(1));
   CHECK(c.put(1, before, "stale") == DocCache::PutResult::kStale);  // read under the last publish
   CHECK_FALSE(c.get(1));
-  c.put(1, c.generation(), "new");
+  CHECK(c.try_put(1, c.generation(), "new") == DocCache::PutResult::kStored);
   CHECK(c.get(1).bytes == "new");
+  CHECK(c.try_put(1, before, "stale") == DocCache::PutResult::kStale);
   CHECK(c.hits() >= 2);
   CHECK(c.invalidations() == 1);
 }
@@ -100,4 +101,56 @@ TEST_CASE("DocCache: stays within its byte budget and says when it is full") {
   DocCache off(0);
   off.set_usable(true);
   CHECK_FALSE(off.enabled());
+}
+
+TEST_CASE("DocCache: a successor keeps the documents it is told to, same bytes, no copy") {
+  DocCache c(8 << 20);
+  c.set_usable(true);
+  const auto g = c.generation();
+  for (std::int32_t id = 1; id <= 3; ++id)
+    REQUIRE(c.put(doc_key(DocKind::kStyles, id), g, "doc" + std::to_string(id)) ==
+            DocCache::PutResult::kStored);
+  auto held = c.get(doc_key(DocKind::kStyles, 2));
+  auto s = c.successor();
+  CHECK(s.previous(doc_key(DocKind::kStyles, 1)) == "doc1");
+  CHECK(s.previous(doc_key(DocKind::kDetail, 1)).empty());
+  CHECK(s.keep(doc_key(DocKind::kStyles, 1)));
+  CHECK(s.keep(doc_key(DocKind::kStyles, 3)));
+  CHECK_FALSE(s.keep(doc_key(DocKind::kStyles, 9)));
+  CHECK(s.kept_entries() == 2);
+  CHECK(s.kept_bytes() == 8);
+  CHECK(s.previous_filled_bytes() == 12);
+  const char* before = c.peek(doc_key(DocKind::kStyles, 1)).bytes.data();
+  // Not visible before install().
+  CHECK(c.get(doc_key(DocKind::kStyles, 2)));
+  REQUIRE(c.install(std::move(s), CatalogueId{"db", 7, 70}));
+  CHECK(c.catalogue() == CatalogueId{"db", 7, 70});
+  CHECK(c.generation() > g);
+  CHECK(c.entries() == 2);
+  CHECK(c.get(doc_key(DocKind::kStyles, 1)).bytes == "doc1");
+  CHECK(c.get(doc_key(DocKind::kStyles, 1)).bytes.data() == before);  // shared, not copied
+  CHECK_FALSE(c.get(doc_key(DocKind::kStyles, 2)));                   // dropped
+  CHECK(c.get(doc_key(DocKind::kStyles, 3)).bytes == "doc3");
+  CHECK(held.bytes == "doc2");  // a reader of the previous generation is unaffected
+  // A put read under the previous generation is stale; the new one appends after the shared
+  // bytes (the chunk the previous generation was filling).
+  CHECK(c.put(doc_key(DocKind::kStyles, 2), g, "old2") == DocCache::PutResult::kStale);
+  CHECK(c.put(doc_key(DocKind::kStyles, 2), c.generation(), "new2") ==
+        DocCache::PutResult::kStored);
+  CHECK(c.get(doc_key(DocKind::kStyles, 2)).bytes == "new2");
+  CHECK(c.get(doc_key(DocKind::kStyles, 3)).bytes == "doc3");
+}
+
+TEST_CASE("DocCache: a successor is not installed over an invalidation") {
+  DocCache c(8 << 20);
+  REQUIRE(c.put(doc_key(DocKind::kDetail, 1), c.generation(), "x") == DocCache::PutResult::kStored);
+  auto s = c.successor();
+  s.keep(doc_key(DocKind::kDetail, 1));
+  c.invalidate();  // the database was lost meanwhile
+  CHECK_FALSE(c.install(std::move(s), CatalogueId{"db", 2, 0}));
+  CHECK(c.entries() == 0);
+  CHECK_FALSE(c.catalogue());
+  c.reset(CatalogueId{"db", 3, 0});
+  CHECK(c.catalogue() == CatalogueId{"db", 3, 0});
+  CHECK(c.entries() == 0);
 }

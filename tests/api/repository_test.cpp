@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <stdexcept>
+#include <string>
 
+#include "catwalk/gzip.hpp"
 #include "catwalk/pg.hpp"
 
 using catwalk::api::is_unavailable;
@@ -24,4 +26,31 @@ TEST_CASE("is_unavailable: lost connections, timeouts and a missing catalogue, n
   CHECK(is_unavailable(DbError("relation does not exist", "42P01")));
   CHECK_FALSE(is_unavailable(DbError("syntax error", "42601")));
   CHECK_FALSE(is_unavailable(std::runtime_error("a bug")));
+}
+
+TEST_CASE("matches: a fingerprint tells an unchanged stored document from a changed one") {
+  using catwalk::api::DocFingerprint;
+  using catwalk::api::matches;
+  catwalk::gzip::Compressor z(6);
+  std::string a, b, a_again;
+  const std::string json_a(500, 'a'), json_b = std::string(499, 'a') + "b";
+  z.compress(json_a, a);
+  z.compress(json_b, b);
+  z.compress(json_a, a_again);
+  auto tail = [](const std::string& s) {
+    return DocFingerprint{static_cast<std::uint32_t>(s.size()),
+                          std::string_view(s).substr(s.size() - 8)};
+  };
+  CHECK(matches(a, tail(a_again)));
+  // The same length, another JSON: only the trailer (CRC-32, length) tells them apart.
+  CHECK_FALSE(matches(a, DocFingerprint{static_cast<std::uint32_t>(a.size()),
+                                        std::string_view(b).substr(b.size() - 8)}));
+  CHECK_FALSE(matches(a.substr(1), tail(a)));  // another length
+  // Documents stored as JSON come whole.
+  const std::string j1 = "[1,2]", j2 = "[1,3]";
+  CHECK(matches(j1, DocFingerprint{5, j1}));
+  CHECK_FALSE(matches(j1, DocFingerprint{5, j2}));
+  // A JSON document never matches a gzip trailer, even of its length.
+  const std::string fake = std::string(a.size() - 8, '{') + a.substr(a.size() - 8);
+  CHECK_FALSE(matches(fake, tail(a)));
 }

@@ -29,8 +29,9 @@ struct Trailer {
 };
 std::optional<Trailer> trailer(std::string_view member);
 
-// The CRC-32 (the one gzip uses) of `data`.
-std::uint32_t crc32(std::string_view data);
+// The CRC-32 (the one gzip uses) of `data`; with `previous`, of the bytes that gave `previous`
+// followed by `data` (a CRC computed piece by piece).
+std::uint32_t crc32(std::string_view data, std::uint32_t previous = 0);
 
 class Compressor {
  public:

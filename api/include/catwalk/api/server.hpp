@@ -5,6 +5,7 @@
 // Thread-safety: construct, bind() and run() from one thread; stop() may be called from any
 // thread (a signal-handling thread, a test) and makes run() return after in-flight requests end.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -14,16 +15,19 @@ struct ServerOptions {
   std::string db_url;       // libpq conninfo or URI; "" = libpq defaults (PG* variables)
   std::string read_db_url;  // catalogue reads (a streaming replica); "" = db_url serves them too
   std::string host = "0.0.0.0";
-  int port = 3000;               // 0 = any free port (tests)
-  int threads = 128;             // HTTP workers: one per concurrently busy connection
-  int db_pool = 6;               // database connections, each borrowed by one request at a time
-  int db_timeout_ms = 2000;      // a request's whole wait for the database (connection, statement)
-  std::size_t cache_mb = 512;    // document cache budget; 0 disables it (used as filled; the
-                                 // binary's default follows the memory limit: memory_limit.hpp)
-  int max_age_s = 60;            // Cache-Control max-age of the catalogue routes' answers
-  int publish_poll_ms = 250;     // how often catwalk_publish.version is checked (<= 500 ms)
-  int warm_batch_rows = 5000;    // warm-up: products between two checks for a stop or a pause
-  int warm_pause_ms = 0;         // warm-up: pause every warm_batch_rows; tests slow it with it
+  int port = 3000;             // 0 = any free port (tests)
+  int threads = 128;           // HTTP workers: one per concurrently busy connection
+  int db_pool = 6;             // database connections, each borrowed by one request at a time
+  int db_timeout_ms = 2000;    // a request's whole wait for the database (connection, statement)
+  std::size_t cache_mb = 512;  // document cache budget; 0 disables it (used as filled; the
+                               // binary's default follows the memory limit: memory_limit.hpp)
+  int max_age_s = 60;          // Cache-Control max-age of the catalogue routes' answers
+  int publish_poll_ms = 250;   // how often catwalk_publish.version is checked (<= 500 ms)
+  int warm_batch_rows = 5000;  // warm-up: products between two checks for a stop or a pause
+  int warm_pause_ms = 0;       // warm-up: pause every warm_batch_rows; tests slow it with it
+  std::string cache_dir;       // the cache's snapshots (snapshot.hpp); "" = none (the binary's
+                               // default: $XDG_CACHE_HOME/catwalk-api or ~/.cache/catwalk-api)
+  std::size_t snapshot_write_limit = SIZE_MAX;  // tests: a full disk after this many bytes
   int io_timeout_s = 5;          // idle keep-alive, and writing a response to a slow client
   int header_timeout_s = 5;      // a request's head and body must arrive within this of its start
   std::size_t max_queued = 512;  // connections waiting for a worker; beyond it new ones get 503
