@@ -357,6 +357,7 @@ void Handlers::render_metrics(Response& res) {
   c.snapshot_loads = refresher_.snapshot_loads();
   c.snapshot_writes = refresher_.snapshot_writes();
   c.refresh_last_seconds = refresher_.refresh_last_seconds();
+  if (const auto catalogue = cache_.catalogue()) c.catalogue_version = catalogue->version;
   std::string out;
   out.reserve(8192);
   metrics_.render(out);

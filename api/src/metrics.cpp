@@ -132,11 +132,14 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "# HELP catwalk_cache_refresh_last_seconds Time from a publish seen to its generation "
       "swapped in, last refresh.\n"
       "# TYPE catwalk_cache_refresh_last_seconds gauge\n"
-      "catwalk_cache_refresh_last_seconds {:.3f}\n",
+      "catwalk_cache_refresh_last_seconds {:.3f}\n"
+      "# HELP catwalk_cache_catalogue_version The publish version the cached documents belong "
+      "to (-1: none); behind catwalk_publish_version until a publish is swapped in.\n"
+      "# TYPE catwalk_cache_catalogue_version gauge\ncatwalk_cache_catalogue_version {}\n",
       c.hits, c.misses, c.invalidations, c.entries, c.bytes, c.warming ? 1 : 0, c.warm_runs,
       c.warm_runs_completed, c.warmed_documents, c.warm_last_seconds, c.publish_version,
-      c.kept_documents, c.waste_resets, c.snapshot_loads, c.snapshot_writes,
-      c.refresh_last_seconds);
+      c.kept_documents, c.waste_resets, c.snapshot_loads, c.snapshot_writes, c.refresh_last_seconds,
+      c.catalogue_version);
 }
 
 }  // namespace catwalk::api

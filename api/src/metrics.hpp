@@ -51,6 +51,9 @@ struct CacheStats {
   long long publish_version = -1;  // -1: not read yet, or the database is unreachable
   std::uint64_t kept_documents = 0, waste_resets = 0, snapshot_loads = 0, snapshot_writes = 0;
   double refresh_last_seconds = 0;
+  // The publish the cache's documents belong to (-1: none yet). It trails publish_version while
+  // a publish is being checked (the previous one is served meanwhile): equal once swapped in.
+  long long catalogue_version = -1;
 };
 
 // Append the catwalk_db_pool_* / catwalk_db_connect* families, and the cache_* and

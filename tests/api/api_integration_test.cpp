@@ -1108,9 +1108,14 @@ TEST_CASE("a publish that removes a product: it is gone from the cache after the
     text.erase(p, text.find('\n', p + 1) - p);
     write_text(d + "/product.csv", text);
   });
+  const double version_before = s.metric("catwalk_cache_catalogue_version");
+  CHECK(version_before == s.metric("catwalk_publish_version"));
   publish_and_wait(s, dir, runs);
   CHECK(s.metric("catwalk_cache_entries") == documents - 3);
   CHECK(s.metric("catwalk_cache_kept_documents_total") == documents - 3);
+  // Swapped in: the cache says which publish it serves (what bench/api waits for).
+  CHECK(s.metric("catwalk_cache_catalogue_version") == version_before + 1);
+  CHECK(s.metric("catwalk_cache_catalogue_version") == s.metric("catwalk_publish_version"));
   for (const char* path : {"/products/10", "/products/10/styles", "/products/10/related"}) {
     CAPTURE(path);
     auto r = s.get(path);

@@ -44,6 +44,7 @@ TEST_CASE("render_pool_metrics and render_cache_metrics: one sample per family, 
   c.warming = true;
   c.warm_last_seconds = 1.5;
   c.publish_version = 42;
+  c.catalogue_version = 41;
   std::string out;
   render_pool_metrics(p, out);
   render_cache_metrics(c, out);
@@ -51,7 +52,7 @@ TEST_CASE("render_pool_metrics and render_cache_metrics: one sample per family, 
        {"\ncatwalk_db_pool_size 6\n", "\ncatwalk_db_pool_in_use 2\n",
         "\ncatwalk_db_pool_timeouts_total 3\n", "\ncatwalk_cache_hits_total 7\n",
         "\ncatwalk_cache_warming 1\n", "\ncatwalk_cache_warm_last_seconds 1.500\n",
-        "\ncatwalk_publish_version 42\n"}) {
+        "\ncatwalk_publish_version 42\n", "\ncatwalk_cache_catalogue_version 41\n"}) {
     CAPTURE(line);
     CHECK(out.find(line) != std::string::npos);
   }
