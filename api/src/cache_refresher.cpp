@@ -355,6 +355,19 @@ bool CacheRefresher::refresh() {
   return completed;
 }
 
+// After a failed read of documents (logged once per warm-up): whether to try again. No
+// catalogue (or a bug): nothing to retry; a publish asks for a new refresh. Unreachable: retry
+// while the generation holds (what is cached stays: those documents are skipped as present). A
+// database really down moves the generation on (the watcher empties the cache within a poll),
+// which ends the warm-up; its return starts a refresh.
+bool CacheRefresher::retry_after(const std::exception& e, std::uint64_t stored, bool& logged) {
+  if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
+  logged = true;
+  warm_conn_.reset();
+  if (is_catalogue_missing(e) || !is_unavailable(e)) return false;
+  return !pause(std::chrono::milliseconds(200));
+}
+
 // Streams every product's documents into the cache until the catalogue ends or seven eighths
 // of the budget are used (misses fill the rest; nothing is ever evicted); present documents are
 // skipped. Stops early, quietly, when the generation moves on or a newer catalogue waits, or
@@ -388,15 +401,7 @@ bool CacheRefresher::warm_all(std::uint64_t generation, std::uint64_t& stored) {
       });
       return whole || end == BatchEnd::kFull;
     } catch (const std::exception& e) {
-      if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
-      logged = true;
-      warm_conn_.reset();
-      // No catalogue (or a bug): nothing to retry; a publish asks for a new refresh.
-      if (is_catalogue_missing(e) || !is_unavailable(e)) return false;
-      // Unreachable: retry while the generation holds (what is cached stays: those documents
-      // are skipped as present). A database really down moves the generation on (the watcher
-      // empties the cache within a poll), which ends this warm-up; its return starts a refresh.
-      if (pause(std::chrono::milliseconds(200))) return false;
+      if (!retry_after(e, stored, logged)) return false;
     }
   }
 }
@@ -424,11 +429,7 @@ bool CacheRefresher::warm_ids(std::uint64_t generation, const std::vector<std::i
       if (opt_.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt_.warm_pause_ms)))
         return false;
     } catch (const std::exception& e) {
-      if (!logged) catwalk::log("cache warm-up paused after {} documents: {}", stored, e.what());
-      logged = true;
-      warm_conn_.reset();
-      if (is_catalogue_missing(e) || !is_unavailable(e)) return false;
-      if (pause(std::chrono::milliseconds(200))) return false;
+      if (!retry_after(e, stored, logged)) return false;
     }
   }
   return true;

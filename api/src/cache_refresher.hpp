@@ -27,6 +27,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -88,6 +89,7 @@ class CacheRefresher {
   void confirm_snapshot();  // in start(), before the threads and the listener
   // Streams every product's documents into generation `generation` (the cold path).
   bool warm_all(std::uint64_t generation, std::uint64_t& stored);
+  bool retry_after(const std::exception& e, std::uint64_t stored, bool& logged);
   // Fetches the documents of `ids` into generation `generation`, in batches.
   bool warm_ids(std::uint64_t generation, const std::vector<std::int32_t>& ids,
                 std::uint64_t& stored);

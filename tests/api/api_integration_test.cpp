@@ -916,6 +916,13 @@ struct OwnServer {
   }
 };
 
+// Waits until `s`'s first warm-up has ended and written its snapshot.
+void wait_snapshot_written(OwnServer& s) {
+  REQUIRE(s.wait_for(
+      [&] { return s.warmed_more_than(0) && s.metric("catwalk_cache_snapshot_writes_total") == 1; },
+      std::chrono::seconds(5)));
+}
+
 // The ids of the loaded products, from the list route (which never touches the document cache).
 std::vector<int> product_ids(OwnServer& s) {
   auto r = s.get("/products?count=1000");
@@ -1165,12 +1172,7 @@ TEST_CASE("a restart maps the cache snapshot: no document read from the database
   double documents = 0;
   {
     OwnServer first(opt);
-    REQUIRE(first.wait_for(
-        [&] {
-          return first.warmed_more_than(0) &&
-                 first.metric("catwalk_cache_snapshot_writes_total") == 1;
-        },
-        std::chrono::seconds(5)));
+    wait_snapshot_written(first);
     CHECK(first.metric("catwalk_cache_snapshot_loads_total") == 0);
     documents = first.metric("catwalk_cache_entries");
     detail = first.get("/products/1")->body;
@@ -1202,12 +1204,7 @@ TEST_CASE("a snapshot of an older publish is checked first: its changed document
   double documents = 0;
   {
     OwnServer first(opt);
-    REQUIRE(first.wait_for(
-        [&] {
-          return first.warmed_more_than(0) &&
-                 first.metric("catwalk_cache_snapshot_writes_total") == 1;
-        },
-        std::chrono::seconds(5)));
+    wait_snapshot_written(first);
     documents = first.metric("catwalk_cache_entries");
   }
   std::string dir = samples_with_product1_renamed("Camo Onesie Checked");
