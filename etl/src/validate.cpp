@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <string_view>
+#include <unordered_map>
 
 #include "catwalk/etl/errors.hpp"
 #include "copy_binary.hpp"
@@ -79,13 +81,16 @@ HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const 
   std::vector<std::string> names;
   for (const auto& f : fields) names.push_back(normalize_column_name(f.text));
   // Any name twice is ambiguous (which one holds the values?), even one the loader ignores.
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    for (std::size_t j = i + 1; j < names.size(); ++j) {
-      if (!names[i].empty() && names[i] == names[j]) {
-        throw InputError(fmt::format(
-            "{}: column \"{}\" appears twice in the header (fields {} and {}); keep one", path,
-            printable_text(names[i], 80), i + 1, j + 1));
-      }
+  // By hash, not pair by pair: a hostile header of 150,000 names made the pairs a hang.
+  std::unordered_map<std::string_view, std::size_t> first_at;
+  first_at.reserve(names.size());
+  for (std::size_t j = 0; j < names.size(); ++j) {
+    if (names[j].empty()) continue;
+    auto [at, fresh] = first_at.emplace(names[j], j);
+    if (!fresh) {
+      throw InputError(
+          fmt::format("{}: column \"{}\" appears twice in the header (fields {} and {}); keep one",
+                      path, printable_text(names[j], 80), at->second + 1, j + 1));
     }
   }
   HeaderMap map;
