@@ -194,6 +194,62 @@ void CacheRefresher::load_snapshot() {
   }
 }
 
+// Reads the new catalogue's fingerprints (in `conn`'s open transaction, which it commits) and
+// swaps in a successor holding the documents they match; the products left to fetch go to
+// `missing`, their count to `products`. When keeping them would waste more than a quarter of the
+// shared chunks, empties the cache instead (kReset).
+CacheRefresher::ScanEnd CacheRefresher::keep_unchanged(DbConnection& conn, const CatalogueId& id,
+                                                       std::chrono::steady_clock::time_point t0,
+                                                       std::vector<std::int32_t>& missing,
+                                                       std::size_t& products, bool& changed) {
+  auto s = cache_.successor();
+  const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
+  const bool whole = stream_fingerprints(conn, kWarmIdle, [&](const ProductFingerprints& p) {
+    bool miss = false;
+    for (int k = 0; k < 3; ++k) {
+      const auto key = doc_key(static_cast<DocKind>(k), p.id);
+      const auto prev = s.previous(key);
+      if (!prev.empty() && matches(prev, p.docs[k])) {
+        s.keep(key);
+      } else {
+        miss = true;
+      }
+    }
+    if (miss) missing.push_back(p.id);
+    return ++products % pause_every != 0 || !stop_requested();
+  });
+  if (!whole) return ScanEnd::kStopped;
+  conn.exec("COMMIT", Clock::now() + kWatchTimeout);
+  // Waste: bytes written in the shared chunks that no kept document uses (documents this
+  // publish or earlier ones dropped). Past a quarter of them, the kept documents are not
+  // worth their chunks: start from nothing (the cold path), which frees every chunk once
+  // the previous generation's readers let go. Chunks then never hold more than 4/3 of the
+  // documents' bytes, however many publishes come.
+  const std::size_t chunks = s.previous_filled_bytes();
+  const std::size_t waste = chunks - std::min(chunks, s.kept_bytes());
+  const std::size_t kept = s.kept_entries();
+  const std::size_t dropped = cache_.entries() - std::min(cache_.entries(), kept);
+  if (waste > chunks / 4) {
+    waste_resets_.fetch_add(1);
+    catwalk::log(
+        "cache refresh: publish {} keeps {} documents but leaves {} MiB of {} MiB unused: "
+        "starting from an empty cache",
+        id.version, kept, waste >> 20, chunks >> 20);
+    cache_.reset(id);
+    return ScanEnd::kReset;
+  }
+  // The watcher emptied the cache meanwhile (database lost): it asks again.
+  if (!cache_.install(std::move(s), id)) return ScanEnd::kLost;
+  kept_docs_.fetch_add(kept);
+  changed = dropped > 0 || !missing.empty();
+  catwalk::log(
+      "cache refresh: publish {} swapped in after {:.2f} s: {} documents kept, {} "
+      "dropped, {} products to fetch",
+      id.version, std::chrono::duration<double>(Clock::now() - t0).count(), kept, dropped,
+      missing.size());
+  return ScanEnd::kInstalled;
+}
+
 // Brings the cache to the catalogue the database holds now (see the class comment). Returns
 // true when it completed: the generation holds every document the budget allows.
 bool CacheRefresher::refresh() {
@@ -237,52 +293,9 @@ bool CacheRefresher::refresh() {
         cache_.reset(id);
         from_nothing = true;
       } else {
-        auto s = cache_.successor();
-        const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
-        const bool whole = stream_fingerprints(conn, kWarmIdle, [&](const ProductFingerprints& p) {
-          bool miss = false;
-          for (int k = 0; k < 3; ++k) {
-            const auto key = doc_key(static_cast<DocKind>(k), p.id);
-            const auto prev = s.previous(key);
-            if (!prev.empty() && matches(prev, p.docs[k])) {
-              s.keep(key);
-            } else {
-              miss = true;
-            }
-          }
-          if (miss) missing.push_back(p.id);
-          return ++products % pause_every != 0 || !stop_requested();
-        });
-        if (!whole) break;  // stopping
-        conn.exec("COMMIT", Clock::now() + kWatchTimeout);
-        // Waste: bytes written in the shared chunks that no kept document uses (documents this
-        // publish or earlier ones dropped). Past a quarter of them, the kept documents are not
-        // worth their chunks: start from nothing (the cold path), which frees every chunk once
-        // the previous generation's readers let go. Chunks then never hold more than 4/3 of the
-        // documents' bytes, however many publishes come.
-        const std::size_t chunks = s.previous_filled_bytes();
-        const std::size_t waste = chunks - std::min(chunks, s.kept_bytes());
-        const std::size_t kept = s.kept_entries();
-        const std::size_t dropped = cache_.entries() - std::min(cache_.entries(), kept);
-        if (waste > chunks / 4) {
-          waste_resets_.fetch_add(1);
-          catwalk::log(
-              "cache refresh: publish {} keeps {} documents but leaves {} MiB of {} MiB unused: "
-              "starting from an empty cache",
-              id.version, kept, waste >> 20, chunks >> 20);
-          cache_.reset(id);
-          from_nothing = true;
-        } else if (!cache_.install(std::move(s), id)) {
-          break;  // the watcher emptied the cache meanwhile (database lost): it asks again
-        } else {
-          kept_docs_.fetch_add(kept);
-          changed = dropped > 0 || !missing.empty();
-          catwalk::log(
-              "cache refresh: publish {} swapped in after {:.2f} s: {} documents kept, {} "
-              "dropped, {} products to fetch",
-              id.version, std::chrono::duration<double>(Clock::now() - t0).count(), kept, dropped,
-              missing.size());
-        }
+        const ScanEnd end = keep_unchanged(conn, id, t0, missing, products, changed);
+        if (end == ScanEnd::kStopped || end == ScanEnd::kLost) break;
+        from_nothing = end == ScanEnd::kReset;
       }
       refresh_last_seconds_.store(std::chrono::duration<double>(Clock::now() - t0).count());
       {

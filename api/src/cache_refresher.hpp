@@ -25,6 +25,7 @@
 // Thread-safety: start() and join() from the thread that owns the object; request_stop() and
 // the getters from any thread.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -85,6 +86,12 @@ class CacheRefresher {
   // Sets the cache usable when the database answers and the generation holds nothing unchecked.
   void update_usable();  // under mu_
   bool refresh();        // the warmer's job: see the class comment; true when complete
+  // How a fingerprint scan ended: stopping, a successor swapped in, the cache emptied for the
+  // waste, or the generation lost to the watcher meanwhile.
+  enum class ScanEnd { kStopped, kInstalled, kReset, kLost };
+  ScanEnd keep_unchanged(DbConnection& conn, const CatalogueId& id,
+                         std::chrono::steady_clock::time_point t0,
+                         std::vector<std::int32_t>& missing, std::size_t& products, bool& changed);
   void load_snapshot();
   void confirm_snapshot();  // in start(), before the threads and the listener
   // Streams every product's documents into generation `generation` (the cold path).
