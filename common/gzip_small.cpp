@@ -7,7 +7,6 @@
 // hash slot; a hash table that is never cleared (positions are stored offset by a base that grows
 // with every document, so entries of earlier documents are simply below the base); no
 // allocation per call. The cost is a few percent of size against libdeflate's level 1.
-#include <libdeflate.h>
 
 #include <algorithm>
 #include <array>
@@ -332,7 +331,7 @@ void SmallCompressor::compress(std::string_view text, std::string& out) {
   std::memcpy(start, header, 10);
   unsigned char* end =
       n < kStoreBelow ? stored_block(in, n, start + 10) : deflate(in, n, start + 10);
-  store_le32(end, libdeflate_crc32(0, in, n));
+  store_le32(end, crc32(text));
   store_le32(end + 4, static_cast<std::uint32_t>(n));
   end += 8;
   out.assign(reinterpret_cast<const char*>(start), static_cast<std::size_t>(end - start));
