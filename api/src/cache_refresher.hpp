@@ -14,8 +14,11 @@
 //     documents that match (their bytes stay where they are), and is swapped in; then only the
 //     missing products' documents are fetched. Until the swap the previous generation serves
 //     (the previous publish: about a second at full scale). When the documents dropped would
-//     leave more than a quarter of the shared chunks as waste, it starts from an empty
-//     generation instead (the cold path), so that waste never grows past that.
+//     leave more than a quarter of the shared chunks as waste, nothing is kept (waste never
+//     grows past that): when the budget holds a second generation as large beside the one
+//     serving, the new catalogue is warmed into a staged one, out of sight, and swapped in warm
+//     (the previous publish serves meanwhile); else it starts from an empty generation (the
+//     cold path).
 //   * at start, a snapshot of the cache folder (snapshot.hpp) is mapped first, before the server
 //     listens; it serves from the first request when its catalogue is the published one (one
 //     round trip, bounded), else it is checked as above;
@@ -76,6 +79,8 @@ class CacheRefresher {
   // an empty generation for waste, snapshots mapped at start and confirmed, snapshots written.
   std::uint64_t kept_documents() const { return kept_docs_.load(); }
   std::uint64_t waste_resets() const { return waste_resets_.load(); }
+  // Changed catalogues warmed beside the serving generation and swapped in warm.
+  std::uint64_t staged_swaps() const { return staged_swaps_.load(); }
   std::uint64_t snapshot_loads() const { return snapshot_loads_.load(); }
   std::uint64_t snapshot_writes() const { return snapshot_writes_.load(); }
   double refresh_last_seconds() const { return refresh_last_seconds_.load(); }
@@ -88,10 +93,16 @@ class CacheRefresher {
   bool refresh();        // the warmer's job: see the class comment; true when complete
   // How a fingerprint scan ended: stopping, a successor swapped in, the cache emptied for the
   // waste, or the generation lost to the watcher meanwhile.
-  enum class ScanEnd { kStopped, kInstalled, kReset, kLost };
+  // kStage: keep nothing, warm the new catalogue beside the serving one (`may_stage`, and the
+  // budget holds both).
+  enum class ScanEnd { kStopped, kInstalled, kReset, kStage, kLost };
   ScanEnd keep_unchanged(DbConnection& conn, const CatalogueId& id,
                          std::chrono::steady_clock::time_point t0,
-                         std::vector<std::int32_t>& missing, std::size_t& products, bool& changed);
+                         std::vector<std::int32_t>& missing, std::size_t& products, bool& changed,
+                         bool may_stage);
+  // Warms catalogue `id` into a staged generation and swaps it in (kStage).
+  bool stage_all(const CatalogueId& id, std::chrono::steady_clock::time_point t0,
+                 std::uint64_t& stored);
   void load_snapshot();
   void confirm_snapshot();  // in start(), before the threads and the listener
   // Streams every product's documents into generation `generation` (the cold path).
@@ -128,7 +139,7 @@ class CacheRefresher {
   std::atomic<long long> publish_version_{-1};
   std::atomic<bool> warming_{false};
   std::atomic<std::uint64_t> warm_runs_{0}, warm_runs_completed_{0}, warmed_docs_{0};
-  std::atomic<std::uint64_t> kept_docs_{0}, waste_resets_{0}, snapshot_loads_{0},
+  std::atomic<std::uint64_t> kept_docs_{0}, waste_resets_{0}, staged_swaps_{0}, snapshot_loads_{0},
       snapshot_writes_{0};
   std::atomic<double> warm_last_seconds_{0}, refresh_last_seconds_{0};
 };

@@ -79,6 +79,33 @@ struct DocCache::Generation {
     const Page* page = pages[id / kPageIds].load(std::memory_order_acquire);
     return page == nullptr ? 0 : page->slots[kind][id % kPageIds].load(std::memory_order_acquire);
   }
+  // Appends `doc` (key and size checked by the caller) unless the generation would pass
+  // `limit` bytes; under the put mutex, or by the one thread filling a generation not current.
+  PutResult store(std::uint64_t key, std::string_view doc, std::size_t limit) {
+    const auto kind = key >> 32;
+    const auto id = static_cast<std::uint32_t>(key);
+    if (slot(key) != 0) return PutResult::kPresent;
+    const bool new_chunk = chunk_used + doc.size() > chunk_bytes;
+    const bool new_page = pages[id / kPageIds].load(std::memory_order_relaxed) == nullptr;
+    const std::size_t grow = (new_page ? sizeof(Page) : 0) + (new_chunk ? chunk_bytes : 0);
+    if (bytes.load(std::memory_order_relaxed) + grow > limit) return PutResult::kFull;
+    if (new_chunk && chunk_count == kMaxChunks) return PutResult::kFull;
+    Page* page = page_for(id, SIZE_MAX);
+    if (new_chunk) {
+      auto chunk = map_chunk(chunk_bytes);
+      writable = static_cast<char*>(const_cast<void*>(chunk.get()));
+      add_chunk(writable, chunk_bytes, std::move(chunk));
+      chunk_used = 0;
+    }
+    std::memcpy(writable + chunk_used, doc.data(), doc.size());
+    const std::uint64_t s = slot_of(chunk_count - 1, chunk_used, doc.size());
+    chunk_used += doc.size();
+    filled.fetch_add(doc.size(), std::memory_order_relaxed);
+    page->slots[kind][id % kPageIds].store(s, std::memory_order_release);
+    entries.fetch_add(1, std::memory_order_relaxed);
+    live.fetch_add(doc.size(), std::memory_order_relaxed);
+    return PutResult::kStored;
+  }
   std::string_view doc(std::uint64_t slot) const {
     const char* chunk = chunks[slot_chunk(slot)].load(std::memory_order_acquire);
     return {chunk + slot_offset(slot), slot_length(slot)};
@@ -179,8 +206,6 @@ DocCache::PutResult DocCache::try_put(std::uint64_t key, std::uint64_t generatio
 
 DocCache::PutResult DocCache::put_locked(std::uint64_t key, std::uint64_t generation,
                                          std::string_view doc, std::size_t limit) {
-  const auto kind = key >> 32;
-  const auto id = static_cast<std::uint32_t>(key);
   // Checked under the put mutex, which every swap holds: a stale put either fails here or lands
   // in a generation nobody reads any more. The plain pointer, not current_: loading an atomic
   // shared_ptr takes a lock inside libstdc++ that every request's get() takes too, and the
@@ -188,27 +213,7 @@ DocCache::PutResult DocCache::put_locked(std::uint64_t key, std::uint64_t genera
   // stall every request until it runs again.
   Generation* g = locked_current_;
   if (g->number != generation) return PutResult::kStale;
-  if (g->slot(key) != 0) return PutResult::kPresent;
-  const bool new_chunk = g->chunk_used + doc.size() > g->chunk_bytes;
-  const bool new_page = g->pages[id / kPageIds].load(std::memory_order_relaxed) == nullptr;
-  const std::size_t grow = (new_page ? sizeof(Page) : 0) + (new_chunk ? g->chunk_bytes : 0);
-  if (g->bytes.load(std::memory_order_relaxed) + grow > limit) return PutResult::kFull;
-  if (new_chunk && g->chunk_count == kMaxChunks) return PutResult::kFull;
-  Page* page = g->page_for(id, SIZE_MAX);
-  if (new_chunk) {
-    auto chunk = map_chunk(g->chunk_bytes);
-    g->writable = static_cast<char*>(const_cast<void*>(chunk.get()));
-    g->add_chunk(g->writable, g->chunk_bytes, std::move(chunk));
-    g->chunk_used = 0;
-  }
-  std::memcpy(g->writable + g->chunk_used, doc.data(), doc.size());
-  const std::uint64_t slot = slot_of(g->chunk_count - 1, g->chunk_used, doc.size());
-  g->chunk_used += doc.size();
-  g->filled.fetch_add(doc.size(), std::memory_order_relaxed);
-  page->slots[kind][id % kPageIds].store(slot, std::memory_order_release);
-  g->entries.fetch_add(1, std::memory_order_relaxed);
-  g->live.fetch_add(doc.size(), std::memory_order_relaxed);
-  return PutResult::kStored;
+  return g->store(key, doc, limit);
 }
 
 void DocCache::swap_in(std::shared_ptr<Generation> g) {
@@ -289,6 +294,45 @@ bool DocCache::install(Successor s, CatalogueId catalogue) {
   to->chunk_used = from->chunk_used;
   to->filled.store(from->filled.load());
   swap_in(std::move(to));
+  return true;
+}
+
+// ---------------------------------------------------------------- staged generations
+
+DocCache::Staged::Staged(DocCache& cache, std::shared_ptr<Generation> beside,
+                         std::shared_ptr<Generation> g)
+    : cache_(&cache), beside_(std::move(beside)), g_(std::move(g)) {}
+DocCache::Staged::Staged(Staged&&) noexcept = default;
+DocCache::Staged& DocCache::Staged::operator=(Staged&&) noexcept = default;
+DocCache::Staged::~Staged() = default;
+
+DocCache::Staged DocCache::staged() { return Staged(*this, current(), fresh_generation()); }
+
+DocCache::PutResult DocCache::Staged::put(std::uint64_t key, std::string_view doc,
+                                          std::size_t limit_bytes) {
+  const auto kind = key >> 32;
+  const auto id = static_cast<std::uint32_t>(key);
+  if (kind >= kKinds || id > kMaxId || doc.size() > cache_->chunk_bytes_ || doc.empty())
+    return PutResult::kTooBig;
+  return g_->store(key, doc, std::min(limit_bytes, room()));
+}
+
+// The generation serving meanwhile may still grow (requests' misses): read each time. Its own
+// pointer, not current(): see put_locked() on loading the atomic shared_ptr.
+std::size_t DocCache::Staged::room() const {
+  const std::size_t serving = beside_->bytes.load(std::memory_order_relaxed);
+  return cache_->budget_ - std::min(cache_->budget_, serving);
+}
+
+std::size_t DocCache::Staged::bytes() const { return g_->bytes.load(); }
+std::size_t DocCache::Staged::entries() const { return g_->entries.load(); }
+bool DocCache::Staged::beside_current() const { return cache_->generation() == beside_->number; }
+
+bool DocCache::install(Staged s, CatalogueId catalogue) {
+  s.g_->catalogue = std::move(catalogue);
+  std::lock_guard lock(put_mu_);
+  if (locked_current_ != s.beside_.get()) return false;
+  swap_in(std::move(s.g_));
   return true;
 }
 

@@ -133,6 +133,36 @@ class DocCache {
   // Swaps in an empty generation labelled `catalogue`: what the warm-up fills from nothing.
   void reset(CatalogueId catalogue);
 
+  // A generation filled out of sight while the current one serves (the refresher warms a
+  // changed catalogue before its swap), then swapped in whole by install(). Its chunks are its
+  // own; it shares nothing with the current generation, so both are held at once until the
+  // swap: put() refuses (kFull) what would take the two past the budget together.
+  class Staged {
+   public:
+    Staged(Staged&&) noexcept;
+    Staged& operator=(Staged&&) noexcept;
+    ~Staged();
+    // Stores `doc` unless the key is present (kPresent), this generation would pass
+    // `limit_bytes`, or both generations the budget (kFull).
+    PutResult put(std::uint64_t key, std::string_view doc, std::size_t limit_bytes = SIZE_MAX);
+    std::size_t bytes() const;
+    std::size_t entries() const;
+    // What this generation may take: the budget less what the serving one holds now.
+    std::size_t room() const;
+    // Whether the generation it was made beside is still current (install() would succeed).
+    bool beside_current() const;
+
+   private:
+    friend class DocCache;
+    Staged(DocCache& cache, std::shared_ptr<Generation> beside, std::shared_ptr<Generation> g);
+    DocCache* cache_;
+    std::shared_ptr<Generation> beside_, g_;
+  };
+  Staged staged();
+  // Makes `s` current, labelled `catalogue`. False, and nothing changes, when the generation it
+  // was made beside is no longer current (an invalidate() or another swap came in between).
+  bool install(Staged s, CatalogueId catalogue);
+
   // A generation made of a mapped arena (a snapshot: snapshot.hpp). The arena is cut into
   // windows of kChunkBytes (the last may be shorter); `next_page(page, out)` yields the slot
   // pages one by one: a page number and its kKinds x kPageIds slots (kind-major) in the encoding

@@ -354,6 +354,7 @@ void Handlers::render_metrics(Response& res) {
   c.publish_version = refresher_.publish_version();
   c.kept_documents = refresher_.kept_documents();
   c.waste_resets = refresher_.waste_resets();
+  c.staged_swaps = refresher_.staged_swaps();
   c.snapshot_loads = refresher_.snapshot_loads();
   c.snapshot_writes = refresher_.snapshot_writes();
   c.refresh_last_seconds = refresher_.refresh_last_seconds();

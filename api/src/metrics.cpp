@@ -123,6 +123,9 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "# HELP catwalk_cache_waste_resets_total Publishes that changed so much that the cache "
       "started empty.\n"
       "# TYPE catwalk_cache_waste_resets_total counter\ncatwalk_cache_waste_resets_total {}\n"
+      "# HELP catwalk_cache_staged_swaps_total Publishes that changed so much that they were "
+      "warmed beside the cache and swapped in warm.\n"
+      "# TYPE catwalk_cache_staged_swaps_total counter\ncatwalk_cache_staged_swaps_total {}\n"
       "# HELP catwalk_cache_snapshot_loads_total Snapshots mapped at start and served as they "
       "were.\n"
       "# TYPE catwalk_cache_snapshot_loads_total counter\ncatwalk_cache_snapshot_loads_total {}\n"
@@ -138,8 +141,8 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "# TYPE catwalk_cache_catalogue_version gauge\ncatwalk_cache_catalogue_version {}\n",
       c.hits, c.misses, c.invalidations, c.entries, c.bytes, c.warming ? 1 : 0, c.warm_runs,
       c.warm_runs_completed, c.warmed_documents, c.warm_last_seconds, c.publish_version,
-      c.kept_documents, c.waste_resets, c.snapshot_loads, c.snapshot_writes, c.refresh_last_seconds,
-      c.catalogue_version);
+      c.kept_documents, c.waste_resets, c.staged_swaps, c.snapshot_loads, c.snapshot_writes,
+      c.refresh_last_seconds, c.catalogue_version);
 }
 
 }  // namespace catwalk::api

@@ -49,7 +49,8 @@ struct CacheStats {
   std::uint64_t warm_runs = 0, warm_runs_completed = 0, warmed_documents = 0;
   double warm_last_seconds = 0;
   long long publish_version = -1;  // -1: not read yet, or the database is unreachable
-  std::uint64_t kept_documents = 0, waste_resets = 0, snapshot_loads = 0, snapshot_writes = 0;
+  std::uint64_t kept_documents = 0, waste_resets = 0, staged_swaps = 0, snapshot_loads = 0,
+                snapshot_writes = 0;
   double refresh_last_seconds = 0;
   // The publish the cache's documents belong to (-1: none yet). It trails publish_version while
   // a publish is being checked (the previous one is served meanwhile): equal once swapped in.

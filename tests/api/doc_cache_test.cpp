@@ -154,3 +154,50 @@ TEST_CASE("DocCache: a successor is not installed over an invalidation") {
   CHECK(c.catalogue() == CatalogueId{"db", 3, 0});
   CHECK(c.entries() == 0);
 }
+
+TEST_CASE("DocCache: a staged generation is invisible until installed, and shares the budget") {
+  const std::size_t budget = 4 << 20;  // 128 KiB chunks
+  DocCache c(budget);
+  c.set_usable(true);
+  const auto g = c.generation();
+  // The serving generation takes about half of the budget.
+  int serving = 0;
+  for (std::int32_t id = 1; c.bytes() < budget / 2; ++id, ++serving)
+    REQUIRE(c.put(doc_key(DocKind::kStyles, id), g, std::string(1000, 'o')) ==
+            DocCache::PutResult::kStored);
+  auto st = c.staged();
+  CHECK(st.room() == budget - c.bytes());
+  CHECK(st.put(doc_key(DocKind::kStyles, 1), "new1") == DocCache::PutResult::kStored);
+  CHECK(st.put(doc_key(DocKind::kStyles, 1), "again") == DocCache::PutResult::kPresent);
+  CHECK(st.put(doc_key(DocKind::kStyles, 2), "") == DocCache::PutResult::kTooBig);
+  CHECK(c.get(doc_key(DocKind::kStyles, 1)).bytes == std::string(1000, 'o'));  // not visible
+  // The two generations together never pass the budget.
+  DocCache::PutResult last = DocCache::PutResult::kStored;
+  for (std::int32_t id = 2; id <= 100000 && last == DocCache::PutResult::kStored; ++id)
+    last = st.put(doc_key(DocKind::kStyles, id), std::string(1000, 'n'));
+  CHECK(last == DocCache::PutResult::kFull);
+  CHECK(c.bytes() + st.bytes() <= budget);
+  CHECK(st.entries() > 1000);
+  CHECK(st.beside_current());
+  const std::size_t staged_entries = st.entries();
+  auto held = c.get(doc_key(DocKind::kStyles, 3));
+  REQUIRE(c.install(std::move(st), CatalogueId{"db", 5, 50}));
+  CHECK(c.catalogue() == CatalogueId{"db", 5, 50});
+  CHECK(c.entries() == staged_entries);
+  CHECK(c.get(doc_key(DocKind::kStyles, 1)).bytes == "new1");
+  CHECK(c.get(doc_key(DocKind::kStyles, 3)).bytes == std::string(1000, 'n'));
+  CHECK(held.bytes == std::string(1000, 'o'));  // a reader of the previous one is unaffected
+  CHECK(c.put(doc_key(DocKind::kDetail, 1), g, "old") == DocCache::PutResult::kStale);
+}
+
+TEST_CASE("DocCache: a staged generation is not installed over an invalidation") {
+  DocCache c(8 << 20);
+  REQUIRE(c.put(doc_key(DocKind::kDetail, 1), c.generation(), "x") == DocCache::PutResult::kStored);
+  auto st = c.staged();
+  CHECK(st.put(doc_key(DocKind::kDetail, 1), "y") == DocCache::PutResult::kStored);
+  c.invalidate();  // the database was lost meanwhile
+  CHECK_FALSE(st.beside_current());
+  CHECK_FALSE(c.install(std::move(st), CatalogueId{"db", 2, 0}));
+  CHECK(c.entries() == 0);
+  CHECK_FALSE(c.catalogue());
+}
