@@ -1352,6 +1352,33 @@ struct ApiProcess {
   }
 };
 
+// Starts a server as catwalk-api's main() does (warm_up(), then bind() and run()) on a thread;
+// warm_seconds is what warm_up() returned.
+struct Gated {
+  std::unique_ptr<catwalk::api::Server> server;
+  std::thread thread;
+  std::atomic<double> warm_seconds{-1};
+  std::string failure;
+  explicit Gated(const catwalk::api::ServerOptions& o)
+      : server(std::make_unique<catwalk::api::Server>(o)) {
+    thread = std::thread([this] {
+      try {
+        const auto waited = server->warm_up();
+        if (!waited) return;
+        warm_seconds = *waited;
+        server->bind();
+        server->run();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    });
+  }
+  ~Gated() {
+    server->stop();
+    thread.join();
+  }
+};
+
 const char kUnreachableDb[] =
     "postgresql://nobody@/catwalk?host=/nonexistent-catwalk-socket-dir&port=5";
 }  // namespace
@@ -1368,33 +1395,6 @@ TEST_CASE("--warm-wait: no snapshot, the port refuses until the warm-up complete
   // A pause after every product: the warm-up of the samples' 16 products takes about 5 s.
   opt.warm_batch_rows = 1;
   opt.warm_pause_ms = 300;
-
-  // Starts a server as catwalk-api's main() does (warm_up(), then bind() and run()) on a thread;
-  // returns the seconds warm_up() took, once the port accepts.
-  struct Gated {
-    std::unique_ptr<catwalk::api::Server> server;
-    std::thread thread;
-    std::atomic<double> warm_seconds{-1};
-    std::string failure;
-    explicit Gated(const catwalk::api::ServerOptions& o)
-        : server(std::make_unique<catwalk::api::Server>(o)) {
-      thread = std::thread([this] {
-        try {
-          const auto waited = server->warm_up();
-          if (!waited) return;
-          warm_seconds = *waited;
-          server->bind();
-          server->run();
-        } catch (const std::exception& e) {
-          failure = e.what();
-        }
-      });
-    }
-    ~Gated() {
-      server->stop();
-      thread.join();
-    }
-  };
 
   opt.port = free_port();
   double warmed_documents = 0;
@@ -1446,6 +1446,51 @@ TEST_CASE("--warm-wait: no snapshot, the port refuses until the warm-up complete
     CHECK(metric_at(opt.port, "catwalk_cache_misses_total") == 0);
     CHECK(metric_at(opt.port, "catwalk_cache_warmed_documents_total") == 0);
   }
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE(
+    "--warm-wait with a snapshot of an older publish: listens once it is checked and fetched") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  double documents = 0;
+  {
+    OwnServer first(opt);
+    wait_snapshot_written(first);
+    documents = first.metric("catwalk_cache_entries");
+  }
+  std::string dir = samples_with_product1_renamed("Camo Onesie Gated");
+  auto load = etl_load(dir);
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+
+  opt.db_url = shared_server().url();
+  opt.host = "127.0.0.1";
+  opt.access_log = false;
+  opt.port = free_port();
+  opt.warm_wait_s = 60;
+  opt.warm_pause_ms = 1000;  // after the fetch of the changed product: the refresh takes >= 1 s
+  {
+    Gated second(opt);
+    const PortWatch watch(opt.port, std::chrono::seconds(60));
+    REQUIRE_MESSAGE(watch.accepted, second.failure);
+    CHECK(watch.refused > 10);
+    CHECK(metric_at(opt.port, "catwalk_cache_warm_runs_completed_total") == 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_kept_documents_total") == documents - 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_entries") == documents);
+    // The first request: the new publish's document, from the cache.
+    httplib::Client c("127.0.0.1", opt.port);
+    c.set_read_timeout(10);
+    auto r = c.Get("/products/1");
+    REQUIRE(r);
+    CHECK(r->body.find("\"Camo Onesie Gated\"") != std::string::npos);
+    CHECK(metric_at(opt.port, "catwalk_cache_misses_total") == 0);
+    CHECK(metric_at(opt.port, "catwalk_cache_hits_total") == 1);
+  }
+  auto restore = etl_load(source_path("data-samples"));
+  CHECK(restore.exit_code == 0);
+  fs::remove_all(dir);
   fs::remove_all(cache_dir);
 }
 
