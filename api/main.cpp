@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "catwalk/api/server.hpp"
@@ -86,6 +87,12 @@ int main(int argc, char** argv) {
                  "connections that may wait for a free worker; more are answered 503 at once")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  app.add_option("--warm-wait", opt.warm_wait_s,
+                 "seconds to wait, at most, for the document cache to be warm before listening "
+                 "when no snapshot serves (a start behind a load balancer: the port refuses "
+                 "connections meanwhile, so requests go to warm instances); 0 listens at once")
+      ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
   bool quiet = false;
   app.add_flag("--no-access-log", quiet, "do not log one line per request on stderr");
   try {
@@ -111,23 +118,6 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   catwalk::api::Server server(opt);
-  int bound = 0;
-  try {
-    bound = server.bind();
-  } catch (const std::exception& e) {
-    catwalk::log("catwalk-api: {}", e.what());
-    return kExitCannotListen;
-  }
-  catwalk::log(
-      "catwalk-api {} listening on http://{}:{} (database {}, {} threads, {} db connections, "
-      "document cache {} MiB, snapshots {}; memory limit {})",
-      catwalk::kVersionText, opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
-      opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
-      opt.db_pool, opt.cache_mb, opt.cache_dir.empty() ? "off" : "in " + opt.cache_dir,
-      limit ? fmt::format("{} MiB from {}", limit->bytes >> 20, limit->source) : "unknown");
-  if (!opt.read_db_url.empty())
-    catwalk::log("catwalk-api: catalogue reads from {}", catwalk::redact_db_url(opt.read_db_url));
-
   std::atomic<bool> done{false};
   std::thread signals([&] {
     int sig = 0;
@@ -137,10 +127,49 @@ int main(int argc, char** argv) {
       server.stop();
     }
   });
+  const auto end_signals = [&] {
+    done.store(true);
+    pthread_kill(signals.native_handle(), SIGTERM);  // wakes the signal thread if no signal came
+    signals.join();
+  };
+
+  // With --warm-wait the port is bound only once the cache is warm: a taken port is told at
+  // once, not after the wait.
+  int bound = 0;
+  std::optional<double> warmed;
+  try {
+    if (opt.warm_wait_s > 0) {
+      server.check_port();
+      catwalk::log(
+          "catwalk-api: warming the document cache before listening on {}:{} (at most "
+          "{} s, --warm-wait)",
+          opt.host, opt.port, opt.warm_wait_s);
+    }
+    warmed = server.warm_up();
+    if (warmed) bound = server.bind();
+  } catch (const std::exception& e) {
+    catwalk::log("catwalk-api: {}", e.what());
+    end_signals();
+    return kExitCannotListen;
+  }
+  if (!warmed) {  // a signal during the wait: nothing was served
+    end_signals();
+    catwalk::log("catwalk-api stopped before listening");
+    return kExitOk;
+  }
+  catwalk::log(
+      "catwalk-api {} listening on http://{}:{}{} (database {}, {} threads, {} db connections, "
+      "document cache {} MiB, snapshots {}; memory limit {})",
+      catwalk::kVersionText, opt.host == "0.0.0.0" ? "localhost" : opt.host, bound,
+      opt.warm_wait_s > 0 ? fmt::format(" after {:.1f} s warm-up", *warmed) : std::string(),
+      opt.db_url.empty() ? "from PG* variables" : catwalk::redact_db_url(opt.db_url), opt.threads,
+      opt.db_pool, opt.cache_mb, opt.cache_dir.empty() ? "off" : "in " + opt.cache_dir,
+      limit ? fmt::format("{} MiB from {}", limit->bytes >> 20, limit->source) : "unknown");
+  if (!opt.read_db_url.empty())
+    catwalk::log("catwalk-api: catalogue reads from {}", catwalk::redact_db_url(opt.read_db_url));
+
   server.run();
-  done.store(true);
-  pthread_kill(signals.native_handle(), SIGTERM);  // wakes the signal thread if no signal came
-  signals.join();
+  end_signals();
   catwalk::log("catwalk-api stopped");
   return kExitOk;
 }

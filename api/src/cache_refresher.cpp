@@ -54,6 +54,28 @@ void CacheRefresher::request_stop() {
   }
   watch_cv_.notify_all();
   warm_cv_.notify_all();
+  ready_cv_.notify_all();
+}
+
+CacheRefresher::WaitEnd CacheRefresher::wait_ready(Clock::time_point deadline) {
+  if (!opt_.cache_on) return WaitEnd::kReady;
+  std::unique_lock lock(mu_);
+  if (!ready_cv_.wait_until(lock, deadline, [&] { return stopping_ || ready_; }))
+    return WaitEnd::kTimeout;
+  return stopping_ ? WaitEnd::kStopped : WaitEnd::kReady;
+}
+
+bool CacheRefresher::catalogue_readable() {
+  std::lock_guard lock(mu_);
+  return db_ok_;
+}
+
+void CacheRefresher::mark_ready() {
+  {
+    std::lock_guard lock(mu_);
+    ready_ = true;
+  }
+  ready_cv_.notify_all();
 }
 
 void CacheRefresher::join() {
@@ -157,6 +179,7 @@ void CacheRefresher::confirm_snapshot() {
     update_usable();
     snapshot_loads_.fetch_add(1);
     prefault_pending_ = true;
+    ready_ = true;
     catwalk::log("cache snapshot: serving publish {} from it, nothing to read", id.version);
   } catch (const std::exception&) {
   }
@@ -367,6 +390,7 @@ bool CacheRefresher::refresh() {
     warm_runs_completed_.fetch_add(1);
     catwalk::log("cache warm-up: {} documents fetched, {} cached, {} MiB, in {:.1f} s", stored,
                  cache_.entries(), cache_.live_bytes() >> 20, seconds);
+    mark_ready();  // before the snapshot is written: a waiting start listens now
   }
   warming_.store(false);
   if (completed && changed && snapshots_.enabled()) {

@@ -25,8 +25,8 @@
 //     either way its page tables are then populated in the background (no fault per request).
 //   After a refresh that changed the cache completes, the generation is written to the snapshot.
 //
-// Thread-safety: start() and join() from the thread that owns the object; request_stop() and
-// the getters from any thread.
+// Thread-safety: start() and join() from the thread that owns the object; request_stop(),
+// wait_ready() and the getters from any thread.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -68,6 +68,15 @@ class CacheRefresher {
   void request_stop();  // asks both threads to end promptly; does not wait
   void join();          // waits for both threads (after request_stop())
 
+  // For a start that listens only once warm (--warm-wait): waits, after start(), until the cache
+  // serves the published catalogue completely (a snapshot confirmed in start(), or a refresh
+  // that completed: every document the budget allows, a budget that filled up counts), until
+  // `deadline`, or until request_stop(). With the cache off there is nothing to wait for.
+  enum class WaitEnd { kReady, kTimeout, kStopped };
+  WaitEnd wait_ready(std::chrono::steady_clock::time_point deadline);
+  // The watcher's last poll read the catalogue's identity (false: unreachable, or none loaded).
+  bool catalogue_readable();
+
   // The publish version last seen (-1: unknown) and the warm-up counters.
   long long publish_version() const { return publish_version_.load(); }
   bool warming() const { return warming_.load(); }
@@ -91,6 +100,7 @@ class CacheRefresher {
   // Sets the cache usable when the database answers and the generation holds nothing unchecked.
   void update_usable();  // under mu_
   bool refresh();        // the warmer's job: see the class comment; true when complete
+  void mark_ready();     // a refresh completed: wakes wait_ready()
   // How a fingerprint scan ended: stopping, a successor swapped in, the cache emptied for the
   // waste, or the generation lost to the watcher meanwhile.
   // kStage: keep nothing, warm the new catalogue beside the serving one (`may_stage`, and the
@@ -133,6 +143,8 @@ class CacheRefresher {
   bool db_ok_ = false;             // the watcher's last poll succeeded
   bool unchecked_ = false;         // the generation is a snapshot not yet checked
   bool prefault_pending_ = false;  // a snapshot confirmed in start(): the warmer prefaults it
+  bool ready_ = false;             // served completely once: see wait_ready()
+  std::condition_variable ready_cv_;
   std::thread watcher_, warmer_;
   std::optional<DbConnection> warm_conn_;  // the warmer thread's own
 

@@ -1,10 +1,13 @@
 // catwalk::api::Server: owns the parts (connection pool, repository, document cache and its
 // refresher, metrics, handlers), wires the handlers into cpp-httplib with the measured tuning,
-// and runs the listener until stop().
+// optionally waits for a warm cache before binding (--warm-wait), and runs the listener until
+// stop().
 #include "catwalk/api/server.hpp"
 
 #include <httplib.h>
+#include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -32,6 +35,13 @@ using httplib::Response;
 using HandlerResponse = httplib::Server::HandlerResponse;
 
 constexpr int kListenBacklog = 1024;
+using Clock = std::chrono::steady_clock;
+
+std::string port_error(const std::string& host, int port) {
+  return fmt::format(
+      "cannot listen on {}:{}: the port is in use or not allowed; pick another with --port or PORT",
+      host, port);
+}
 
 }  // namespace
 
@@ -141,15 +151,60 @@ int Server::bind() {
     if (port < 0)
       throw std::runtime_error(fmt::format("cannot bind {}: no free port", im.opt.host));
   } else if (!im.http.bind_to_port(im.opt.host, port)) {
-    throw std::runtime_error(
-        fmt::format("cannot listen on {}:{}: the port is in use or not allowed; pick another with "
-                    "--port or PORT",
-                    im.opt.host, port));
+    throw std::runtime_error(port_error(im.opt.host, port));
   }
   if (!im.http.relisten(kListenBacklog))
     catwalk::log("warning: could not raise the listen backlog");
   im.opt.port = port;
   return port;
+}
+
+// Binds (as the listener does: SO_REUSEADDR) without listen(), then closes: nothing can connect.
+void Server::check_port() const {
+  const auto& o = impl_->opt;
+  if (o.port == 0) return;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(o.port);
+  if (::getaddrinfo(o.host.c_str(), service.c_str(), &hints, &found) != 0)
+    throw std::runtime_error(port_error(o.host, o.port));
+  bool ok = false;
+  for (const addrinfo* a = found; a != nullptr && !ok; a = a->ai_next) {
+    const int s = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (s < 0) continue;
+    const int yes = 1;
+    ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    ok = ::bind(s, a->ai_addr, a->ai_addrlen) == 0;
+    ::close(s);
+  }
+  ::freeaddrinfo(found);
+  if (!ok) throw std::runtime_error(port_error(o.host, o.port));
+}
+
+std::optional<double> Server::warm_up() {
+  auto& im = *impl_;
+  if (im.opt.warm_wait_s <= 0) return 0.0;
+  const auto t0 = Clock::now();
+  im.refresher.start();
+  const auto end = im.refresher.wait_ready(t0 + std::chrono::seconds(im.opt.warm_wait_s));
+  if (end == CacheRefresher::WaitEnd::kStopped) return std::nullopt;
+  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (end == CacheRefresher::WaitEnd::kTimeout) {
+    // Serving as a start without the wait would: misses read the database, which answers 503
+    // while it cannot be reached; the warm-up goes on in the background.
+    catwalk::log(
+        "catwalk-api: the cache is not warm after --warm-wait {} s ({}; {} documents cached): "
+        "listening anyway",
+        im.opt.warm_wait_s,
+        im.refresher.catalogue_readable()
+            ? "the warm-up is still reading the catalogue"
+            : "the catalogue cannot be read: database unreachable, or nothing published",
+        im.cache.entries());
+  }
+  return waited;
 }
 
 void Server::run() {

@@ -1330,6 +1330,308 @@ TEST_CASE("a full disk while writing the snapshot: logged, no file left, serving
 }
 
 namespace {
+// Whether a TCP connection to 127.0.0.1:`port` is accepted now (refused: nothing listens).
+bool port_accepts(int port) {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(s >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool ok = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(s);
+  return ok;
+}
+
+// Polls `port` every 20 ms until it accepts or `limit` passes; counts the refusals before.
+struct PortWatch {
+  bool accepted = false;
+  int refused = 0;
+  double seconds = 0;  // from the start of the watch to the first accepted connection
+  PortWatch(int port, std::chrono::milliseconds limit) {
+    const auto t0 = Clock::now();
+    while (Clock::now() - t0 < limit) {
+      if (port_accepts(port)) {
+        accepted = true;
+        break;
+      }
+      ++refused;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+};
+
+// A catwalk-api binary run by a test, its stderr and stdout in a file; SIGKILLed if still running
+// when the object dies.
+struct ApiProcess {
+  pid_t pid = -1;
+  std::string log_dir, log_file;
+
+  explicit ApiProcess(const std::vector<std::string>& flags) {
+    log_dir = catwalk::test::make_temp_dir("catwalk-api-process");
+    log_file = log_dir + "/stderr";
+    // Everything the child needs is prepared before fork() (the test process has threads).
+    std::vector<std::string> args{binary_path("catwalk-api")};
+    args.insert(args.end(), flags.begin(), flags.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(log_fd >= 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::dup2(log_fd, STDERR_FILENO);
+      ::dup2(log_fd, STDOUT_FILENO);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(log_fd);
+  }
+  ~ApiProcess() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    fs::remove_all(log_dir);
+  }
+  ApiProcess(const ApiProcess&) = delete;
+  ApiProcess& operator=(const ApiProcess&) = delete;
+
+  // The exit status once it exited within `limit`, else -1 (still running).
+  int wait_exit(std::chrono::milliseconds limit) {
+    int status = 0;
+    for (auto t0 = Clock::now(); Clock::now() - t0 < limit;) {
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+  }
+  std::string log() const { return read_text(log_file); }
+  bool wait_log(const std::string& text, std::chrono::milliseconds limit) const {
+    for (auto t0 = Clock::now(); Clock::now() - t0 < limit;) {
+      if (log().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+};
+
+// Starts a server as catwalk-api's main() does (warm_up(), then bind() and run()) on a thread;
+// warm_seconds is what warm_up() returned.
+struct Gated {
+  std::unique_ptr<catwalk::api::Server> server;
+  std::thread thread;
+  std::atomic<double> warm_seconds{-1};
+  std::string failure;
+  explicit Gated(const catwalk::api::ServerOptions& o)
+      : server(std::make_unique<catwalk::api::Server>(o)) {
+    thread = std::thread([this] {
+      try {
+        const auto waited = server->warm_up();
+        if (!waited) return;
+        warm_seconds = *waited;
+        server->bind();
+        server->run();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    });
+  }
+  ~Gated() {
+    server->stop();
+    thread.join();
+  }
+};
+
+const char kUnreachableDb[] =
+    "postgresql://nobody@/catwalk?host=/nonexistent-catwalk-socket-dir&port=5";
+}  // namespace
+
+TEST_CASE("--warm-wait: no snapshot, the port refuses until the warm-up completed, then hits") {
+  api();  // the database is loaded
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  catwalk::api::ServerOptions opt;
+  opt.db_url = shared_server().url();
+  opt.host = "127.0.0.1";
+  opt.access_log = false;
+  opt.cache_dir = cache_dir;  // empty: a cold start
+  opt.warm_wait_s = 60;
+  // A pause after every product: the warm-up of the samples' 16 products takes about 5 s.
+  opt.warm_batch_rows = 1;
+  opt.warm_pause_ms = 300;
+
+  opt.port = free_port();
+  double warmed_documents = 0;
+  {
+    Gated first(opt);
+    const PortWatch watch(opt.port, std::chrono::seconds(60));
+    REQUIRE_MESSAGE(watch.accepted, first.failure);
+    // Refused while the warm-up ran (about 5 s: 250 polls; at least a few dozen on a loaded
+    // machine), then the first accepted connection finds it complete.
+    CHECK(watch.refused > 25);
+    CHECK(metric_at(opt.port, "catwalk_cache_warm_runs_completed_total") == 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_warming") == 0);
+    warmed_documents = metric_at(opt.port, "catwalk_cache_warmed_documents_total");
+    CHECK(warmed_documents >= 30);  // 3 per product
+    CHECK(metric_at(opt.port, "catwalk_cache_entries") == warmed_documents);
+    CHECK(first.warm_seconds.load() >= 1.0);
+    // The first catalogue request is a hit: no document was read for a request.
+    httplib::Client c("127.0.0.1", opt.port);
+    c.set_read_timeout(10);
+    auto r = c.Get("/products/1/styles");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(metric_at(opt.port, "catwalk_cache_hits_total") == 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_misses_total") == 0);
+    // Its snapshot, for the restart below.
+    bool written = false;
+    for (auto t0 = Clock::now(); !written && Clock::now() - t0 < std::chrono::seconds(10);) {
+      written = metric_at(opt.port, "catwalk_cache_snapshot_writes_total") == 1;
+      if (!written) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    REQUIRE(written);
+  }
+
+  // A restart with the snapshot of the published catalogue: it serves at once, so the gate does
+  // not wait for the (slow) warm-up.
+  opt.port = free_port();
+  {
+    Gated second(opt);
+    const PortWatch watch(opt.port, std::chrono::seconds(60));
+    REQUIRE_MESSAGE(watch.accepted, second.failure);
+    CHECK(second.warm_seconds.load() < 3.0);
+    CHECK(metric_at(opt.port, "catwalk_cache_snapshot_loads_total") == 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_entries") == warmed_documents);
+    httplib::Client c("127.0.0.1", opt.port);
+    c.set_read_timeout(10);
+    auto r = c.Get("/products/1/styles");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(metric_at(opt.port, "catwalk_cache_misses_total") == 0);
+    CHECK(metric_at(opt.port, "catwalk_cache_warmed_documents_total") == 0);
+  }
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE(
+    "--warm-wait with a snapshot of an older publish: listens once it is checked and fetched") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  double documents = 0;
+  {
+    OwnServer first(opt);
+    wait_snapshot_written(first);
+    documents = first.metric("catwalk_cache_entries");
+  }
+  std::string dir = samples_with_product1_renamed("Camo Onesie Gated");
+  auto load = etl_load(dir);
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+
+  opt.db_url = shared_server().url();
+  opt.host = "127.0.0.1";
+  opt.access_log = false;
+  opt.port = free_port();
+  opt.warm_wait_s = 60;
+  opt.warm_pause_ms = 1000;  // after the fetch of the changed product: the refresh takes >= 1 s
+  {
+    Gated second(opt);
+    const PortWatch watch(opt.port, std::chrono::seconds(60));
+    REQUIRE_MESSAGE(watch.accepted, second.failure);
+    CHECK(watch.refused > 10);
+    CHECK(metric_at(opt.port, "catwalk_cache_warm_runs_completed_total") == 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_kept_documents_total") == documents - 1);
+    CHECK(metric_at(opt.port, "catwalk_cache_entries") == documents);
+    // The first request: the new publish's document, from the cache.
+    httplib::Client c("127.0.0.1", opt.port);
+    c.set_read_timeout(10);
+    auto r = c.Get("/products/1");
+    REQUIRE(r);
+    CHECK(r->body.find("\"Camo Onesie Gated\"") != std::string::npos);
+    CHECK(metric_at(opt.port, "catwalk_cache_misses_total") == 0);
+    CHECK(metric_at(opt.port, "catwalk_cache_hits_total") == 1);
+  }
+  auto restore = etl_load(source_path("data-samples"));
+  CHECK(restore.exit_code == 0);
+  fs::remove_all(dir);
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("--warm-wait with the database unreachable: listens after the wait, says why, 503s") {
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  const int port = free_port();
+  ApiProcess p({"--db", kUnreachableDb, "--host", "127.0.0.1", "--port", std::to_string(port),
+                "--cache-dir", cache_dir, "--warm-wait", "2", "--no-access-log"});
+  const PortWatch watch(port, std::chrono::seconds(20));
+  INFO(p.log());
+  REQUIRE(watch.accepted);
+  // It waited (the port refused meanwhile), and not much longer than its 2 s.
+  CHECK(watch.seconds >= 1.5);
+  CHECK(watch.seconds < 12);
+  const std::string log = p.log();
+  CHECK(log.find("not warm after --warm-wait 2 s (the catalogue cannot be read") !=
+        std::string::npos);
+  CHECK(log.find("listening on http://127.0.0.1:" + std::to_string(port) + " after ") !=
+        std::string::npos);
+  // Serving as without the wait: the catalogue routes answer 503 while the database is down.
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10);
+  auto health = c.Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  check_503(c.Get("/products/1/styles"), "unavailable");
+  REQUIRE(::kill(p.pid, SIGTERM) == 0);
+  CHECK(p.wait_exit(std::chrono::seconds(15)) == 0);
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("--warm-wait: SIGTERM during the wait exits 0 at once, without ever listening") {
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  const int port = free_port();
+  // An unreachable database: the wait would last its whole 60 s.
+  ApiProcess p({"--db", kUnreachableDb, "--host", "127.0.0.1", "--port", std::to_string(port),
+                "--cache-dir", cache_dir, "--warm-wait", "60", "--no-access-log"});
+  REQUIRE(p.wait_log("warming the document cache before listening", std::chrono::seconds(10)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK_FALSE(port_accepts(port));
+  REQUIRE(::kill(p.pid, SIGTERM) == 0);
+  const auto t0 = Clock::now();
+  CHECK(p.wait_exit(std::chrono::seconds(10)) == 0);
+  CHECK(Clock::now() - t0 < std::chrono::seconds(3));
+  const std::string log = p.log();
+  INFO(log);
+  CHECK(log.find("stopped before listening") != std::string::npos);
+  CHECK(log.find(" listening on http://") == std::string::npos);
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("--warm-wait on a port in use: exit 3 at once, not after the wait") {
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  int busy = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(busy >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(busy, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(busy, 1) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(busy, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  ApiProcess p({"--db", kUnreachableDb, "--host", "127.0.0.1", "--port", std::to_string(port),
+                "--cache-dir", cache_dir, "--warm-wait", "60", "--no-access-log"});
+  CHECK(p.wait_exit(std::chrono::seconds(10)) == 3);
+  CHECK(p.log().find("cannot listen on 127.0.0.1:" + std::to_string(port)) != std::string::npos);
+  ::close(busy);
+  fs::remove_all(cache_dir);
+}
+
+namespace {
 // Strict UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF).
 bool valid_utf8(const std::string& s) {
   auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };

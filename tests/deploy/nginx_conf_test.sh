@@ -27,4 +27,10 @@ fi
 if grep -Eq '^\s*proxy_next_upstream\s[^;]*non_idempotent' "$dir/three/catwalk.conf"; then
   echo "FAIL: proxy_next_upstream must not retry non-idempotent requests" >&2; exit 1
 fi
+# What --warm-wait relies on: an instance that refuses connections (still warming) is passed
+# over, and taken out for a while after a few refusals.
+grep -Eq '^\s*proxy_next_upstream\s+error[ ;]' "$dir/three/catwalk.conf" \
+  || { echo "FAIL: proxy_next_upstream must pass a refused request to the next instance" >&2; exit 1; }
+grep -Eq 'max_fails=[1-9][0-9]* fail_timeout=' "$dir/three/catwalk.conf" \
+  || { echo "FAIL: the upstream servers need max_fails and fail_timeout" >&2; exit 1; }
 echo "ok: nginx -t accepts the rendered configuration"

@@ -2,11 +2,13 @@
 // The Catwalk HTTP API server: every route of the contract (docs/api-contract.md), at the root
 // and under /catwalk, on cpp-httplib, reading the documents the loader precomputed at publish time.
 //
-// Thread-safety: construct, bind() and run() from one thread; stop() may be called from any
-// thread (a signal-handling thread, a test) and makes run() return after in-flight requests end.
+// Thread-safety: construct, warm_up(), bind() and run() from one thread; stop() may be called
+// from any thread (a signal-handling thread, a test): it ends warm_up() at once and makes run()
+// return after in-flight requests end.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace catwalk::api {
@@ -32,6 +34,7 @@ struct ServerOptions {
   int header_timeout_s = 5;      // a request's head and body must arrive within this of its start
   std::size_t max_queued = 512;  // connections waiting for a worker; beyond it new ones get 503
   bool access_log = true;        // one stderr line per request
+  int warm_wait_s = 0;  // > 0: warm_up() waits at most this long for a warm cache (--warm-wait)
 };
 
 class Server {
@@ -45,6 +48,18 @@ class Server {
   // std::runtime_error naming the address when it is taken. Does not touch the database:
   // the API starts (and answers /health, and 503 on data routes) while PostgreSQL is down.
   int bind();
+  // Throws as bind() would when the port cannot be bound now, without binding it: a start that
+  // waits for its cache before bind() fails at once, not after the wait. Best effort (another
+  // process may take the port meanwhile, which bind() then reports).
+  void check_port() const;
+  // A readiness gate for a start behind a load balancer, called before bind() (a port that is
+  // not bound refuses connections, so the balancer sends requests elsewhere): with warm_wait_s
+  // > 0, starts the cache's warm-up and waits until the cache serves the published catalogue
+  // completely (at once when a snapshot of it was mapped), or warm_wait_s at most, which it
+  // logs with the reason (a database that cannot be read never keeps the server from
+  // listening). Returns the seconds waited, or nothing when stop() came first (do not listen).
+  // With warm_wait_s 0 returns 0 at once: the warm-up starts in run(), while serving.
+  std::optional<double> warm_up();
   // Serves until stop(). Returns after in-flight requests finish.
   void run();
   void stop();
