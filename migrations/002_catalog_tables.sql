@@ -73,13 +73,27 @@ CREATE TABLE cart_import (
 -- with the bytes 1f 8b, JSON with '{' or '['). The API caches these bytes and inflates them
 -- for clients that do not accept gzip. item stays text: the list route joins items in SQL.
 -- STORAGE EXTERNAL: PostgreSQL must not try to compress them again.
+-- fp_*: each document's fingerprint, computed by PostgreSQL as the loader COPYs the row: its
+-- stored length (int4, network order), then its last 8 bytes when it is a gzip member (the CRC-32
+-- and length of its JSON), else the whole (short) JSON. The primary key carries them (INCLUDE,
+-- 004), so that catwalk-api, after a publish, reads every fingerprint with an index-only scan of
+-- about 70 MB instead of a scan of this 1.2 GB heap, and keeps the documents that match.
 CREATE TABLE product_docs (
   id      integer NOT NULL,
   rn      integer NOT NULL,  -- 1-based rank by id: page P of size C is rn in ((P-1)*C, P*C]
   item    text    NOT NULL,
   detail  bytea   NOT NULL,
   styles  bytea   NOT NULL,
-  related bytea   NOT NULL
+  related bytea   NOT NULL,
+  fp_detail bytea GENERATED ALWAYS AS (int4send(length(detail)) ||
+    CASE WHEN length(detail) > 64 AND substring(detail FROM 1 FOR 2) = '\x1f8b'::bytea
+         THEN substring(detail FROM length(detail) - 7) ELSE detail END) STORED,
+  fp_styles bytea GENERATED ALWAYS AS (int4send(length(styles)) ||
+    CASE WHEN length(styles) > 64 AND substring(styles FROM 1 FOR 2) = '\x1f8b'::bytea
+         THEN substring(styles FROM length(styles) - 7) ELSE styles END) STORED,
+  fp_related bytea GENERATED ALWAYS AS (int4send(length(related)) ||
+    CASE WHEN length(related) > 64 AND substring(related FROM 1 FOR 2) = '\x1f8b'::bytea
+         THEN substring(related FROM length(related) - 7) ELSE related END) STORED
 );
 ALTER TABLE product_docs
   ALTER COLUMN detail SET STORAGE EXTERNAL,

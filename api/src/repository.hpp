@@ -102,11 +102,18 @@ bool matches(std::string_view cached, const DocFingerprint& f);
 CatalogueId read_catalogue_id(DbConnection& conn, Deadline deadline);
 
 // The fingerprint scan: every product's three fingerprints in one COPY on `conn`, handed to
-// `sink` one product at a time (false stops it). PostgreSQL reads only the first bytes and the
-// last 8 of a TOASTed (out-of-line) document: slices, not the whole value. Throws pg::DbError;
+// `sink` one product at a time (false stops it): from the fp_* columns the loader's schema
+// computes, by an index-only scan, when the catalogue has them (SET LOCAL in the caller's
+// transaction), else computed from the documents (a scan of the whole heap). Throws pg::DbError;
 // true when every product was handed over.
 bool stream_fingerprints(DbConnection& conn, std::chrono::milliseconds idle,
                          const std::function<bool(const ProductFingerprints&)>& sink);
+// Whether the published catalogue has the fp_* columns (loaded by a catwalk-etl whose schema
+// has them). Throws pg::DbError.
+bool catalogue_has_fingerprints(DbConnection& conn, Deadline deadline);
+// The scan's SELECT: id and the three fingerprints (each: int4 length, then the probe), from
+// the fp_* columns (`narrow`) or computed from the documents. For tests (EXPLAIN).
+std::string fingerprint_select(bool narrow);
 
 // The documents of `ids` (a few thousand at most per call; ids no longer in the catalogue are
 // left out), one prepared-free parameterized SELECT on `conn`, handed to `sink` one product at a

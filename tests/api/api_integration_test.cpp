@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -25,7 +26,9 @@
 #include "catwalk/api/server.hpp"
 #include "catwalk/gzip.hpp"
 #include "catwalk/pg.hpp"
+#include "db_connection.hpp"
 #include "pg_server.hpp"
+#include "repository.hpp"
 
 namespace fs = std::filesystem;
 using catwalk::test::binary_path;
@@ -1061,6 +1064,69 @@ void restore_samples(OwnServer& s) {
   publish_and_wait(s, source_path("data-samples"), runs);
 }
 }  // namespace
+
+namespace {
+// Every product's fingerprints as stream_fingerprints() hands them over, on `conn`.
+std::vector<std::string> fingerprint_rows(catwalk::api::DbConnection& conn) {
+  std::vector<std::string> rows;
+  const bool whole = catwalk::api::stream_fingerprints(
+      conn, std::chrono::seconds(10), [&](const catwalk::api::ProductFingerprints& p) {
+        std::string row = std::to_string(p.id);
+        for (const auto& d : p.docs) {
+          row += '|';
+          row += std::to_string(d.length);
+          row += ':';
+          row += d.probe;
+        }
+        rows.push_back(std::move(row));
+        return true;
+      });
+  REQUIRE(whole);
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+catwalk::api::Deadline soon() { return Clock::now() + std::chrono::seconds(10); }
+}  // namespace
+
+TEST_CASE("the fingerprint scan reads the primary key's fingerprint columns, not the heap") {
+  api();
+  catwalk::api::DbConnection conn(shared_server().url(), soon());
+  CHECK(catwalk::api::catalogue_has_fingerprints(conn, soon()));
+  // The columns PostgreSQL computed at load time are what the scan would compute from the
+  // documents: the same rows both ways.
+  const std::string narrow = catwalk::api::fingerprint_select(true);
+  const std::string computed = catwalk::api::fingerprint_select(false);
+  CHECK(sql_value("SELECT count(*) FROM ((" + narrow + ") EXCEPT (" + computed + ")) x") == 0);
+  CHECK(sql_value("SELECT count(*) FROM ((" + computed + ") EXCEPT (" + narrow + ")) x") == 0);
+  CHECK(sql_value("SELECT count(*) FROM (" + narrow + ") x") ==
+        sql_value("SELECT count(*) FROM catwalk.products"));
+  // An index-only scan of the primary key, no heap page read (COPY FREEZE left them visible).
+  conn.exec("BEGIN", soon());
+  conn.exec("SET LOCAL enable_seqscan = off", soon());
+  auto plan = conn.exec(("EXPLAIN (ANALYZE, COSTS off) " + narrow).c_str(), soon());
+  std::string text;
+  for (int i = 0; i < plan.rows(); ++i) text += std::string(plan.get(i, 0)) + "\n";
+  conn.exec("COMMIT", soon());
+  CAPTURE(text);
+  CHECK(text.find("Index Only Scan using product_docs_pkey") != std::string::npos);
+  CHECK(text.find("Heap Fetches: 0") != std::string::npos);
+
+  // A catalogue loaded before the columns existed: the scan computes the same from the documents.
+  const auto rows = fingerprint_rows(conn);
+  REQUIRE(rows.size() ==
+          static_cast<std::size_t>(sql_value("SELECT count(*) FROM catwalk.products")));
+  conn.exec("BEGIN", soon());
+  conn.exec(
+      "ALTER TABLE catwalk.product_docs DROP COLUMN fp_detail, DROP COLUMN fp_styles, "
+      "DROP COLUMN fp_related",
+      soon());
+  CHECK_FALSE(catwalk::api::catalogue_has_fingerprints(conn, soon()));
+  const auto old_rows = fingerprint_rows(conn);
+  conn.exec("ROLLBACK", soon());
+  CHECK(old_rows == rows);
+  CHECK(catwalk::api::catalogue_has_fingerprints(conn, soon()));
+}
 
 TEST_CASE("a publish keeps the documents it did not change: only changed ones are read again") {
   api();  // the database is loaded
