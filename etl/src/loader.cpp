@@ -387,6 +387,12 @@ class Run {
       c = std::make_unique<pg::Connection>(o_.db_url);
       c->exec(fmt::format("SET search_path = {}, public", kStagingSchema));
       c->exec("SET maintenance_work_mem = '1GB'");
+      // A load keeps every core busy (--jobs connections, the loader's own threads): parallel
+      // index builds would only add work. Their workers sort into temporary files that the
+      // leader reads back and merges, where one process sorts in memory: the skus indexes took
+      // 8.0-8.6 CPU-seconds with 2 workers and 6.0-6.2 alone, in the same wall time even on
+      // idle cores (bench/README.md, "Round of 2026-11-25 (2)").
+      c->exec("SET max_parallel_maintenance_workers = 0");
       c->exec("SET work_mem = '256MB'");
       // The work tables have no statistics yet: estimates are far off and would trigger JIT
       // compilation that costs more than it saves.

@@ -77,7 +77,13 @@ TEST_CASE("post-data steps: parsed from the migrations with their dependencies")
   REQUIRE(find("foreign_keys") != nullptr);
   REQUIRE(find("product_docs_keys") != nullptr);
   CHECK(find("foreign_keys")->after.size() == 6);
-  CHECK(find("product_docs_keys")->after == std::vector<std::string>{"documents"});
+  // The documents' two indexes are built at once, then the key is attached.
+  REQUIRE(find("product_docs_id_index") != nullptr);
+  REQUIRE(find("product_docs_rn_index") != nullptr);
+  CHECK(find("product_docs_id_index")->after == std::vector<std::string>{"documents"});
+  CHECK(find("product_docs_rn_index")->after == std::vector<std::string>{"documents"});
+  CHECK(find("product_docs_keys")->after ==
+        std::vector<std::string>{"product_docs_id_index", "product_docs_rn_index"});
   CHECK(find("skus_keys")->after == std::vector<std::string>{"skus"});
   CHECK(find("product_docs_keys")->sql.find("product_docs_pkey") != std::string::npos);
   CHECK(find("products_keys")->sql.find("-- step:") == std::string::npos);

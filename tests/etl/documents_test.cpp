@@ -183,6 +183,86 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
   std::filesystem::remove_all(tmp);
 }
 
+TEST_CASE("DocumentStore: products sharing a partition, ids near or far apart, assemble in order") {
+  // Product 7 and product `big` in one partition. Ids 2,000,000,000 apart: the assembly's
+  // counting pass by product does not apply and one comparison sort orders them. Ids 7 and 11
+  // in partition 1 of 2: the counting pass groups them. The documents are the same.
+  for (auto [big, partitions] : {std::pair<std::string, int>{"2000000000", 1}, {"11", 2}}) {
+    CAPTURE(big);
+    std::string tmp = catwalk::test::make_temp_dir("catwalk-docs-sparse");
+    std::string out;
+    {
+      DocumentStore store(tmp, partitions);
+      IdSet products, styles, features, photos, skus, related;
+      {
+        Feeder f(store, "products", "id,name,slogan,description,category,default_price", products,
+                 {});
+        f.add(big + R"(,"Big","s","d","c",1)", 2);
+        f.add(R"(7,"Small","s","d","c",2)", 3);
+        f.w->close();
+      }
+      {
+        Feeder f(store, "styles", "id,productId,name,sale_price,original_price,default_style",
+                 styles, {nullptr, &products, nullptr, nullptr, nullptr, nullptr});
+        f.add(R"(1000000000,7,"B",null,1,0)", 2);
+        f.add("3," + big + R"(,"X",null,1,1)", 3);
+        f.add(R"(5,7,"A",null,1,1)", 4);
+        f.w->close();
+      }
+      {
+        Feeder f(store, "features", "id,product_id,feature,value", features,
+                 {nullptr, &products, nullptr, nullptr});
+        f.add(R"(9,7,"F9","v")", 2);
+        f.add("1," + big + R"(,"F1","v")", 3);
+        f.add(R"(4,7,"F4","v")", 4);
+        f.w->close();
+      }
+      {
+        Feeder f(store, "photos", "id,styleId,url,thumbnail_url", photos,
+                 {nullptr, &styles, nullptr, nullptr});
+        f.add(R"(1,1000000000,"u1","t1")", 2);
+        f.add(R"(2,5,"u2","t2")", 3);
+        f.add(R"(3,1000000000,"u3","t3")", 4);
+        f.add(R"(4,3,"u4","t4")", 5);
+        f.w->close();
+      }
+      {
+        Feeder f(store, "skus", "id,styleId,size,quantity", skus,
+                 {nullptr, &styles, nullptr, nullptr});
+        f.add(R"(6,5,"M",1)", 2);
+        f.add(R"(2,5,"S",2)", 3);
+        f.w->close();
+      }
+      products.finalize();
+      std::string binary;
+      CHECK(store.assemble(products, [&](const std::string& chunk) { binary += chunk; }) == 2);
+      using catwalk::test::Bin;
+      out = catwalk::test::decode_rows(
+          binary,
+          {Bin::kInt4, Bin::kInt4, Bin::kText, Bin::kDocument, Bin::kDocument, Bin::kDocument},
+          copy_binary::kHeader.size());
+    }
+    // Product 7 first (rank 1); its features in export order; its styles by id, each with its
+    // photos and skus in export order.
+    CHECK(out.starts_with("7\t1\t"));
+    CHECK(out.find("\"features\":[{\"feature\":\"F9\",\"value\":\"v\"},"
+                   "{\"feature\":\"F4\",\"value\":\"v\"}]}\t") != std::string::npos);
+    CHECK(out.find("{\"product_id\":\"7\",\"results\":["
+                   "{\"style_id\":5,\"name\":\"A\",\"original_price\":\"1\",\"sale_price\":null,"
+                   "\"default?\":true,\"photos\":[{\"thumbnail_url\":\"t2\",\"url\":\"u2\"}],"
+                   "\"skus\":{\"6\":{\"quantity\":1,\"size\":\"M\"},\"2\":{\"quantity\":2,"
+                   "\"size\":\"S\"}}},"
+                   "{\"style_id\":1000000000,\"name\":\"B\",\"original_price\":\"1\","
+                   "\"sale_price\":null,\"default?\":false,\"photos\":[{\"thumbnail_url\":\"t1\","
+                   "\"url\":\"u1\"},{\"thumbnail_url\":\"t3\",\"url\":\"u3\"}],"
+                   "\"skus\":{\"null\":{\"quantity\":null,\"size\":null}}}]}\t") !=
+          std::string::npos);
+    CHECK(out.find("\n" + big + "\t2\t") != std::string::npos);
+    CHECK(out.find("\"photos\":[{\"thumbnail_url\":\"t4\",\"url\":\"u4\"}]") != std::string::npos);
+    std::filesystem::remove_all(tmp);
+  }
+}
+
 static_assert(!std::is_copy_constructible_v<DocumentStore::Writer> &&
                   !std::is_copy_assignable_v<DocumentStore::Writer>,
               "a Writer owns its files: a copy would close them twice");
