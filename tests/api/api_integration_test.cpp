@@ -1331,20 +1331,30 @@ TEST_CASE("a restart maps the cache snapshot: no document read from the database
   fs::remove_all(cache_dir);
 }
 
-TEST_CASE("a snapshot of an older publish is checked first: its changed documents never serve") {
-  api();
-  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
-  catwalk::api::ServerOptions opt;
-  opt.cache_dir = cache_dir;
+namespace {
+// A server on `opt` writes its snapshot and stops; then a publish renames product 1 to
+// `new_name`. Returns the documents the snapshot holds and the export folder published.
+std::pair<double, std::string> snapshot_then_publish(const catwalk::api::ServerOptions& opt,
+                                                     const std::string& new_name) {
   double documents = 0;
   {
     OwnServer first(opt);
     wait_snapshot_written(first);
     documents = first.metric("catwalk_cache_entries");
   }
-  std::string dir = samples_with_product1_renamed("Camo Onesie Checked");
+  std::string dir = samples_with_product1_renamed(new_name);
   auto load = etl_load(dir);
   REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  return {documents, dir};
+}
+}  // namespace
+
+TEST_CASE("a snapshot of an older publish is checked first: its changed documents never serve") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  const auto [documents, dir] = snapshot_then_publish(opt, "Camo Onesie Checked");
 
   OwnServer second(opt);
   // From the first moment: product 1 is the new one, whether from the database or the cache.
@@ -1590,15 +1600,7 @@ TEST_CASE(
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
-  double documents = 0;
-  {
-    OwnServer first(opt);
-    wait_snapshot_written(first);
-    documents = first.metric("catwalk_cache_entries");
-  }
-  std::string dir = samples_with_product1_renamed("Camo Onesie Gated");
-  auto load = etl_load(dir);
-  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  const auto [documents, dir] = snapshot_then_publish(opt, "Camo Onesie Gated");
 
   opt.db_url = shared_server().url();
   opt.host = "127.0.0.1";
