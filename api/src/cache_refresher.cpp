@@ -466,8 +466,8 @@ bool CacheRefresher::warm_all(std::uint64_t generation, std::uint64_t& stored) {
 
 // A changed catalogue warmed beside the generation serving (see keep_unchanged()): every
 // product's documents streamed into a staged generation, as warm_all() does, then swapped in
-// whole, so that requests never see a cold cache. The previous publish serves meanwhile (about
-// 7 s at full scale, after the scan's 6). When the two generations together reach the budget
+// whole, so that requests never see a cold cache. The previous publish serves meanwhile (4-8 s
+// at full scale, after the scan). When the two generations together reach the budget
 // (the serving one grew, or the new catalogue is larger), what is staged is swapped in and the
 // rest is warmed as on the cold path. Stops, leaving the serving generation as it is, when a
 // newer catalogue waits, the serving generation was emptied (database lost), or stopping.
