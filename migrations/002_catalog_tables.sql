@@ -64,14 +64,16 @@ CREATE TABLE cart_import (
   pos          integer NOT NULL
 );
 
--- The read structure of the API: per product, the exact JSON bodies of GET /products (item),
--- /products/:id (detail), /products/:id/styles and /products/:id/related. The loader builds
+-- The read structure of the API: per product, the exact JSON bodies of GET /products/:id
+-- (detail), /products/:id/styles and /products/:id/related. The loader builds
 -- them from the rows it accepts, while it streams them, and COPYs them here; a request is then
 -- one primary-key lookup. Never jsonb: jsonb reorders keys and loses export order.
 -- detail, styles and related are stored as the API sends them to gzip clients: a gzip member
 -- of the JSON (or the JSON itself where gzip would not make it smaller; gzip members start
 -- with the bytes 1f 8b, JSON with '{' or '['). The API caches these bytes and inflates them
--- for clients that do not accept gzip. item stays text: the list route joins items in SQL.
+-- for clients that do not accept gzip. A product's entry in GET /products is its detail
+-- without the trailing "features": the API cuts it from the detail (rn orders the pages), so it
+-- is not stored twice (it was a 289 MB text column at full scale: COPY and WAL of its own).
 -- STORAGE EXTERNAL: PostgreSQL must not try to compress them again.
 -- fp_*: each document's fingerprint, computed by PostgreSQL as the loader COPYs the row: its
 -- stored length (int4, network order), then its last 8 bytes when it is a gzip member (the CRC-32
@@ -81,7 +83,6 @@ CREATE TABLE cart_import (
 CREATE TABLE product_docs (
   id      integer NOT NULL,
   rn      integer NOT NULL,  -- 1-based rank by id: page P of size C is rn in ((P-1)*C, P*C]
-  item    text    NOT NULL,
   detail  bytea   NOT NULL,
   styles  bytea   NOT NULL,
   related bytea   NOT NULL,

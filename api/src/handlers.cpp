@@ -33,6 +33,12 @@ struct RequestState {
 };
 thread_local RequestState t_request;
 
+// A worker serves one request at a time: its inflater is reused, never shared.
+gzip::Inflater& worker_inflater() {
+  thread_local gzip::Inflater inflater;
+  return inflater;
+}
+
 void send_json(Response& res, int status, std::string body) {
   res.status = status;
   res.body = std::move(body);
@@ -228,9 +234,7 @@ void Handlers::send_document(const Request& req, Response& res, std::string_view
     res.set_header("Content-Encoding", "gzip");
     res.body.assign(stored);
   } else {
-    // A worker serves one request at a time: its inflater is reused, never shared.
-    thread_local gzip::Inflater inflater;
-    if (!inflater.inflate(stored, res.body))
+    if (!worker_inflater().inflate(stored, res.body))
       throw std::runtime_error(
           "a stored document is not a valid gzip member; reload the catalogue");
   }
@@ -254,7 +258,24 @@ void Handlers::product_page(const Request& req, Response& res) {
     count = *v;
   }
   auto bounds = page_bounds(page, count);
-  std::string body = bounds ? repo_.product_page(bounds->first, bounds->second) : "[]";
+  std::string body = "[";
+  if (bounds) {
+    std::string json;
+    for (const std::string& stored : repo_.page_details(bounds->first, bounds->second)) {
+      std::string_view detail = stored;
+      if (gzip::trailer(stored)) {
+        if (!worker_inflater().inflate(stored, json))
+          throw std::runtime_error(
+              "a stored document is not a valid gzip member; reload the catalogue");
+        detail = json;
+      }
+      if (body.size() > 1) body.push_back(',');
+      if (!append_list_item(body, detail))
+        throw std::runtime_error(
+            "a stored detail has no \"features\" member to cut a list entry at");
+    }
+  }
+  body.push_back(']');
   // Tagged by its content (a CRC-32 of a few KB per request): a publish that changes the page
   // changes the tag.
   if (validated(req, res, weak_etag(gzip::crc32(body), body.size()), body.size())) return;

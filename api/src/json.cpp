@@ -18,6 +18,16 @@ std::string error_body(std::string_view code, std::string_view message) {
   return out;
 }
 
+bool append_list_item(std::string& out, std::string_view detail) {
+  constexpr std::string_view kFeatures = ",\"features\":[";
+  if (detail.size() < 2 || detail.front() != '{' || !detail.ends_with("]}")) return false;
+  const std::size_t at = detail.find(kFeatures);
+  if (at == std::string_view::npos) return false;
+  out.append(detail.substr(0, at));
+  out.push_back('}');
+  return true;
+}
+
 namespace {
 
 // The length of the well-formed UTF-8 character at the start of `s` (RFC 3629, table 3-7 of

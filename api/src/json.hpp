@@ -1,6 +1,7 @@
 #pragma once
-// The little JSON the API writes and reads itself: error bodies, cart lines, and the POST /cart
-// request body. Catalogue bodies are never built here: they are precomputed text in the database.
+// The little JSON the API writes and reads itself: error bodies, cart lines, the POST /cart
+// request body, and a list entry cut from a product's detail. Catalogue documents are never
+// built here: the loader stores them.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -20,6 +21,13 @@ std::string error_body(std::string_view code, std::string_view message);
 // never a character cut in half; each byte that is not part of a well-formed UTF-8 character
 // (overlong forms, surrogates and code points past U+10FFFF included) becomes U+FFFD.
 std::string utf8_quotable(std::string_view s, std::size_t max_bytes);
+
+// A product's entry in GET /products is its detail document without the "features" member, which
+// the loader writes last: {"id":1,...,"default_price":"140","features":[...]} gives
+// {"id":1,...,"default_price":"140"}. Appends it to `out`; false (out unchanged) when `detail` is
+// not of that shape. No string can hide the member's key: inside a JSON string every quote is
+// escaped, so the first unescaped ,"features":[ is the member itself.
+bool append_list_item(std::string& out, std::string_view detail);
 
 inline constexpr std::int64_t kMaxCartCount = 1000;
 

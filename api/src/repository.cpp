@@ -31,9 +31,11 @@ constexpr Statement kStyles{1, "styles",
                             "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4", true};
 constexpr Statement kRelated{2, "related",
                              "SELECT related FROM catwalk.product_docs WHERE id = $1::int4", true};
-constexpr Statement kPage{3, "page",
-                          "SELECT '[' || coalesce(string_agg(item, ',' ORDER BY rn), '') || ']' "
-                          "FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4"};
+// A page's entries are cut from the products' details (see list_item_of), not stored apart.
+constexpr Statement kPage{
+    3, "page",
+    "SELECT detail FROM catwalk.product_docs WHERE rn > $1::int4 AND rn <= $2::int4 ORDER BY rn",
+    true};
 // A line's count is the sum of its rows' quantities (a cart.csv line is a row of quantity 1, a
 // POST one row of its count); lines come in order of first addition.
 constexpr Statement kCartGet{
@@ -113,13 +115,16 @@ std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id
   });
 }
 
-std::string Repository::product_page(std::int32_t lo, std::int32_t hi) {
+std::vector<std::string> Repository::page_details(std::int32_t lo, std::int32_t hi) {
   IntText a(lo), b(hi);
   const char* values[] = {a.c_str(), b.c_str()};
   const Deadline d = deadline();
   return read(catalogue_, d, [&](PooledConnection& c) {
     auto r = c.exec(kPage, 2, values, d);
-    return std::string(r.get(0, 0));
+    std::vector<std::string> out;
+    out.reserve(static_cast<std::size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) out.emplace_back(r.get(i, 0));
+    return out;
   });
 }
 

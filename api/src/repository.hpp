@@ -49,8 +49,9 @@ class Repository {
   // The stored body of /products/:id, /styles or /related (gzip, or JSON where gzip would be
   // longer, as ProductDocsView holds them); nullopt for an unknown product.
   std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
-  // The JSON array of list items with rn in (lo, hi].
-  std::string product_page(std::int32_t lo, std::int32_t hi);
+  // The stored details (as product_doc's) of the products with rn in (lo, hi], in rn order: the
+  // page's entries are cut from them (list_item_of).
+  std::vector<std::string> page_details(std::int32_t lo, std::int32_t hi);
   std::vector<CartLine> cart(std::int32_t session);
   // Adds `count` units as one row; returns the session's count for the sku after the (committed)
   // write, or nullopt when the sku does not exist (nothing written).

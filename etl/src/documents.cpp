@@ -256,17 +256,17 @@ void read_partition(const std::vector<std::string>& paths, std::uint32_t stride,
   sort_for_assembly(refs, stride);
 }
 
-// One product's texts: the list item and the three documents (the API's exact bodies).
+// One product's texts: the three documents (the API's exact bodies).
 struct ProductTexts {
-  std::string item, detail, styles, related;
+  std::string detail, styles, related;
 };
 
 // Builds `t` from the product's fragments refs[begin, end), sorted by read_partition, the item
 // first.
 void build_product(const std::vector<Ref>& refs, std::size_t begin, std::size_t end,
                    std::uint32_t product, ProductTexts& t) {
-  t.item.assign(refs[begin].data, refs[begin].length);
-  t.detail.assign(t.item, 0, t.item.size() - 1);
+  // The item fragment is the list entry, {...}: the detail is it with "features" added.
+  t.detail.assign(refs[begin].data, refs[begin].length - 1);
   t.detail += ",\"features\":[";
   t.related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
   t.related.push_back('[');
@@ -550,11 +550,9 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
         build_product(refs, i, end, product, texts);
         // One row of COPY's binary format: PostgreSQL ingests it in well under half the time of
         // the text format (no scanning for delimiters and escapes in 2.6 GB of documents).
-        copy_binary::row(out, 6);
+        copy_binary::row(out, 5);
         copy_binary::int4_field(out, product);
         copy_binary::int4_field(out, products.rank(product));
-        // The list's item stays text: SQL joins the items.
-        copy_binary::text_field(out, texts.item);
         copy_binary::bytea_field(out, stored_form(compressor, texts.detail, detail_gz));
         copy_binary::bytea_field(out, stored_form(compressor, texts.styles, styles_gz));
         copy_binary::bytea_field(out, stored_form(compressor, texts.related, related_gz));

@@ -66,7 +66,7 @@ class DocumentStore {
   std::unique_ptr<Writer> writer(const TableSpec& spec);
 
   // Assembles every product's documents and hands them to `sink` as a COPY stream in binary
-  // format (header, rows in product_docs column order: id, rn, item, detail, styles, related,
+  // format (header, rows in product_docs column order: id, rn, detail, styles, related,
   // trailer), in chunks of about 1 MiB. `products` are
   // the accepted product ids, already finalize()d (for rn). Returns the number of products.
   // `threads` assemble (and gzip) partitions at once; `sink` is called by one at a time.

@@ -316,7 +316,7 @@ class Run {
     // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
     c.exec("TRUNCATE product_docs");
     pg::CopyIn copy(c,
-                    "COPY product_docs (id, rn, item, detail, styles, related) FROM STDIN "
+                    "COPY product_docs (id, rn, detail, styles, related) FROM STDIN "
                     "WITH (FORMAT binary, FREEZE)");
     ChunkPipe pipe(4);
     std::exception_ptr assembly_error;

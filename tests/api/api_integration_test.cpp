@@ -317,6 +317,38 @@ TEST_CASE("GET /products pages") {
   }
 }
 
+TEST_CASE("GET /products: each entry is exactly the product's detail without its features") {
+  // The contract's example product, exactly.
+  auto first = get("/products?count=1");
+  REQUIRE(first);
+  CHECK(first->body ==
+        R"([{"id":1,"name":"Camo Onesie","slogan":"Blend in to your crowd","description":"The )"
+        R"(So Fatigues will wake you up and fit you in. This high energy camo will have you )"
+        R"(blending in to even the wildest surroundings.","category":"Jackets",)"
+        R"("default_price":"140"}])");
+  // Every product of the samples, gzip-stored details included: the page equals the details
+  // joined, each cut where its "features" member starts.
+  auto all = get("/products?count=1000");
+  REQUIRE(all);
+  std::string want = "[";
+  for (int id = 1; id <= 12; ++id) {
+    auto d = get("/products/" + std::to_string(id));
+    REQUIRE(d);
+    REQUIRE(d->status == 200);
+    const auto at = d->body.find(",\"features\":[");
+    REQUIRE(at != std::string::npos);
+    if (id > 1) want += ',';
+    want += d->body.substr(0, at) + "}";
+  }
+  want += "]";
+  CHECK(all->body == want);
+  auto page = get("/products?page=3&count=4");
+  REQUIRE(page);
+  CHECK(page->body.starts_with(R"([{"id":9,)"));
+  CHECK(page->body.ends_with(R"("default_price":"99.50"}])"));
+  CHECK(occurrences(page->body, "{\"id\":") == 4);
+}
+
 TEST_CASE("bad path ids are 400, unknown products 404, for every product route") {
   for (std::string suffix : {"", "/styles", "/related"}) {
     for (std::string bad : {"abc", "-1", "1.5", "99999999999", ":product_id", "", "+1", "0",

@@ -81,3 +81,22 @@ TEST_CASE("utf8_quotable: valid UTF-8 within the byte budget, never half a chara
   CHECK(utf8_quotable(std::string(40, '\xFF'), 40) ==
         fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd);
 }
+
+TEST_CASE("append_list_item: the detail without its features member") {
+  std::string out = "[";
+  CHECK(append_list_item(out, R"({"id":1,"name":"A","default_price":"140","features":[]})"));
+  CHECK(out == R"([{"id":1,"name":"A","default_price":"140"})");
+  // The key's text inside a string is escaped, so it is not taken for the member.
+  out.clear();
+  CHECK(append_list_item(out, R"({"id":2,"description":"x\",\"features\":[1]","default_price":"1",)"
+                              R"("features":[{"feature":"F","value":"features"}]})"));
+  CHECK(out == R"({"id":2,"description":"x\",\"features\":[1]","default_price":"1"})");
+  // Not a detail: refused, nothing appended.
+  out = "keep";
+  for (const char* bad :
+       {"", "{}", "[1,2]", R"({"id":1,"features":[)", R"({"id":1})", R"({"id":1,"features":{}})"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(append_list_item(out, bad));
+    CHECK(out == "keep");
+  }
+}
