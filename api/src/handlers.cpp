@@ -447,4 +447,14 @@ void Handlers::log_request(const Request& req, const Response& res) {
   }
 }
 
+void Handlers::log_connection_answer(const ConnectionAnswer& a) {
+  metrics_.record(Route::kUnmatched, a.status, a.micros);
+  // A full queue's 503s come from the accepting thread, by the thousand in a flood: counted
+  // here, summed up in the log by the connection layer (every 10 s), never written one by one.
+  if (access_log_ && !a.on_accept_thread) {
+    catwalk::log("{} {} {} {} {:.3f}ms", printable(a.method), printable(a.path), a.status,
+                 a.body_bytes, static_cast<double>(a.micros) / 1000.0);
+  }
+}
+
 }  // namespace catwalk::api

@@ -15,6 +15,7 @@
 
 #include "cache_refresher.hpp"
 #include "doc_cache.hpp"
+#include "http_server.hpp"
 #include "metrics.hpp"
 #include "pool.hpp"
 #include "repository.hpp"
@@ -50,6 +51,8 @@ class Handlers {
   void exception_response(Response& res, std::exception_ptr ep);
   // cpp-httplib's logger: request metrics, and the access log line when enabled.
   void log_request(const Request& req, const Response& res);
+  // The same for an answer the connection layer gave without routing (HttpServer's hook).
+  void log_connection_answer(const ConnectionAnswer& a);
 
  private:
   void product_doc(DocKind kind, const Request& req, std::string_view raw_id, Response& res);

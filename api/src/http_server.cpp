@@ -264,6 +264,26 @@ std::string canned_response(int status, std::string_view code, std::string_view 
   return out;
 }
 
+// The size of a canned response's body (what follows its head).
+std::size_t canned_body_size(const std::string& canned) {
+  const std::size_t end = canned.find("\r\n\r\n");
+  return end == std::string::npos ? 0 : canned.size() - end - 4;
+}
+
+// The method and path (query cut off) of the request line at the start of `data`; both empty
+// while that line has not arrived whole.
+std::pair<std::string_view, std::string_view> request_line(std::string_view data) {
+  const std::size_t nl = data.find('\n');
+  if (nl == std::string_view::npos) return {};
+  std::string_view line = data.substr(0, nl);
+  if (line.ends_with('\r')) line.remove_suffix(1);
+  const std::size_t sp = line.find(' ');
+  if (sp == std::string_view::npos) return {line, {}};
+  std::string_view target = line.substr(sp + 1);
+  target = target.substr(0, target.find(' '));
+  return {line.substr(0, sp), target.substr(0, target.find('?'))};
+}
+
 void endpoint(int sock, bool peer, std::string& ip, int& port) {
   sockaddr_storage a{};
   socklen_t len = sizeof a;
@@ -515,6 +535,7 @@ bool wait_for_request(ConnectionStream& conn, bool fresh, std::chrono::seconds i
 // that ends the connection (431 too large, 408 too slow); neither when the client closed.
 struct HeadRead {
   std::optional<std::size_t> length;
+  int status = 0;  // of `error`
   std::string error;
 };
 
@@ -527,6 +548,7 @@ HeadRead read_head(ConnectionStream& conn, Clock::time_point started, Clock::tim
   HeadRead out;
   while (!(out.length = scan.scan(conn.data(), conn.available()))) {
     if (conn.available() >= kMaxHeadBytes) {
+      out.status = 431;
       out.error =
           canned_response(431, "header_too_large", "The request line and headers exceed 32 KiB.");
       return out;
@@ -537,6 +559,7 @@ HeadRead read_head(ConnectionStream& conn, Clock::time_point started, Clock::tim
       continue;
     }
     if (f == ConnectionStream::Fill::kTimeout) {
+      out.status = 408;
       out.error =
           canned_response(408, "request_timeout",
                           "The request did not arrive in time; send the whole request at once.");
@@ -711,7 +734,24 @@ void HttpServer::reject_connection(socket_t sock) {
       "Retry-After: 1\r\n");
   // On the accepting thread: nothing here may block.
   (void)::send(sock, kBusy.data(), kBusy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  tell(503, kBusy, {}, {}, true);
   close_gracefully(sock, false);
+}
+
+void HttpServer::tell(int status, const std::string& canned, std::string_view data,
+                      Clock::time_point started, bool on_accept_thread) {
+  if (!answer_hook_) return;
+  const auto [method, path] = request_line(data);
+  const std::int64_t micros =
+      started == Clock::time_point{}
+          ? 0
+          : std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+  answer_hook_({.status = status,
+                .method = method,
+                .path = path,
+                .body_bytes = canned_body_size(canned),
+                .micros = micros,
+                .on_accept_thread = on_accept_thread});
 }
 
 void HttpServer::serve_connection(socket_t sock) {
@@ -746,6 +786,8 @@ void HttpServer::serve_connection(socket_t sock) {
     const HeadRead read = read_head(conn, started, deadline, under_pressure);
     if (!read.error.empty()) {
       conn.send_now(read.error);
+      tell(read.status, read.error, std::string_view(conn.data(), conn.available()), started,
+           false);
       drain = true;
       break;
     }
@@ -753,7 +795,10 @@ void HttpServer::serve_connection(socket_t sock) {
     const std::optional<std::size_t> head_len = read.length;
     const Head head = parse_head(std::string_view(conn.data(), *head_len));
     if (head.error_status != 0) {
-      conn.send_now(canned_response(head.error_status, head.error_code, head.error_message));
+      const std::string answer =
+          canned_response(head.error_status, head.error_code, head.error_message);
+      conn.send_now(answer);
+      tell(head.error_status, answer, std::string_view(conn.data(), *head_len), started, false);
       drain = true;
       break;
     }

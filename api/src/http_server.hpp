@@ -23,13 +23,18 @@
 //   and an idle connection gives its worker up when others wait for one;
 // - the listening socket is bound with SO_REUSEADDR only (the library's default SO_REUSEPORT
 //   lets a second server share a busy port).
+// The answers this layer gives itself are told to a hook (set_connection_answer_hook), so that
+// /metrics and the access log see them like routed ones.
 //
 // Thread-safety: configure before listening; the rest is called by cpp-httplib's threads.
 #include <httplib.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <string_view>
 
 namespace catwalk::api {
 
@@ -37,6 +42,16 @@ struct ConnectionLimits {
   int threads = 128;             // workers; each serves one connection at a time
   std::size_t max_queued = 512;  // accepted connections waiting for a worker; over it: 503
   int header_timeout_s = 5;      // a request's head and body must arrive within this of its start
+};
+
+// An answer the connection layer gave by itself, without routing the request: 408 (too slow),
+// 431 (head too large), 400/411/413/414/501 (framing refused), or 503 (every worker busy).
+struct ConnectionAnswer {
+  int status = 0;
+  std::string_view method, path;  // from the request line; empty when it had not arrived whole
+  std::size_t body_bytes = 0;     // the JSON error body's size
+  std::int64_t micros = 0;        // from the request's first byte to the answer (0: the 503)
+  bool on_accept_thread = false;  // the 503: nothing done with it may block
 };
 
 class WorkerPool;
@@ -56,12 +71,24 @@ class HttpServer : public httplib::Server {
   // a protected member, and Linux resizes the backlog on a second listen() of a bound socket.
   bool relisten(int backlog);
 
+  // Before listen. Told of every ConnectionAnswer, so that /metrics and the access log count
+  // them like routed answers (a flood of slow clients shows there as 408s).
+  void set_connection_answer_hook(std::function<void(const ConnectionAnswer&)> hook) {
+    answer_hook_ = std::move(hook);
+  }
+
  private:
   bool process_and_close_socket(socket_t sock) override;
   void serve_connection(socket_t sock);
   void reject_connection(socket_t sock);
 
+  // Tells the hook (if any) of a canned answer to the request whose received bytes are `data`.
+  // `started`: the request's first byte (unset for the 503).
+  void tell(int status, const std::string& canned, std::string_view data,
+            std::chrono::steady_clock::time_point started, bool on_accept_thread);
+
   ConnectionLimits limits_;
+  std::function<void(const ConnectionAnswer&)> answer_hook_;
   // The pool cpp-httplib made with new_task_queue and owns; set while listen() runs.
   std::atomic<WorkerPool*> pool_{nullptr};
   // Connections answered 503 because the queue was full, since the last log line about them

@@ -122,6 +122,8 @@ void Server::Impl::configure() {
   });
   http.set_logger(
       [this](const Request& req, const Response& res) { handlers.log_request(req, res); });
+  http.set_connection_answer_hook(
+      [this](const ConnectionAnswer& a) { handlers.log_connection_answer(a); });
 }
 
 // Waits for stop(), then stops the listener. stop() may have raced with the start of listen():

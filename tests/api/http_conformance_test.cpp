@@ -3,6 +3,7 @@
 // slow, idle and too many clients. No database: the routes used answer without one (/health,
 // 404, 405, 400 on a bad id or missing session), so a database answer would show as a 503.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -10,6 +11,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -34,12 +39,12 @@ struct TestServer {
   std::thread thread;
   int port = 0;
 
-  explicit TestServer(catwalk::api::ServerOptions opt = {}) {
+  explicit TestServer(catwalk::api::ServerOptions opt = {}, bool access_log = false) {
     opt.db_url = kNoDatabase;
     opt.host = "127.0.0.1";
     opt.port = 0;
     opt.cache_mb = 0;
-    opt.access_log = false;
+    opt.access_log = access_log;
     if (opt.threads == catwalk::api::ServerOptions{}.threads) opt.threads = 8;
     server = std::make_unique<catwalk::api::Server>(opt);
     port = server->bind();
@@ -170,6 +175,49 @@ std::optional<Answer> ask(int port, const std::string& request, std::chrono::mil
 }
 
 const std::string kHealth = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+// The value of catwalk_http_requests_total for an unrouted answer of `status`, as /metrics says
+// it (0 when absent).
+long unrouted_count(int port, int status) {
+  auto m = ask(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 20s);
+  if (!m) return -1;
+  const std::string key =
+      "catwalk_http_requests_total{route=\"unmatched\",status=\"" + std::to_string(status) + "\"} ";
+  const auto at = m->body.find(key);
+  return at == std::string::npos ? 0 : std::stol(m->body.substr(at + key.size()));
+}
+
+// stderr (where the access log goes) into a file while it lives; text() reads what was written.
+class StderrCapture {
+ public:
+  StderrCapture()
+      : dir_(catwalk::test::make_temp_dir("catwalk-http-stderr")), path_(dir_ + "/stderr.txt") {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (saved_ >= 0 && fd >= 0) ::dup2(fd, 2);
+    if (fd >= 0) ::close(fd);
+  }
+  ~StderrCapture() {
+    std::fflush(stderr);
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+    }
+    std::filesystem::remove_all(dir_);
+  }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+  std::string text() const {
+    std::fflush(stderr);
+    std::ifstream in(path_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  std::string dir_, path_;
+  int saved_ = -1;
+};
 
 }  // namespace
 
@@ -325,6 +373,43 @@ TEST_CASE("oversized heads get 431 and bare LF header lines 400") {
   check_json_error(*lf, 400, "bad_request");
 }
 
+TEST_CASE("answers the connection layer gives itself are counted in /metrics and access-logged") {
+  // Before: 408, 431 and refused framing never reached the library's logger, so an operator saw
+  // neither a flood of slow clients nor oversized heads, in /metrics or in the log.
+  catwalk::api::ServerOptions opt;
+  opt.header_timeout_s = 1;
+  StderrCapture err;
+  {
+    TestServer server(opt, /*access_log=*/true);
+    auto big = ask(
+        server.port,
+        "GET /big?x=1 HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(40 * 1024, 'a') + "\r\n\r\n",
+        5s);
+    REQUIRE(big);
+    CHECK(big->status == 431);
+    auto te =
+        ask(server.port, "POST /cart HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 5s);
+    REQUIRE(te);
+    CHECK(te->status == 501);
+    // A head that never completes: 408 at the 1 s header deadline.
+    auto slow = ask(server.port, "GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: a", 10s);
+    REQUIRE(slow);
+    CHECK(slow->status == 408);
+    auto cut = ask(server.port, "GET /cu", 10s);  // not even a whole request line
+    REQUIRE(cut);
+    CHECK(cut->status == 408);
+    CHECK(unrouted_count(server.port, 431) == 1);
+    CHECK(unrouted_count(server.port, 501) == 1);
+    CHECK(unrouted_count(server.port, 408) == 2);
+  }
+  const std::string log = err.text();
+  INFO(log);
+  CHECK(log.find("GET /big 431 ") != std::string::npos);
+  CHECK(log.find("POST /cart 501 ") != std::string::npos);
+  CHECK(log.find("GET /slow 408 ") != std::string::npos);
+  CHECK(log.find("- - 408 ") != std::string::npos);
+}
+
 TEST_CASE("a second catwalk-api on a busy port exits 3 with a clear message") {
   TestServer first;
   const auto r = catwalk::test::run_command(
@@ -474,6 +559,13 @@ TEST_CASE("when every worker is busy and the queue full a new connection gets 50
   CHECK(a->headers["connection"] == "close");
   CHECK(waited < 1s);  // not after the 10 s header timeout of the others
   for (int s : busy) ::close(s);
+  // Counted in /metrics, like a routed answer (before, it showed nowhere but a log line).
+  bool counted = false;
+  for (auto t1 = Clock::now(); !counted && Clock::now() - t1 < 10s;) {
+    counted = unrouted_count(server.port, 503) == 1;
+    if (!counted) std::this_thread::sleep_for(100ms);
+  }
+  CHECK(counted);
 }
 
 TEST_CASE("an idle keep-alive connection gives its worker to a waiting one") {
