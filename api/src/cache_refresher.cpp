@@ -70,6 +70,25 @@ bool CacheRefresher::catalogue_readable() {
   return db_ok_;
 }
 
+void CacheRefresher::mark_not_loaded() {
+  bool first;
+  {
+    std::lock_guard lock(mu_);
+    first = !std::exchange(told_not_loaded_, true);
+  }
+  if (first && !ready_now()) {
+    catwalk::log(
+        "document cache: nothing is published in this database yet (run catwalk-etl load); "
+        "nothing to warm");
+  }
+  mark_ready();
+}
+
+bool CacheRefresher::ready_now() {
+  std::lock_guard lock(mu_);
+  return ready_;
+}
+
 void CacheRefresher::mark_ready() {
   {
     std::lock_guard lock(mu_);
@@ -142,7 +161,9 @@ void CacheRefresher::watch_loop() {
         update_usable();
       }
       if (changed) warm_cv_.notify_all();
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      // Never migrated: no catalogue to warm, which a --warm-wait start must not wait for.
+      if (is_catalogue_missing(e)) mark_not_loaded();
       if (cache_.enabled())
         catwalk::log("publish watcher: cannot read catwalk_publish; document cache off");
       {
@@ -378,6 +399,7 @@ bool CacheRefresher::refresh() {
         unchecked_ = false;
         update_usable();
       }
+      if (is_catalogue_missing(e)) mark_not_loaded();  // its schema dropped by hand
       if (is_catalogue_missing(e) || !is_unavailable(e)) break;
       // Unreachable: retry while no newer catalogue waits. A database really down makes the
       // watcher empty the cache and ask again once it is back.

@@ -70,8 +70,10 @@ class CacheRefresher {
 
   // For a start that listens only once warm (--warm-wait): waits, after start(), until the cache
   // serves the published catalogue completely (a snapshot confirmed in start(), or a refresh
-  // that completed: every document the budget allows, a budget that filled up counts), until
-  // `deadline`, or until request_stop(). With the cache off there is nothing to wait for.
+  // that completed: every document the budget allows, a budget that filled up counts), or the
+  // database answers that nothing is published (no catalogue to warm: waiting would only delay
+  // the 503 not_loaded), until `deadline`, or until request_stop(). With the cache off there is
+  // nothing to wait for. A database that does not answer is waited for: it may be starting.
   enum class WaitEnd { kReady, kTimeout, kStopped };
   WaitEnd wait_ready(std::chrono::steady_clock::time_point deadline);
   // The watcher's last poll read the catalogue's identity (false: unreachable, or none loaded).
@@ -98,9 +100,11 @@ class CacheRefresher {
   void watch_loop();
   void warm_loop();
   // Sets the cache usable when the database answers and the generation holds nothing unchecked.
-  void update_usable();  // under mu_
-  bool refresh();        // the warmer's job: see the class comment; true when complete
-  void mark_ready();     // a refresh completed: wakes wait_ready()
+  void update_usable();    // under mu_
+  bool refresh();          // the warmer's job: see the class comment; true when complete
+  void mark_ready();       // a refresh completed: wakes wait_ready()
+  void mark_not_loaded();  // nothing is published: logs it once, then mark_ready()
+  bool ready_now();
   // How a fingerprint scan ended: stopping, a successor swapped in, the cache emptied for the
   // waste, or the generation lost to the watcher meanwhile.
   // kStage: keep nothing, warm the new catalogue beside the serving one (`may_stage`, and the
@@ -144,6 +148,7 @@ class CacheRefresher {
   bool unchecked_ = false;         // the generation is a snapshot not yet checked
   bool prefault_pending_ = false;  // a snapshot confirmed in start(): the warmer prefaults it
   bool ready_ = false;             // served completely once: see wait_ready()
+  bool told_not_loaded_ = false;   // the "nothing published" line was logged
   std::condition_variable ready_cv_;
   std::thread watcher_, warmer_;
   std::optional<DbConnection> warm_conn_;  // the warmer thread's own

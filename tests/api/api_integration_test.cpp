@@ -1841,6 +1841,43 @@ TEST_CASE("no catalogue loaded: 503 not_loaded, told apart from an unreachable d
   CHECK(cart->body == "[]");
 }
 
+TEST_CASE("--warm-wait with nothing published listens at once: there is nothing to warm") {
+  // Before, the gate waited its whole --warm-wait (here 60 s) for a warm-up that could never
+  // complete, as for a database that does not answer.
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
+  catwalk::api::ServerOptions opt;
+  opt.db_url = empty_database("catwalk_gate_not_loaded");
+  opt.host = "127.0.0.1";
+  opt.access_log = false;
+  opt.cache_dir = cache_dir;
+  opt.warm_wait_s = 60;
+  // Never migrated (no catalogue), then migrated (an empty one): neither has anything to warm.
+  for (bool migrated : {false, true}) {
+    CAPTURE(migrated);
+    if (migrated) {
+      auto m = run_command(binary_path("catwalk-etl") + " migrate --db " + shell_quote(opt.db_url));
+      REQUIRE_MESSAGE(m.exit_code == 0, m.err);
+    }
+    opt.port = free_port();
+    Gated gated(opt);
+    const PortWatch watch(opt.port, std::chrono::seconds(40));
+    REQUIRE_MESSAGE(watch.accepted, gated.failure);
+    CHECK(watch.seconds < 20);  // not the 60 s wait (a round trip or two on a loaded machine)
+    httplib::Client c("127.0.0.1", opt.port);
+    c.set_read_timeout(10);
+    auto r = c.Get("/products/1/styles");
+    if (migrated) {
+      // migrate creates the catalogue's tables, empty: a product is unknown.
+      REQUIRE(r);
+      CHECK(r->status == 404);
+    } else {
+      check_503(r, "not_loaded");
+    }
+  }
+  fs::remove_all(cache_dir);
+}
+
 TEST_CASE("a frozen database (SIGSTOP): 503 within the bound, uncached and /ready, 200 after") {
   api();
   catwalk::api::ServerOptions opt;
