@@ -568,7 +568,8 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
           const std::uint32_t dc = dist_code(dist);
           w.put(c.dist_code[dc], c.dist_len[dc]);
           w.put(dist - kDistBase[dc], kDistExtra[dc]);
-          missing |= (c.lit_len[257 + lc] == 0) | (c.dist_len[dc] == 0);
+          missing |= c.lit_len[257 + lc] == 0;
+          missing |= c.dist_len[dc] == 0;
           ++lit_freq[257 + lc];
           ++dist_freq[dc];
           w.flush();

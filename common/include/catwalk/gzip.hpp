@@ -78,8 +78,7 @@ class SmallCompressor {
  private:
   // Writes `in` as one final DEFLATE block at dst, returns its end.
   unsigned char* deflate(const unsigned char* in, std::size_t n, unsigned char* dst);
-  struct Model;
-  struct Model;
+  struct Model;  // the learnt code
   struct State;
   std::unique_ptr<State> s_;
   Compressor fallback_;
