@@ -1,8 +1,10 @@
 // Microbenchmark of document compression: gzip::SmallCompressor (our encoder) against
 // gzip::Compressor at level 1 (libdeflate), on files of documents, one per line, each compressed
-// alone as the loader stores it. Prints CPU time per document (this thread's, so other load on
-// the machine inflates it less than wall time) and the total compressed bytes, and checks that
-// every member inflates back to its document.
+// alone as the loader stores it, in file order through one compressor (as the loader's compressor
+// for that kind of document sees them: SmallCompressor learns its code from the ones before).
+// Prints CPU time per document (this thread's, so other load on the machine inflates it less than
+// wall time) and the total compressed bytes, and checks that every member inflates back to its
+// document.
 //   catwalk-compress-bench [--rounds N] FILE...
 #include <time.h>
 
