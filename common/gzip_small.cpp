@@ -10,7 +10,7 @@
 //
 // Documents of kModelFrom bytes or more skip even the Huffman construction and the header: they
 // are written in one pass with a semi-static code (Model), learnt from the documents before;
-// that took the styles documents from 5.9 to 3.1 us each, for 3 % more size (the shared code's
+// that took the styles documents from 5.9 to 3.3 us each, for 3 % more size (the shared code's
 // header lists every symbol the kind uses, a document's own only those it uses).
 
 #include <algorithm>
@@ -33,8 +33,8 @@ constexpr int kNumLitLen = 286;  // 0-255 literals, 256 end of block, 257-285 le
 constexpr int kNumDist = 30;
 constexpr int kNumCodeLen = 19;
 constexpr int kEndOfBlock = 256;
-// The semi-static code is rebuilt after 1, 2, 4, ... documents, then every kRebuildEvery (32 to
-// 1,024 measured: within 0.5 % of size and of time). Documents of at least kModelFrom bytes are
+// The semi-static code is rebuilt after 1, 2, 4, ... long documents, then every kRebuildEvery (32
+// to 1,024 measured: within 0.5 % of size and of time). Documents of at least kModelFrom bytes are
 // written with it; shorter ones get a code of their own, whose header, listing only the symbols
 // they use, is about 26 bytes shorter: 10 % of a 400-byte detail document, 1.5 % of a 2 KB
 // styles one (bench/README.md, "Our own encoder").
