@@ -7,6 +7,11 @@
 // hash slot; a hash table that is never cleared (positions are stored offset by a base that grows
 // with every document, so entries of earlier documents are simply below the base); no
 // allocation per call. The cost is a few percent of size against libdeflate's level 1.
+//
+// Documents of kModelFrom bytes or more skip even the Huffman construction and the header: they
+// are written in one pass with a semi-static code (Model), learnt from the documents before;
+// that took the styles documents from 5.9 to 3.3 us each, for 3 % more size (the shared code's
+// header lists every symbol the kind uses, a document's own only those it uses).
 
 #include <algorithm>
 #include <array>
@@ -28,6 +33,13 @@ constexpr int kNumLitLen = 286;  // 0-255 literals, 256 end of block, 257-285 le
 constexpr int kNumDist = 30;
 constexpr int kNumCodeLen = 19;
 constexpr int kEndOfBlock = 256;
+// The semi-static code is rebuilt after 1, 2, 4, ... long documents, then every kRebuildEvery (32
+// to 1,024 measured: within 0.5 % of size and of time). Documents of at least kModelFrom bytes are
+// written with it; shorter ones get a code of their own, whose header, listing only the symbols
+// they use, is about 26 bytes shorter: 10 % of a 400-byte detail document, 1.5 % of a 2 KB
+// styles one (bench/README.md, "Our own encoder").
+constexpr std::uint32_t kRebuildEvery = 256;
+constexpr std::size_t kModelFrom = 800;
 // The base is reset (and the table cleared) before it could overflow.
 constexpr std::uint32_t kBaseLimit = 0xFFFFFFFFu - 2 * (SmallCompressor::kMaxInput + 1);
 
@@ -127,6 +139,9 @@ void store_le32(unsigned char* p, std::uint32_t v) {
 class BitWriter {
  public:
   explicit BitWriter(unsigned char* p) : p_(p) {}
+  // Continues after `bits` bits already at p (the last, partial byte's unused high bits zero).
+  BitWriter(unsigned char* p, std::size_t bits)
+      : p_(p + bits / 8), buf_(bits % 8 != 0 ? p[bits / 8] : 0), n_(bits % 8) {}
   void put(std::uint64_t bits, unsigned count) {
     buf_ |= bits << n_;
     n_ += count;
@@ -136,6 +151,10 @@ class BitWriter {
     p_ += n_ >> 3;
     buf_ >>= n_ & ~7u;  // n_ < 64 here
     n_ &= 7;
+  }
+  // Bits written since `origin` (the p given to the constructor of a fresh writer).
+  std::size_t bits_since(const unsigned char* origin) const {
+    return static_cast<std::size_t>(p_ - origin) * 8 + n_;
   }
   // Flushes with the last byte padded with zero bits; returns the end of the output.
   unsigned char* finish() {
@@ -304,112 +323,34 @@ void limited_code_lengths(const std::uint32_t* freq, int n, int max_len, std::ui
 
 }  // namespace detail
 
-struct SmallCompressor::State {
-  std::vector<std::uint32_t> table = std::vector<std::uint32_t>(std::size_t{1} << kHashBits, 0);
-  // Every entry below `base` belongs to an earlier document (0 never is a valid entry).
-  std::uint32_t base = 1;
-  std::vector<std::uint32_t> items = std::vector<std::uint32_t>(kMaxInput);
-  // Room for the worst case: the block header (< 300 bytes) plus at most 48 bits (a match's
-  // codes and extra bits) per 4 input bytes or 15 bits per literal, plus the writer's 8.
-  std::vector<unsigned char> buf = std::vector<unsigned char>(2 * kMaxInput + 1024);
+namespace {
+
+// A block's two codes: each symbol's length (0: no codeword) and its codeword, bit-reversed.
+struct BlockCode {
+  std::array<std::uint8_t, kNumLitLen> lit_len;
+  std::array<std::uint16_t, kNumLitLen> lit_code;
+  std::array<std::uint8_t, kNumDist> dist_len;
+  std::array<std::uint16_t, kNumDist> dist_code;
 };
 
-SmallCompressor::SmallCompressor() : s_(std::make_unique<State>()), fallback_(1) {}
-SmallCompressor::~SmallCompressor() = default;
-
-void SmallCompressor::compress(std::string_view text, std::string& out) {
-  if (text.size() > kMaxInput) {
-    fallback_.compress(text, out);
-    return;
-  }
-  State& s = *s_;
-  const auto* in = reinterpret_cast<const unsigned char*>(text.data());
-  const std::size_t n = text.size();
-  unsigned char* const start = s.buf.data();
-  // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255 (unknown): the same bytes on every system.
-  const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
-  std::memcpy(start, header, 10);
-  unsigned char* end =
-      n < kStoreBelow ? stored_block(in, n, start + 10) : deflate(in, n, start + 10);
-  store_le32(end, crc32(text));
-  store_le32(end + 4, static_cast<std::uint32_t>(n));
-  end += 8;
-  out.assign(reinterpret_cast<const char*>(start), static_cast<std::size_t>(end - start));
+void build_block_code(const std::uint32_t* lit_freq, const std::uint32_t* dist_freq, BlockCode& c) {
+  build_code(lit_freq, kNumLitLen, 15, c.lit_len.data(), c.lit_code.data());
+  build_code(dist_freq, kNumDist, 15, c.dist_len.data(), c.dist_code.data());
 }
 
-unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
-                                        unsigned char* dst) {
-  State& s = *s_;
-  if (s.base > kBaseLimit) {
-    std::fill(s.table.begin(), s.table.end(), 0);
-    s.base = 1;
-  }
-  const std::uint32_t base = s.base;
-  s.base += static_cast<std::uint32_t>(n) + 1;
-
-  // 1. Greedy LZ77: the sequence of literals and matches, and the symbols' frequencies.
-  std::array<std::uint32_t, kNumLitLen> lit_freq{};
-  std::array<std::uint32_t, kNumDist> dist_freq{};
-  std::uint32_t* items = s.items.data();
-  std::size_t count = 0;
-  std::uint32_t* table = s.table.data();
-  std::size_t i = 0;
-  if (n >= kMinMatch) {
-    const std::size_t last = n - kMinMatch;  // the last position 4 bytes can be read from
-    while (i <= last) {
-      const std::uint32_t cur = load32(in + i);
-      std::uint32_t& slot = table[hash4(cur)];
-      const std::uint32_t cand = slot;
-      slot = base + static_cast<std::uint32_t>(i);
-      const std::size_t ref = cand - base;
-      if (cand >= base && i - ref <= kWindow && load32(in + ref) == cur) {
-        const std::size_t len = match_length(in + ref, in + i, std::min(kMaxMatch, n - i));
-        const auto dist = static_cast<std::uint32_t>(i - ref);
-        items[count++] = dist << 16 | static_cast<std::uint32_t>(len);
-        ++lit_freq[257 + kTables.len_code[len]];
-        ++dist_freq[dist_code(dist)];
-        // Later matches may start inside this one (JSON repeats its keys and their quotes), but
-        // only near its start: entering every position of a long match costs 20 % of the time
-        // on the styles documents and, by pushing older and longer candidates out of their
-        // slots, even makes the output larger (measured: first 8 positions 1,092,659 bytes, all
-        // 1,099,622, none 1,099,244 on 2,000 styles documents).
-        const std::size_t end = i + len;
-        const std::size_t insert_end = std::min({end, last + 1, i + 9});
-        for (std::size_t j = i + 1; j < insert_end; ++j) {
-          table[hash4(load32(in + j))] = base + static_cast<std::uint32_t>(j);
-        }
-        i = end;
-      } else {
-        items[count++] = in[i];
-        ++lit_freq[in[i]];
-        ++i;
-      }
-    }
-  }
-  for (; i < n; ++i) {
-    items[count++] = in[i];
-    ++lit_freq[in[i]];
-  }
-  lit_freq[kEndOfBlock] = 1;
-
-  // 2. The two codes, and the code-length code that describes them (RFC 1951 3.2.7).
-  std::array<std::uint8_t, kNumLitLen> lit_len;
-  std::array<std::uint8_t, kNumDist> dist_len;
-  std::array<std::uint16_t, kNumLitLen> lit_code;
-  std::array<std::uint16_t, kNumDist> dist_code_bits;
-  build_code(lit_freq.data(), kNumLitLen, 15, lit_len.data(), lit_code.data());
-  build_code(dist_freq.data(), kNumDist, 15, dist_len.data(), dist_code_bits.data());
-
+// Writes a final dynamic block's header for `c` (RFC 1951 3.2.7): BFINAL, BTYPE, and the two
+// codes' lengths, themselves Huffman coded.
+void write_header(const BlockCode& c, BitWriter& w) {
   int hlit = kNumLitLen;
-  while (hlit > 257 && lit_len[hlit - 1] == 0) --hlit;
+  while (hlit > 257 && c.lit_len[hlit - 1] == 0) --hlit;
   int hdist = kNumDist;
-  while (hdist > 1 && dist_len[hdist - 1] == 0) --hdist;
+  while (hdist > 1 && c.dist_len[hdist - 1] == 0) --hdist;
   // Both length lists as one sequence (a repeat may run from one into the other), run-length
   // coded: 16 = the previous length 3-6 times, 17 = 3-10 zeros, 18 = 11-138 zeros. Each entry:
   // symbol | extra bits << 5.
   std::array<std::uint8_t, kNumLitLen + kNumDist> lens;
-  std::copy_n(lit_len.begin(), hlit, lens.begin());
-  std::copy_n(dist_len.begin(), hdist, lens.begin() + hlit);
+  std::copy_n(c.lit_len.begin(), hlit, lens.begin());
+  std::copy_n(c.dist_len.begin(), hdist, lens.begin() + hlit);
   const int total = hlit + hdist;
   std::array<std::uint16_t, kNumLitLen + kNumDist> rle;
   int rle_count = 0;
@@ -443,8 +384,6 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
   int hclen = kNumCodeLen;
   while (hclen > 4 && cl_len[kCodeLenOrder[hclen - 1]] == 0) --hclen;
 
-  // 3. The block.
-  BitWriter w(dst);
   w.put(1, 1);  // BFINAL
   w.put(2, 2);  // BTYPE 10: dynamic Huffman codes
   w.put(static_cast<unsigned>(hlit - 257), 5);
@@ -463,24 +402,242 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
     w.put(static_cast<unsigned>(rle[k] >> 5), kRepeatBits[sym]);
     w.flush();
   }
-  for (std::size_t k = 0; k < count; ++k) {
-    const std::uint32_t item = items[k];
-    if (item < kMatchFlag) {
-      w.put(lit_code[item], lit_len[item]);
-    } else {
-      const std::uint32_t len = item & 0xFFFF;
-      const std::uint32_t dist = item >> 16;
-      const std::uint32_t lc = kTables.len_code[len];
-      w.put(lit_code[257 + lc], lit_len[257 + lc]);
-      w.put(len - kLenBase[lc], kLenExtra[lc]);
-      const std::uint32_t dc = dist_code(dist);
-      w.put(dist_code_bits[dc], dist_len[dc]);
-      w.put(dist - kDistBase[dc], kDistExtra[dc]);
+}
+
+// Greedy LZ77 over in[0..n): calls lit(byte) or match(length, distance) for each item, in
+// order. Positions go into `table` as base + position; entries below base are of earlier
+// documents and never taken.
+template <typename Lit, typename Match>
+void parse(std::uint32_t* table, std::uint32_t base, const unsigned char* in, std::size_t n,
+           Lit&& lit, Match&& match) {
+  std::size_t i = 0;
+  if (n >= kMinMatch) {
+    const std::size_t last = n - kMinMatch;  // the last position 4 bytes can be read from
+    while (i <= last) {
+      const std::uint32_t cur = load32(in + i);
+      std::uint32_t& slot = table[hash4(cur)];
+      const std::uint32_t cand = slot;
+      slot = base + static_cast<std::uint32_t>(i);
+      const std::size_t ref = cand - base;
+      if (cand >= base && i - ref <= kWindow && load32(in + ref) == cur) {
+        const std::size_t len = match_length(in + ref, in + i, std::min(kMaxMatch, n - i));
+        match(static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(i - ref));
+        // Later matches may start inside this one (JSON repeats its keys and their quotes), but
+        // only near its start: entering every position of a long match costs 20 % of the time
+        // on the styles documents and, by pushing older and longer candidates out of their
+        // slots, even makes the output larger (measured: first 8 positions 1,092,659 bytes, all
+        // 1,099,622, none 1,099,244 on 2,000 styles documents).
+        const std::size_t end = i + len;
+        const std::size_t insert_end = std::min({end, last + 1, i + 9});
+        for (std::size_t j = i + 1; j < insert_end; ++j) {
+          table[hash4(load32(in + j))] = base + static_cast<std::uint32_t>(j);
+        }
+        i = end;
+      } else {
+        lit(in[i]);
+        ++i;
+      }
     }
-    w.flush();
   }
-  w.put(lit_code[kEndOfBlock], lit_len[kEndOfBlock]);
-  unsigned char* end = w.finish();
+  for (; i < n; ++i) lit(in[i]);
+}
+
+// The largest header write_header writes: 17 bits, 19 x 3 bits, and at most 316 lengths of at
+// most 7 + 7 bits each (4,498 bits), plus the writer's 8 bytes of room.
+constexpr std::size_t kHeaderRoom = 576 + 8;
+
+}  // namespace
+
+// The semi-static code (see gzip.hpp): built from the symbol frequencies of the documents this
+// compressor wrote before, halved every kRebuildEvery documents so that the recent ones weigh
+// most. Only the symbols seen lately get a codeword: covering all 286 + 30 made every header 16
+// bytes longer on the styles documents (its lengths no longer compress as runs of zeros), and so
+// would keeping every symbol ever seen (a long load meets ever more rare bytes; letting them
+// fade was also 0.3 % smaller on styles). A document with a symbol the code lacks (0.5 % of the
+// styles documents measured) is written with its own code instead, and the code is rebuilt at
+// once with the new symbol.
+struct SmallCompressor::Model {
+  BlockCode code;
+  std::array<unsigned char, kHeaderRoom> header{};
+  std::size_t header_bits = 0;
+  bool ready = false;
+  std::array<std::uint32_t, kNumLitLen> lit_freq{};
+  std::array<std::uint32_t, kNumDist> dist_freq{};
+  std::uint32_t docs = 0;      // documents since the last scheduled rebuild
+  std::uint32_t interval = 1;  // documents between rebuilds: 1, 2, 4, ..., kRebuildEvery
+
+  // Builds the code and its header from the frequencies; `decay` halves them afterwards.
+  void rebuild(bool decay) {
+    // build_code needs frequencies below 2^23 (a long run of large documents could pass it).
+    std::uint32_t max = 0;
+    for (std::uint32_t f : lit_freq) max = std::max(max, f);
+    for (std::uint32_t f : dist_freq) max = std::max(max, f);
+    int shift = 0;
+    while ((max >> shift) >= (1u << 20)) ++shift;
+    std::array<std::uint32_t, kNumLitLen> lf;
+    std::array<std::uint32_t, kNumDist> df;
+    for (int k = 0; k < kNumLitLen; ++k)
+      lf[k] = lit_freq[k] == 0 ? 0 : std::max(lit_freq[k] >> shift, 1u);
+    for (int k = 0; k < kNumDist; ++k)
+      df[k] = dist_freq[k] == 0 ? 0 : std::max(dist_freq[k] >> shift, 1u);
+    lf[kEndOfBlock] = 1 + (lit_freq[kEndOfBlock] >> shift);
+    build_block_code(lf.data(), df.data(), code);
+    header.fill(0);
+    BitWriter w(header.data());
+    write_header(code, w);
+    header_bits = w.bits_since(header.data());
+    w.finish();
+    if (decay) {
+      for (auto& f : lit_freq) f >>= 1;
+      for (auto& f : dist_freq) f >>= 1;
+    }
+    ready = true;
+  }
+};
+
+struct SmallCompressor::State {
+  std::vector<std::uint32_t> table = std::vector<std::uint32_t>(std::size_t{1} << kHashBits, 0);
+  // Every entry below `base` belongs to an earlier document (0 never is a valid entry).
+  std::uint32_t base = 1;
+  std::vector<std::uint32_t> items = std::vector<std::uint32_t>(kMaxInput);
+  // Room for the worst case: the block header (< 600 bytes) plus at most 48 bits (a match's
+  // codes and extra bits) per 4 input bytes or 15 bits per literal, plus the writer's 8.
+  std::vector<unsigned char> buf = std::vector<unsigned char>(2 * kMaxInput + 1024);
+  Model model;
+
+  // The base for a document of n bytes (the table cleared before the base could overflow).
+  std::uint32_t take_base(std::size_t n) {
+    if (base > kBaseLimit) {
+      std::fill(table.begin(), table.end(), 0);
+      base = 1;
+    }
+    const std::uint32_t b = base;
+    base += static_cast<std::uint32_t>(n) + 1;
+    return b;
+  }
+};
+
+SmallCompressor::SmallCompressor() : s_(std::make_unique<State>()), fallback_(1) {}
+SmallCompressor::~SmallCompressor() = default;
+
+void SmallCompressor::compress(std::string_view text, std::string& out) {
+  if (text.size() > kMaxInput) {
+    fallback_.compress(text, out);
+    return;
+  }
+  State& s = *s_;
+  const auto* in = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  unsigned char* const start = s.buf.data();
+  // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255 (unknown): the same bytes on every system.
+  const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
+  std::memcpy(start, header, 10);
+  unsigned char* end =
+      n < kStoreBelow ? stored_block(in, n, start + 10) : deflate(in, n, start + 10);
+  store_le32(end, crc32(text));
+  store_le32(end + 4, static_cast<std::uint32_t>(n));
+  end += 8;
+  out.assign(reinterpret_cast<const char*>(start), static_cast<std::size_t>(end - start));
+}
+
+unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
+                                        unsigned char* dst) {
+  State& s = *s_;
+  Model& m = s.model;
+  std::uint32_t* table = s.table.data();
+  unsigned char* end = nullptr;
+  bool missing = false;
+  if (m.ready && n >= kModelFrom) {
+    // One pass with the model's code: its header copied, each item written as it is found.
+    std::memcpy(dst, m.header.data(), (m.header_bits + 7) / 8);
+    BitWriter w(dst, m.header_bits);
+    const BlockCode& c = m.code;
+    std::uint32_t* lit_freq = m.lit_freq.data();
+    std::uint32_t* dist_freq = m.dist_freq.data();
+    parse(
+        table, s.take_base(n), in, n,
+        [&](std::uint32_t b) {
+          w.put(c.lit_code[b], c.lit_len[b]);
+          missing |= c.lit_len[b] == 0;
+          ++lit_freq[b];
+          w.flush();
+        },
+        [&](std::uint32_t len, std::uint32_t dist) {
+          const std::uint32_t lc = kTables.len_code[len];
+          w.put(c.lit_code[257 + lc], c.lit_len[257 + lc]);
+          w.put(len - kLenBase[lc], kLenExtra[lc]);
+          const std::uint32_t dc = dist_code(dist);
+          w.put(c.dist_code[dc], c.dist_len[dc]);
+          w.put(dist - kDistBase[dc], kDistExtra[dc]);
+          missing |= c.lit_len[257 + lc] == 0;
+          missing |= c.dist_len[dc] == 0;
+          ++lit_freq[257 + lc];
+          ++dist_freq[dc];
+          w.flush();
+        });
+    w.put(c.lit_code[kEndOfBlock], c.lit_len[kEndOfBlock]);
+    ++lit_freq[kEndOfBlock];
+    end = w.finish();
+  }
+  if (end == nullptr || missing) {
+    // A code of the document's own: the items, then the code, then the block. For a short
+    // document (its header is a larger share of it), the first one, and one with a symbol the
+    // model lacks (whose frequencies the model pass above has counted already).
+    std::array<std::uint32_t, kNumLitLen> lit_freq{};
+    std::array<std::uint32_t, kNumDist> dist_freq{};
+    std::uint32_t* items = s.items.data();
+    std::size_t count = 0;
+    parse(
+        table, s.take_base(n), in, n,
+        [&](std::uint32_t b) {
+          items[count++] = b;
+          ++lit_freq[b];
+        },
+        [&](std::uint32_t len, std::uint32_t dist) {
+          items[count++] = dist << 16 | len;
+          ++lit_freq[257 + kTables.len_code[len]];
+          ++dist_freq[dist_code(dist)];
+        });
+    lit_freq[kEndOfBlock] = 1;
+    BlockCode c;
+    build_block_code(lit_freq.data(), dist_freq.data(), c);
+    BitWriter w(dst);
+    write_header(c, w);
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::uint32_t item = items[k];
+      if (item < kMatchFlag) {
+        w.put(c.lit_code[item], c.lit_len[item]);
+      } else {
+        const std::uint32_t len = item & 0xFFFF;
+        const std::uint32_t dist = item >> 16;
+        const std::uint32_t lc = kTables.len_code[len];
+        w.put(c.lit_code[257 + lc], c.lit_len[257 + lc]);
+        w.put(len - kLenBase[lc], kLenExtra[lc]);
+        const std::uint32_t dc = dist_code(dist);
+        w.put(c.dist_code[dc], c.dist_len[dc]);
+        w.put(dist - kDistBase[dc], kDistExtra[dc]);
+      }
+      w.flush();
+    }
+    w.put(c.lit_code[kEndOfBlock], c.lit_len[kEndOfBlock]);
+    end = w.finish();
+    if (!missing && n >= kModelFrom) {
+      for (int k = 0; k < kNumLitLen; ++k) m.lit_freq[k] += lit_freq[k];
+      for (int k = 0; k < kNumDist; ++k) m.dist_freq[k] += dist_freq[k];
+    }
+  }
+  // The code learns from the documents it is for only: the short ones would pay for the
+  // bookkeeping (3 % of a detail document's time) and blur the statistics.
+  if (n >= kModelFrom) {
+    if (++m.docs >= m.interval) {
+      m.rebuild(true);
+      m.docs = 0;
+      m.interval = std::min(2 * m.interval, kRebuildEvery);
+    } else if (missing) {
+      m.rebuild(false);  // with the symbol it lacked
+    }
+  }
+
   // Data that does not compress: one stored block instead, at most 5 bytes more than the data.
   if (static_cast<std::size_t>(end - dst) > n + 5) end = stored_block(in, n, dst);
   return end;

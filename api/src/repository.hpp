@@ -93,10 +93,11 @@ struct ProductFingerprints {
   std::int32_t id = 0;
   DocFingerprint docs[3];  // indexed by DocKind
 };
-// True when `cached` is the document `f` describes: the same length and the same JSON (equal
-// bytes for a JSON document; for a gzip member, a gzip member with the same trailer, which is
-// how the ETag tells documents apart: a CRC-32 collision between two versions of a document is
-// 1 in 2^32, and the ETag would not change either).
+// True when `cached` is the document `f` describes: the same JSON (equal bytes for a JSON
+// document; for a gzip member, a gzip member with the same trailer, of any length: the loader's
+// encoder may write the same JSON in other bytes from one load to the next. The trailer is how
+// the ETag tells documents apart: a CRC-32 collision between two versions of a document of the
+// same length is 1 in 2^32, and the ETag would not change either).
 bool matches(std::string_view cached, const DocFingerprint& f);
 
 // The catalogue `conn` reads: the database's name and catwalk_publish's row. Throws pg::DbError.

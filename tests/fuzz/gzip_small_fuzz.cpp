@@ -1,8 +1,10 @@
 // Fuzz target for gzip::SmallCompressor, the loader's own DEFLATE encoder: whatever the input,
 // the member must inflate back to it in zlib (browsers, NGINX) and libdeflate (the API), and its
-// trailer must hold the input's CRC-32 and size. The input's first byte, when there is one,
-// says how many documents before it go through the same compressor (entries they leave in its
-// hash table must never be taken for matches).
+// trailer must hold the input's CRC-32 and size, also after other documents through the same
+// compressor, which carries state from one to the next: its hash table (entries of earlier
+// documents must never be taken for matches) and its learnt Huffman code (which must never
+// lack a symbol a document it writes has). The input's first byte, when there is one, says which
+// documents, made from the input, go first.
 #include <libdeflate.h>
 #include <zlib.h>
 
@@ -50,20 +52,44 @@ void check(catwalk::gzip::SmallCompressor& z, std::string_view doc) {
   if (!t || t->crc32 != catwalk::gzip::crc32(doc) || t->size != doc.size()) fail("trailer");
 }
 
+// `s` repeated until it is at least `min` bytes long (s itself when longer; empty stays empty).
+std::string repeated(std::string_view s, std::size_t min) {
+  std::string out(s);
+  while (!s.empty() && out.size() < min) out += s;
+  return out;
+}
+
 }  // namespace
 
 // libFuzzer's entry point (declared here: libFuzzer ships no header for it).
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static catwalk::gzip::SmallCompressor z;
+  // A fresh compressor per input, so that a failure replays from its input alone.
+  catwalk::gzip::SmallCompressor z;
   std::string_view in(reinterpret_cast<const char*>(data), size);
-  if (!in.empty()) {
-    int before = static_cast<unsigned char>(in[0]) % 4;
-    in.remove_prefix(1);
-    // Earlier documents: pieces of this one, so that stale table entries would look like matches.
-    for (int k = 0; k < before; ++k) check(z, in.substr(k * in.size() / 4));
+  if (in.empty()) {
+    check(z, in);
+    return 0;
+  }
+  const unsigned mode = static_cast<unsigned char>(in[0]);
+  in.remove_prefix(1);
+  // Documents before this one, made from it: pieces of it (entries they leave in the hash table
+  // would look like matches), and the input repeated past the 800 bytes from which the learnt
+  // code writes a document (so that code is built from the input's symbols, rebuilt, and used).
+  // With bit 4 of byte 0, their bytes are folded into 32-95 first: the documents after them then
+  // have symbols (and lengths, distances) the learnt code never saw.
+  const int before = static_cast<int>(mode % 16);
+  for (int k = 0; k < before; ++k) {
+    std::string doc = k % 2 == 0
+                          ? std::string(in.substr(static_cast<std::size_t>(k) * in.size() / 16))
+                          : repeated(in, 800 + 300 * static_cast<std::size_t>(k));
+    if ((mode & 16) != 0) {
+      for (auto& c : doc) c = static_cast<char>(32 + (static_cast<unsigned char>(c) & 63));
+    }
+    check(z, doc);
   }
   check(z, in);
+  check(z, repeated(in, 1000));
   return 0;
 }

@@ -52,10 +52,17 @@ class Compressor {
 
 // gzip members of short documents, with our own DEFLATE (RFC 1951) encoder: one dynamic-Huffman
 // block, greedy LZ77 over a small hash table that is never cleared between documents. On the
-// loader's documents (a few hundred bytes to a few KiB) it is about twice as fast as libdeflate
-// level 1 at nearly the same size (bench/README.md, "Document compression"): for such inputs most
-// of libdeflate's time is per call, not per byte. Inputs above kMaxInput go to libdeflate level 1
-// (a Compressor), so every input gets a valid member; the same input always gives the same bytes.
+// loader's documents (a few hundred bytes to a few KiB) it is two to three times as fast as
+// libdeflate level 1 at 0-3 % more size (bench/README.md, "Our own encoder"): for such inputs
+// most of libdeflate's time is per call, not per byte. Inputs above kMaxInput go to libdeflate
+// level 1 (a Compressor), so every input gets a valid member.
+//
+// State carries from one call to the next: documents of 800 bytes or more are written with a
+// semi-static Huffman code, built from the symbols of the long documents this compressor wrote
+// before and rebuilt every 256 of them, whose block header is written once (no code construction
+// and no header per document: one pass). So use one compressor per kind of document (they
+// learn its shape), and expect the same input to give other bytes after other documents: the
+// content, and so the trailer (CRC-32 and length of the input), never changes. Not thread-safe.
 class SmallCompressor {
  public:
   // The largest input this encoder handles itself: one stored block can still hold it when it
@@ -71,6 +78,7 @@ class SmallCompressor {
  private:
   // Writes `in` as one final DEFLATE block at dst, returns its end.
   unsigned char* deflate(const unsigned char* in, std::size_t n, unsigned char* dst);
+  struct Model;  // the learnt code
   struct State;
   std::unique_ptr<State> s_;
   Compressor fallback_;
