@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <utility>
 
@@ -474,7 +475,7 @@ bool CacheRefresher::warm_all(std::uint64_t generation, std::uint64_t& stored) {
 bool CacheRefresher::stage_all(const CatalogueId& id, std::chrono::steady_clock::time_point t0,
                                std::uint64_t& stored) {
   auto staged = cache_.staged();
-  const std::size_t warm_limit = cache_.budget() - cache_.budget() / 8;
+  const std::size_t warm_limit = this->warm_limit();
   const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
   bool logged = false;
   bool full = false;
@@ -484,20 +485,13 @@ bool CacheRefresher::stage_all(const CatalogueId& id, std::chrono::steady_clock:
     try {
       std::size_t rows = 0;
       const bool whole = stream_product_docs(warm_conn(), kWarmIdle, [&](const ProductDocsView& p) {
-        const std::pair<DocKind, std::string_view> docs[] = {{DocKind::kStyles, p.styles},
-                                                             {DocKind::kDetail, p.detail},
-                                                             {DocKind::kRelated, p.related}};
-        for (const auto& [kind, doc] : docs) {
-          const auto r = staged.put(doc_key(kind, p.id), doc, warm_limit);
-          if (r == DocCache::PutResult::kFull) {
-            full = true;
-            crowded = staged.room() < warm_limit;
-            return false;
-          }
-          if (r == DocCache::PutResult::kStored) {
-            ++stored;
-            warmed_docs_.fetch_add(1, std::memory_order_relaxed);
-          }
+        const BatchEnd end = store_each(p, stored, [&](std::uint64_t key, std::string_view doc) {
+          return staged.put(key, doc, warm_limit);
+        });
+        if (end == BatchEnd::kFull) {
+          full = true;
+          crowded = staged.room() < warm_limit;
+          return false;
         }
         if (++rows % pause_every == 0) {
           if (refresh_pending() || !staged.beside_current()) return false;
@@ -555,15 +549,17 @@ bool CacheRefresher::warm_ids(std::uint64_t generation, const std::vector<std::i
   return true;
 }
 
-CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::uint64_t generation,
-                                               std::uint64_t& stored) {
-  // The warm-up leaves an eighth of the budget to requests' misses: when the catalogue does not
-  // fit, what clients ask for beyond the warmed ids still gets cached.
-  const std::size_t warm_limit = cache_.budget() - cache_.budget() / 8;
+// The warm-up leaves an eighth of the budget to requests' misses: when the catalogue does not
+// fit, what clients ask for beyond the warmed ids still gets cached.
+std::size_t CacheRefresher::warm_limit() const { return cache_.budget() - cache_.budget() / 8; }
+
+CacheRefresher::BatchEnd CacheRefresher::store_each(
+    const ProductDocsView& p, std::uint64_t& stored,
+    const std::function<DocCache::PutResult(std::uint64_t key, std::string_view doc)>& put) {
   const std::pair<DocKind, std::string_view> docs[] = {
       {DocKind::kStyles, p.styles}, {DocKind::kDetail, p.detail}, {DocKind::kRelated, p.related}};
   for (const auto& [kind, doc] : docs) {
-    switch (cache_.put(doc_key(kind, p.id), generation, doc, warm_limit)) {
+    switch (put(doc_key(kind, p.id), doc)) {
       case DocCache::PutResult::kStored:
         ++stored;
         warmed_docs_.fetch_add(1, std::memory_order_relaxed);
@@ -577,6 +573,14 @@ CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::ui
     }
   }
   return BatchEnd::kMore;
+}
+
+CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::uint64_t generation,
+                                               std::uint64_t& stored) {
+  const std::size_t limit = warm_limit();
+  return store_each(p, stored, [&](std::uint64_t key, std::string_view doc) {
+    return cache_.put(key, generation, doc, limit);
+  });
 }
 
 }  // namespace catwalk::api

@@ -32,10 +32,12 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -125,6 +127,13 @@ class CacheRefresher {
   // budget is full.
   enum class BatchEnd { kMore, kStale, kFull };
   BatchEnd store(const ProductDocsView& p, std::uint64_t generation, std::uint64_t& stored);
+  // The three documents of `p` handed to `put` (the current generation's put, or a staged
+  // one's) as (key, document), counting what it stored; stops at the first kStale or kFull.
+  BatchEnd store_each(
+      const ProductDocsView& p, std::uint64_t& stored,
+      const std::function<DocCache::PutResult(std::uint64_t key, std::string_view doc)>& put);
+  // Where the warm-up stops filling (less than the budget: see store_each()'s callers).
+  std::size_t warm_limit() const;
   bool stop_requested();
   bool refresh_pending();  // a newer catalogue waits: stop what runs and do that
   // Waits up to `d`, woken early by request_stop(); true when stopping.
