@@ -124,7 +124,18 @@ void CacheRefresher::update_usable() { cache_.set_usable(db_ok_ && !unchecked_);
 DbConnection& CacheRefresher::warm_conn() {
   if (!warm_conn_ || !warm_conn_->ok()) {
     warm_conn_.reset();
-    warm_conn_.emplace(opt_.db_url, Clock::now() + kWatchTimeout);
+    const Deadline d = Clock::now() + kWatchTimeout;
+    warm_conn_.emplace(opt_.db_url, d);
+    // The statement_timeout catwalk-api sets for requests (PGOPTIONS) is not for the warmer: a
+    // COPY of the whole catalogue lasts longer at full scale on a busy machine (the server waits
+    // on the socket while the warmer catches up), and was cancelled and read again from the
+    // start. The warmer bounds its own waits (kWarmIdle without a byte: abandoned).
+    try {
+      warm_conn_->exec("SET statement_timeout = 0", d);
+    } catch (...) {
+      warm_conn_.reset();  // never kept with the requests' timeout
+      throw;
+    }
   }
   return *warm_conn_;
 }

@@ -13,11 +13,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -2010,4 +2012,46 @@ TEST_CASE("a reload that changes a product changes its ETag, unchanged answers k
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(etag_of("/products/1") == product1);  // same JSON again, same tag
+}
+
+TEST_CASE("cache warm-up: a COPY longer than the requests' statement_timeout is not cancelled") {
+  api();  // the database is loaded
+  // catwalk-api gives its connections (through PGOPTIONS) a 5 s statement_timeout, for requests.
+  // The warm-up's COPY of the whole catalogue lasts longer than that at full scale on a busy
+  // machine (the server blocks on the socket while the warmer catches up): it was cancelled
+  // and read again from the start. Here a 300 ms timeout, and a COPY made to last longer by a
+  // lock held on product_docs for 1.5 s.
+  struct Env {
+    std::optional<std::string> saved;
+    Env() {
+      if (const char* v = std::getenv("PGOPTIONS")) saved = v;
+      setenv("PGOPTIONS", "-c statement_timeout=300", 1);
+    }
+    ~Env() {
+      if (saved) {
+        setenv("PGOPTIONS", saved->c_str(), 1);
+      } else {
+        unsetenv("PGOPTIONS");
+      }
+    }
+  };
+  catwalk::pg::Connection locker(shared_server().url());
+  locker.exec("BEGIN");
+  locker.exec("LOCK TABLE catwalk.product_docs IN ACCESS EXCLUSIVE MODE");
+  const int port = free_port();
+  std::optional<ApiProcess> p;
+  {
+    const Env env;  // the child inherits it; this process's own connections do not need it
+    p.emplace(std::vector<std::string>{"--db", shared_server().url(), "--host", "127.0.0.1",
+                                       "--port", std::to_string(port), "--cache-dir", "",
+                                       "--no-access-log"});
+  }
+  REQUIRE(p->wait_log("listening on", std::chrono::seconds(10)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  locker.exec("COMMIT");
+  INFO(p->log());
+  REQUIRE(p->wait_log("cache warm-up:", std::chrono::seconds(10)));
+  CHECK(p->log().find("statement timeout") == std::string::npos);
+  CHECK(p->log().find("cache warm-up paused") == std::string::npos);
+  CHECK(metric_at(port, "catwalk_cache_warm_runs_total") == 1);
 }
