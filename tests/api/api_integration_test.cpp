@@ -1305,6 +1305,7 @@ TEST_CASE("a restart maps the cache snapshot: no document read from the database
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   std::string detail, styles;
   double documents = 0;
   {
@@ -1333,6 +1334,88 @@ TEST_CASE("a restart maps the cache snapshot: no document read from the database
   fs::remove_all(cache_dir);
 }
 
+TEST_CASE("the snapshot is written snapshot_delay_ms after the warm-up, not at once") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 1500;
+  OwnServer s(opt);
+  REQUIRE(s.wait_for([&] { return s.metric("catwalk_cache_warm_runs_completed_total") == 1; },
+                     std::chrono::seconds(10)));
+  const auto done = Clock::now();
+  // Before: written right after the warm-up, while requests were served at full load.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(s.metric("catwalk_cache_snapshot_writes_total") == 0);
+  CHECK(fs::is_empty(cache_dir));
+  REQUIRE(s.wait_for([&] { return s.metric("catwalk_cache_snapshot_writes_total") == 1; },
+                     std::chrono::seconds(10)));
+  CHECK(Clock::now() - done >= std::chrono::milliseconds(1400));
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("a publish during the snapshot's delay is refreshed at once; that snapshot is dropped") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 60000;
+  OwnServer s(opt);
+  REQUIRE(s.wait_for([&] { return s.metric("catwalk_cache_warm_runs_completed_total") == 1; },
+                     std::chrono::seconds(10)));
+  const double version = s.metric("catwalk_cache_catalogue_version");
+  auto load = etl_load(source_path("data-samples"));
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  // The warmer waits out the delay only while no newer catalogue waits.
+  CHECK(s.wait_for([&] { return s.metric("catwalk_cache_catalogue_version") == version + 1; },
+                   std::chrono::seconds(5)));
+  CHECK(s.metric("catwalk_cache_snapshot_writes_total") == 0);
+  CHECK(fs::is_empty(cache_dir));
+  s.stop();  // stops at once, though the new refresh's delay has most of a minute to run
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("a changed catalogue warmed beside the cache is read on a thread at nice 10") {
+  api();
+  catwalk::api::ServerOptions opt;
+  opt.warm_batch_rows = 1;
+  opt.warm_pause_ms = 100;  // a staged warm-up of about a second
+  OwnServer s(opt);
+  REQUIRE(s.wait_for([&] { return s.warmed_more_than(0); }, std::chrono::seconds(10)));
+  const double runs = s.metric("catwalk_cache_warm_runs_completed_total");
+  // The nice value of this process's thread named `name`; -100 when there is none.
+  auto nice_of = [](const std::string& name) {
+    for (const auto& t : fs::directory_iterator("/proc/self/task")) {
+      std::string comm = read_text(t.path().string() + "/comm");
+      while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+      if (comm != name) continue;
+      // /proc/TID/stat: "pid (comm) state ..." with nice the 19th field; comm may hold spaces.
+      const std::string stat = read_text(t.path().string() + "/stat");
+      std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+      std::string field;
+      for (int i = 3; i <= 19 && rest >> field; ++i) {
+      }
+      return std::stoi(field);
+    }
+    return -100;
+  };
+  std::string dir = samples_mostly_changed();
+  auto load = etl_load(dir);
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  int seen = -100;
+  const auto t0 = Clock::now();
+  while (seen == -100 && !s.warmed_more_than(runs) &&
+         Clock::now() - t0 < std::chrono::seconds(15)) {
+    seen = nice_of("catwalk-stage");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(seen >= 10);
+  REQUIRE(s.wait_for([&] { return s.warmed_more_than(runs); }, std::chrono::seconds(15)));
+  CHECK(s.metric("catwalk_cache_staged_swaps_total") == 1);
+  restore_samples(s);
+  fs::remove_all(dir);
+}
+
 namespace {
 // A server on `opt` writes its snapshot and stops; then a publish renames product 1 to
 // `new_name`. Returns the documents the snapshot holds and the export folder published.
@@ -1356,6 +1439,7 @@ TEST_CASE("a snapshot of an older publish is checked first: its changed document
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   const auto [documents, dir] = snapshot_then_publish(opt, "Camo Onesie Checked");
 
   OwnServer second(opt);
@@ -1394,6 +1478,7 @@ TEST_CASE("a full disk while writing the snapshot: logged, no file left, serving
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   opt.snapshot_write_limit = 5000;
   OwnServer s(opt);
   REQUIRE(s.wait_for([&] { return s.warmed_more_than(0); }, std::chrono::seconds(5)));
@@ -1538,6 +1623,7 @@ TEST_CASE("--warm-wait: no snapshot, the port refuses until the warm-up complete
   opt.host = "127.0.0.1";
   opt.access_log = false;
   opt.cache_dir = cache_dir;  // empty: a cold start
+  opt.snapshot_delay_ms = 0;
   opt.warm_wait_s = 60;
   // A pause after every product: the warm-up of the samples' 16 products takes about 5 s.
   opt.warm_batch_rows = 1;
@@ -1602,6 +1688,7 @@ TEST_CASE(
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   const auto [documents, dir] = snapshot_then_publish(opt, "Camo Onesie Gated");
 
   opt.db_url = shared_server().url();
