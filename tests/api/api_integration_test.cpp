@@ -1354,7 +1354,7 @@ TEST_CASE("the snapshot is written snapshot_delay_ms after the warm-up, not at o
   fs::remove_all(cache_dir);
 }
 
-TEST_CASE("a publish during the snapshot's delay is refreshed at once; that snapshot is dropped") {
+TEST_CASE("a publish during the snapshot's delay is refreshed at once, and that snapshot dropped") {
   api();
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
