@@ -70,6 +70,12 @@ int main(int argc, char** argv) {
                  "folder of the cache's snapshots, which a restart maps instead of reading the "
                  "catalogue again (created 0700; '' disables snapshots)")
       ->capture_default_str();
+  int snapshot_delay_s = opt.snapshot_delay_ms / 1000;
+  app.add_option("--snapshot-delay", snapshot_delay_s,
+                 "seconds between a warm-up (a start, a publish's swap) and writing its snapshot: "
+                 "not in the first seconds, when requests need the cores")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
   app.add_option("--max-age", opt.max_age_s,
                  "Cache-Control max-age, in seconds, of the catalogue routes' answers")
       ->check(CLI::Range(0, 31536000))
@@ -102,6 +108,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   opt.access_log = !quiet;
+  opt.snapshot_delay_ms = snapshot_delay_s * 1000;
   opt.port = port != 0 ? port : 3000;
   opt.db_url = catwalk::resolve_db_url(db_flag);
   // Requests stop waiting after ServerOptions::db_timeout_ms whatever the server does; this makes

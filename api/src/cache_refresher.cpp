@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <optional>
 #include <utility>
 
 #include "catwalk/log.hpp"
 #include "catwalk/pg.hpp"
 #include "db_connection.hpp"
+#include "thread_priority.hpp"
 
 namespace catwalk::api {
 
@@ -22,6 +25,34 @@ constexpr std::chrono::milliseconds kWarmIdle{5000};
 constexpr std::size_t kFetchBatch = 2000;
 // How long a start may wait to confirm a snapshot's catalogue before it listens.
 constexpr std::chrono::milliseconds kStartCheck{500};
+// The calling thread's time on a core and runnable but waiting for one, since it started
+// (/proc/thread-self/schedstat; zeros where the kernel does not have it).
+struct ThreadTimes {
+  double on_cpu_s = 0, queued_s = 0;
+};
+ThreadTimes thread_times() {
+  ThreadTimes t;
+  if (std::FILE* f = std::fopen("/proc/thread-self/schedstat", "r")) {
+    unsigned long long run_ns = 0, wait_ns = 0;
+    if (std::fscanf(f, "%llu %llu", &run_ns, &wait_ns) == 2) {
+      t.on_cpu_s = static_cast<double>(run_ns) / 1e9;
+      t.queued_s = static_cast<double>(wait_ns) / 1e9;
+    }
+    std::fclose(f);
+  }
+  return t;
+}
+// The staged warm-up and the snapshot writer run below the requests' threads, so that on a busy
+// machine they take what CPU requests leave (each on a thread of its own: see
+// thread_priority.hpp). The staged warm-up at nice 10: measured at full scale with wrk
+// saturating both cores, the windows before the swap had fewer p99 spikes (the largest of 5
+// windows under 10 ms in 5 of 9 runs, against 0 of 5 at nice 0), and the swap came 6.1-7.8 s
+// after the publish (5.8-8.1 s at nice 0). The snapshot at nice 19 and idle IO: nobody but a
+// restart needs it.
+constexpr BackgroundPriority kStagePriority{10, false};
+constexpr BackgroundPriority kSnapshotPriority{19, true};
+// How many products ahead the fingerprint scan prefetches the cached documents it will compare.
+constexpr std::uint32_t kPrefetchAhead = 16;
 }  // namespace
 
 CacheRefresher::CacheRefresher(Options options, Repository& repo, DocCache& cache)
@@ -112,6 +143,11 @@ bool CacheRefresher::refresh_pending() {
   return stopping_ || refresh_wanted_;
 }
 
+bool CacheRefresher::wait_unless_pending(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  return warm_cv_.wait_for(lock, d, [&] { return stopping_ || refresh_wanted_; });
+}
+
 bool CacheRefresher::pause(std::chrono::milliseconds d) {
   std::unique_lock lock(mu_);
   return warm_cv_.wait_for(lock, d, [&] { return stopping_; });
@@ -122,7 +158,18 @@ void CacheRefresher::update_usable() { cache_.set_usable(db_ok_ && !unchecked_);
 DbConnection& CacheRefresher::warm_conn() {
   if (!warm_conn_ || !warm_conn_->ok()) {
     warm_conn_.reset();
-    warm_conn_.emplace(opt_.db_url, Clock::now() + kWatchTimeout);
+    const Deadline d = Clock::now() + kWatchTimeout;
+    warm_conn_.emplace(opt_.db_url, d);
+    // The statement_timeout catwalk-api sets for requests (PGOPTIONS) is not for the warmer: a
+    // COPY of the whole catalogue lasts longer at full scale on a busy machine (the server waits
+    // on the socket while the warmer catches up), and was cancelled and read again from the
+    // start. The warmer bounds its own waits (kWarmIdle without a byte: abandoned).
+    try {
+      warm_conn_->exec("SET statement_timeout = 0", d);
+    } catch (...) {
+      warm_conn_.reset();  // never kept with the requests' timeout
+      throw;
+    }
   }
   return *warm_conn_;
 }
@@ -249,7 +296,15 @@ CacheRefresher::ScanEnd CacheRefresher::keep_unchanged(DbConnection& conn, const
                                                        bool may_stage) {
   auto s = cache_.successor();
   const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
+  const ThreadTimes before = thread_times();
+  const auto scan_start = Clock::now();
   const bool whole = stream_fingerprints(conn, kWarmIdle, [&](const ProductFingerprints& p) {
+    // Rows come in id order and the warm-up stored documents in that order too: the ones a few
+    // products on are where the scan reads next. Without this, most of the scan's CPU time was
+    // two cache misses per document (its first byte and its last 8), taken one after the other.
+    // (An id past the last, or past kMaxId, finds nothing: prefetch() does nothing then.)
+    const std::uint32_t ahead = static_cast<std::uint32_t>(p.id) + kPrefetchAhead;
+    for (std::uint64_t k = 0; k < 3; ++k) s.prefetch((k << 32) | ahead);
     bool miss = false;
     for (int k = 0; k < 3; ++k) {
       const auto key = doc_key(static_cast<DocKind>(k), p.id);
@@ -264,6 +319,17 @@ CacheRefresher::ScanEnd CacheRefresher::keep_unchanged(DbConnection& conn, const
     return ++products % pause_every != 0 || !stop_requested();
   });
   if (!whole) return ScanEnd::kStopped;
+  // Where the scan's time went, for the log lines below: the warmer's own CPU time, its time
+  // runnable but waiting for a core, the rest waiting for PostgreSQL's rows.
+  const ThreadTimes after = thread_times();
+  const double scan_s = std::chrono::duration<double>(Clock::now() - scan_start).count();
+  const double cpu_s = after.on_cpu_s - before.on_cpu_s, queue_s = after.queued_s - before.queued_s;
+  const std::string scan_times =
+      after.on_cpu_s > 0 ? fmt::format(
+                               "scan {:.2f} s: {:.2f} s on a core, {:.2f} s waiting for one, "
+                               "{:.2f} s for PostgreSQL",
+                               scan_s, cpu_s, queue_s, std::max(0.0, scan_s - cpu_s - queue_s))
+                         : fmt::format("scan {:.2f} s", scan_s);
   conn.exec("COMMIT", Clock::now() + kWatchTimeout);
   // Waste: bytes written in the shared chunks that no kept document uses (documents this
   // publish or earlier ones dropped). Past a quarter of them, the kept documents are not
@@ -300,10 +366,10 @@ CacheRefresher::ScanEnd CacheRefresher::keep_unchanged(DbConnection& conn, const
   kept_docs_.fetch_add(kept);
   changed = dropped > 0 || !missing.empty();
   catwalk::log(
-      "cache refresh: publish {} swapped in after {:.2f} s: {} documents kept, {} "
+      "cache refresh: publish {} swapped in after {:.2f} s ({}): {} documents kept, {} "
       "dropped, {} products to fetch",
-      id.version, std::chrono::duration<double>(Clock::now() - t0).count(), kept, dropped,
-      missing.size());
+      id.version, std::chrono::duration<double>(Clock::now() - t0).count(), scan_times, kept,
+      dropped, missing.size());
   return ScanEnd::kInstalled;
 }
 
@@ -417,20 +483,29 @@ bool CacheRefresher::refresh() {
   warming_.store(false);
   if (completed && changed && snapshots_.enabled()) {
     const auto reader = cache_.reader();
-    if (snapshots_.save(reader, [&](bool before_rename) {
-          if (refresh_pending() || cache_.generation() != reader.number()) return false;
-          if (!before_rename) return true;
-          // A document stored by a request after a newer publish would be in the file under the
-          // older label: only a catalogue still published may be written.
-          try {
-            return read_catalogue_id(warm_conn(), Clock::now() + kWatchTimeout) ==
-                   reader.catalogue();
-          } catch (const std::exception&) {
-            warm_conn_.reset();
-            return false;
-          }
-        }))
-      snapshot_writes_.fetch_add(1);
+    bool saved = false;
+    run_in_background("catwalk-snapshot", kSnapshotPriority, [&] {
+      // Not in the first seconds after the swap: writing 815 MiB then (page cache, writeback,
+      // fsync) took requests' p99 from 2-4 ms to 26-132 ms in the 5 s after a full-scale swap
+      // (measured with wrk on 2 vCPU), at nice 19 as at 0. A newer publish or a stop during the
+      // delay drops the write (the newer refresh writes its own).
+      if (opt_.snapshot_delay_ms > 0 &&
+          wait_unless_pending(std::chrono::milliseconds(opt_.snapshot_delay_ms)))
+        return;
+      saved = snapshots_.save(reader, [&](bool before_rename) {
+        if (refresh_pending() || cache_.generation() != reader.number()) return false;
+        if (!before_rename) return true;
+        // A document stored by a request after a newer publish would be in the file under the
+        // older label: only a catalogue still published may be written.
+        try {
+          return read_catalogue_id(warm_conn(), Clock::now() + kWatchTimeout) == reader.catalogue();
+        } catch (const std::exception&) {
+          warm_conn_.reset();
+          return false;
+        }
+      });
+    });
+    if (saved) snapshot_writes_.fetch_add(1);
   }
   return completed;
 }
@@ -496,44 +571,45 @@ bool CacheRefresher::warm_all(std::uint64_t generation, std::uint64_t& stored) {
 bool CacheRefresher::stage_all(const CatalogueId& id, std::chrono::steady_clock::time_point t0,
                                std::uint64_t& stored) {
   auto staged = cache_.staged();
-  const std::size_t warm_limit = cache_.budget() - cache_.budget() / 8;
+  const std::size_t warm_limit = this->warm_limit();
   const std::size_t pause_every = static_cast<std::size_t>(std::max(opt_.warm_batch_rows, 1));
   bool logged = false;
   bool full = false;
   bool crowded = false;  // full because the serving generation holds the rest of the budget
-  for (;;) {
-    if (refresh_pending() || !staged.beside_current()) return false;
-    try {
-      std::size_t rows = 0;
-      const bool whole = stream_product_docs(warm_conn(), kWarmIdle, [&](const ProductDocsView& p) {
-        const std::pair<DocKind, std::string_view> docs[] = {{DocKind::kStyles, p.styles},
-                                                             {DocKind::kDetail, p.detail},
-                                                             {DocKind::kRelated, p.related}};
-        for (const auto& [kind, doc] : docs) {
-          const auto r = staged.put(doc_key(kind, p.id), doc, warm_limit);
-          if (r == DocCache::PutResult::kFull) {
-            full = true;
-            crowded = staged.room() < warm_limit;
-            return false;
-          }
-          if (r == DocCache::PutResult::kStored) {
-            ++stored;
-            warmed_docs_.fetch_add(1, std::memory_order_relaxed);
-          }
-        }
-        if (++rows % pause_every == 0) {
-          if (refresh_pending() || !staged.beside_current()) return false;
-          if (opt_.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt_.warm_pause_ms)))
-            return false;
-        }
-        return true;
-      });
-      if (!whole && !full) return false;
-      break;
-    } catch (const std::exception& e) {
-      if (!retry_after(e, stored, logged)) return false;
+  bool streamed = false;
+  // At a lower priority than requests (see kStagePriority): the previous publish serves
+  // meanwhile, nobody waits for this but the swap.
+  run_in_background("catwalk-stage", kStagePriority, [&] {
+    for (;;) {
+      if (refresh_pending() || !staged.beside_current()) return;
+      try {
+        std::size_t rows = 0;
+        const bool whole =
+            stream_product_docs(warm_conn(), kWarmIdle, [&](const ProductDocsView& p) {
+              const BatchEnd end =
+                  store_each(p, stored, [&](std::uint64_t key, std::string_view doc) {
+                    return staged.put(key, doc, warm_limit);
+                  });
+              if (end == BatchEnd::kFull) {
+                full = true;
+                crowded = staged.room() < warm_limit;
+                return false;
+              }
+              if (++rows % pause_every == 0) {
+                if (refresh_pending() || !staged.beside_current()) return false;
+                if (opt_.warm_pause_ms > 0 && pause(std::chrono::milliseconds(opt_.warm_pause_ms)))
+                  return false;
+              }
+              return true;
+            });
+        streamed = whole || full;
+        return;
+      } catch (const std::exception& e) {
+        if (!retry_after(e, stored, logged)) return;
+      }
     }
-  }
+  });
+  if (!streamed) return false;
   const std::size_t entries = staged.entries(), bytes = staged.bytes();
   // The watcher emptied the cache meanwhile (database lost): it asks again.
   if (!cache_.install(std::move(staged), id)) return false;
@@ -577,15 +653,17 @@ bool CacheRefresher::warm_ids(std::uint64_t generation, const std::vector<std::i
   return true;
 }
 
-CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::uint64_t generation,
-                                               std::uint64_t& stored) {
-  // The warm-up leaves an eighth of the budget to requests' misses: when the catalogue does not
-  // fit, what clients ask for beyond the warmed ids still gets cached.
-  const std::size_t warm_limit = cache_.budget() - cache_.budget() / 8;
+// The warm-up leaves an eighth of the budget to requests' misses: when the catalogue does not
+// fit, what clients ask for beyond the warmed ids still gets cached.
+std::size_t CacheRefresher::warm_limit() const { return cache_.budget() - cache_.budget() / 8; }
+
+CacheRefresher::BatchEnd CacheRefresher::store_each(
+    const ProductDocsView& p, std::uint64_t& stored,
+    const std::function<DocCache::PutResult(std::uint64_t key, std::string_view doc)>& put) {
   const std::pair<DocKind, std::string_view> docs[] = {
       {DocKind::kStyles, p.styles}, {DocKind::kDetail, p.detail}, {DocKind::kRelated, p.related}};
   for (const auto& [kind, doc] : docs) {
-    switch (cache_.put(doc_key(kind, p.id), generation, doc, warm_limit)) {
+    switch (put(doc_key(kind, p.id), doc)) {
       case DocCache::PutResult::kStored:
         ++stored;
         warmed_docs_.fetch_add(1, std::memory_order_relaxed);
@@ -599,6 +677,14 @@ CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::ui
     }
   }
   return BatchEnd::kMore;
+}
+
+CacheRefresher::BatchEnd CacheRefresher::store(const ProductDocsView& p, std::uint64_t generation,
+                                               std::uint64_t& stored) {
+  const std::size_t limit = warm_limit();
+  return store_each(p, stored, [&](std::uint64_t key, std::string_view doc) {
+    return cache_.put(key, generation, doc, limit);
+  });
 }
 
 }  // namespace catwalk::api

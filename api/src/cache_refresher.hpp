@@ -23,7 +23,10 @@
 //     listens; it serves from the first request when its catalogue is the published one (one
 //     round trip, bounded), else it is checked as above;
 //     either way its page tables are then populated in the background (no fault per request).
-//   After a refresh that changed the cache completes, the generation is written to the snapshot.
+//   After a refresh that changed the cache completes, the generation is written to the snapshot:
+//   snapshot_delay_ms later (not in the first seconds of a swap or a start), unless a newer
+//   catalogue came in meanwhile, on a thread at the lowest CPU and IO priority.
+//   A changed catalogue warmed beside the serving one is read on a thread at nice 10.
 //
 // Thread-safety: start() and join() from the thread that owns the object; request_stop(),
 // wait_ready() and the getters from any thread.
@@ -32,10 +35,12 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -55,6 +60,7 @@ class CacheRefresher {
     int warm_pause_ms = 0;       // pause every warm_batch_rows products (tests slow it with it)
     std::string cache_dir;       // snapshots' folder; "" = no snapshots
     std::size_t snapshot_write_limit = SIZE_MAX;  // tests: a full disk after this many bytes
+    int snapshot_delay_ms = 10000;  // a refresh's snapshot is written this long after it ends
   };
 
   CacheRefresher(Options options, Repository& repo, DocCache& cache);
@@ -129,10 +135,19 @@ class CacheRefresher {
   // budget is full.
   enum class BatchEnd { kMore, kStale, kFull };
   BatchEnd store(const ProductDocsView& p, std::uint64_t generation, std::uint64_t& stored);
+  // The three documents of `p` handed to `put` (the current generation's put, or a staged
+  // one's) as (key, document), counting what it stored; stops at the first kStale or kFull.
+  BatchEnd store_each(
+      const ProductDocsView& p, std::uint64_t& stored,
+      const std::function<DocCache::PutResult(std::uint64_t key, std::string_view doc)>& put);
+  // Where the warm-up stops filling (less than the budget: see store_each()'s callers).
+  std::size_t warm_limit() const;
   bool stop_requested();
   bool refresh_pending();  // a newer catalogue waits: stop what runs and do that
   // Waits up to `d`, woken early by request_stop(); true when stopping.
   bool pause(std::chrono::milliseconds d);
+  // The same, woken early by a newer catalogue too; true when stopping or one waits.
+  bool wait_unless_pending(std::chrono::milliseconds d);
   DbConnection& warm_conn();
 
   const Options opt_;

@@ -258,6 +258,16 @@ std::string_view DocCache::Successor::previous(std::uint64_t key) const {
   return slot == 0 ? std::string_view() : from_->doc(slot);
 }
 
+void DocCache::Successor::prefetch(std::uint64_t key) const {
+  const std::uint64_t slot = from_->slot(key);
+  if (slot == 0) return;
+  const char* doc = from_->chunks[slot_chunk(slot)].load(std::memory_order_relaxed);
+  if (doc == nullptr) return;
+  doc += slot_offset(slot);
+  __builtin_prefetch(doc);
+  __builtin_prefetch(doc + slot_length(slot) - 1);
+}
+
 bool DocCache::Successor::keep(std::uint64_t key) {
   const std::uint64_t slot = from_->slot(key);
   if (slot == 0) return false;

@@ -112,6 +112,9 @@ class DocCache {
     std::string_view previous(std::uint64_t key) const;
     // Takes previous(key) over; false when there is none.
     bool keep(std::uint64_t key);
+    // Asks the CPU to bring the start and end of previous(key) into its cache (what a check
+    // against a fingerprint reads), without waiting: a scan calls it some products ahead.
+    void prefetch(std::uint64_t key) const;
     std::size_t kept_entries() const;
     std::size_t kept_bytes() const;
     // Bytes written in the previous generation's chunks (what the successor shares: its

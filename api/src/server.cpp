@@ -59,7 +59,7 @@ struct Server::Impl {
         // flushed when the replica has replayed a publish, not before.
         refresher({opt.read_db_url.empty() ? opt.db_url : opt.read_db_url, opt.cache_mb > 0,
                    opt.publish_poll_ms, opt.warm_batch_rows, opt.warm_pause_ms, opt.cache_dir,
-                   opt.snapshot_write_limit},
+                   opt.snapshot_write_limit, opt.snapshot_delay_ms},
                   repo, cache),
         handlers(repo, cache, metrics, pool, refresher, opt.access_log, opt.max_age_s) {}
 

@@ -13,11 +13,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -1335,6 +1337,7 @@ TEST_CASE("a restart maps the cache snapshot: no document read from the database
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   std::string detail, styles;
   double documents = 0;
   {
@@ -1363,6 +1366,88 @@ TEST_CASE("a restart maps the cache snapshot: no document read from the database
   fs::remove_all(cache_dir);
 }
 
+TEST_CASE("the snapshot is written snapshot_delay_ms after the warm-up, not at once") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 1500;
+  OwnServer s(opt);
+  REQUIRE(s.wait_for([&] { return s.metric("catwalk_cache_warm_runs_completed_total") == 1; },
+                     std::chrono::seconds(10)));
+  const auto done = Clock::now();
+  // Before: written right after the warm-up, while requests were served at full load.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(s.metric("catwalk_cache_snapshot_writes_total") == 0);
+  CHECK(fs::is_empty(cache_dir));
+  REQUIRE(s.wait_for([&] { return s.metric("catwalk_cache_snapshot_writes_total") == 1; },
+                     std::chrono::seconds(10)));
+  CHECK(Clock::now() - done >= std::chrono::milliseconds(1400));
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("a publish during the snapshot's delay is refreshed at once, and that snapshot dropped") {
+  api();
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 60000;
+  OwnServer s(opt);
+  REQUIRE(s.wait_for([&] { return s.metric("catwalk_cache_warm_runs_completed_total") == 1; },
+                     std::chrono::seconds(10)));
+  const double version = s.metric("catwalk_cache_catalogue_version");
+  auto load = etl_load(source_path("data-samples"));
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  // The warmer waits out the delay only while no newer catalogue waits.
+  CHECK(s.wait_for([&] { return s.metric("catwalk_cache_catalogue_version") == version + 1; },
+                   std::chrono::seconds(5)));
+  CHECK(s.metric("catwalk_cache_snapshot_writes_total") == 0);
+  CHECK(fs::is_empty(cache_dir));
+  s.stop();  // stops at once, though the new refresh's delay has most of a minute to run
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("a changed catalogue warmed beside the cache is read on a thread at nice 10") {
+  api();
+  catwalk::api::ServerOptions opt;
+  opt.warm_batch_rows = 1;
+  opt.warm_pause_ms = 100;  // a staged warm-up of about a second
+  OwnServer s(opt);
+  REQUIRE(s.wait_for([&] { return s.warmed_more_than(0); }, std::chrono::seconds(10)));
+  const double runs = s.metric("catwalk_cache_warm_runs_completed_total");
+  // The nice value of this process's thread named `name`; -100 when there is none.
+  auto nice_of = [](const std::string& name) {
+    for (const auto& t : fs::directory_iterator("/proc/self/task")) {
+      std::string comm = read_text(t.path().string() + "/comm");
+      while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+      if (comm != name) continue;
+      // /proc/TID/stat: "pid (comm) state ..." with nice the 19th field; comm may hold spaces.
+      const std::string stat = read_text(t.path().string() + "/stat");
+      std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+      std::string field;
+      for (int i = 3; i <= 19 && rest >> field; ++i) {
+      }
+      return std::stoi(field);
+    }
+    return -100;
+  };
+  std::string dir = samples_mostly_changed();
+  auto load = etl_load(dir);
+  REQUIRE_MESSAGE(load.exit_code == 0, load.err);
+  int seen = -100;
+  const auto t0 = Clock::now();
+  while (seen == -100 && !s.warmed_more_than(runs) &&
+         Clock::now() - t0 < std::chrono::seconds(15)) {
+    seen = nice_of("catwalk-stage");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(seen >= 10);
+  REQUIRE(s.wait_for([&] { return s.warmed_more_than(runs); }, std::chrono::seconds(15)));
+  CHECK(s.metric("catwalk_cache_staged_swaps_total") == 1);
+  restore_samples(s);
+  fs::remove_all(dir);
+}
+
 namespace {
 // A server on `opt` writes its snapshot and stops; then a publish renames product 1 to
 // `new_name`. Returns the documents the snapshot holds and the export folder published.
@@ -1386,6 +1471,7 @@ TEST_CASE("a snapshot of an older publish is checked first: its changed document
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   const auto [documents, dir] = snapshot_then_publish(opt, "Camo Onesie Checked");
 
   OwnServer second(opt);
@@ -1424,6 +1510,7 @@ TEST_CASE("a full disk while writing the snapshot: logged, no file left, serving
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-snapshots");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   opt.snapshot_write_limit = 5000;
   OwnServer s(opt);
   REQUIRE(s.wait_for([&] { return s.warmed_more_than(0); }, std::chrono::seconds(5)));
@@ -1568,6 +1655,7 @@ TEST_CASE("--warm-wait: no snapshot, the port refuses until the warm-up complete
   opt.host = "127.0.0.1";
   opt.access_log = false;
   opt.cache_dir = cache_dir;  // empty: a cold start
+  opt.snapshot_delay_ms = 0;
   opt.warm_wait_s = 60;
   // A pause after every product: the warm-up of the samples' 16 products takes about 5 s.
   opt.warm_batch_rows = 1;
@@ -1632,6 +1720,7 @@ TEST_CASE(
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
   catwalk::api::ServerOptions opt;
   opt.cache_dir = cache_dir;
+  opt.snapshot_delay_ms = 0;  // written at once: the test waits for it
   const auto [documents, dir] = snapshot_then_publish(opt, "Camo Onesie Gated");
 
   opt.db_url = shared_server().url();
@@ -2079,4 +2168,46 @@ TEST_CASE("a reload that changes a product changes its ETag, unchanged answers k
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(etag_of("/products/1") == product1);  // same JSON again, same tag
+}
+
+TEST_CASE("cache warm-up: a COPY longer than the requests' statement_timeout is not cancelled") {
+  api();  // the database is loaded
+  // catwalk-api gives its connections (through PGOPTIONS) a 5 s statement_timeout, for requests.
+  // The warm-up's COPY of the whole catalogue lasts longer than that at full scale on a busy
+  // machine (the server blocks on the socket while the warmer catches up): it was cancelled
+  // and read again from the start. Here a 300 ms timeout, and a COPY made to last longer by a
+  // lock held on product_docs for 1.5 s.
+  struct Env {
+    std::optional<std::string> saved;
+    Env() {
+      if (const char* v = std::getenv("PGOPTIONS")) saved = v;
+      setenv("PGOPTIONS", "-c statement_timeout=300", 1);
+    }
+    ~Env() {
+      if (saved) {
+        setenv("PGOPTIONS", saved->c_str(), 1);
+      } else {
+        unsetenv("PGOPTIONS");
+      }
+    }
+  };
+  catwalk::pg::Connection locker(shared_server().url());
+  locker.exec("BEGIN");
+  locker.exec("LOCK TABLE catwalk.product_docs IN ACCESS EXCLUSIVE MODE");
+  const int port = free_port();
+  std::optional<ApiProcess> p;
+  {
+    const Env env;  // the child inherits it; this process's own connections do not need it
+    p.emplace(std::vector<std::string>{"--db", shared_server().url(), "--host", "127.0.0.1",
+                                       "--port", std::to_string(port), "--cache-dir", "",
+                                       "--no-access-log"});
+  }
+  REQUIRE(p->wait_log("listening on", std::chrono::seconds(10)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  locker.exec("COMMIT");
+  INFO(p->log());
+  REQUIRE(p->wait_log("cache warm-up:", std::chrono::seconds(10)));
+  CHECK(p->log().find("statement timeout") == std::string::npos);
+  CHECK(p->log().find("cache warm-up paused") == std::string::npos);
+  CHECK(metric_at(port, "catwalk_cache_warm_runs_total") == 1);
 }

@@ -141,6 +141,25 @@ TEST_CASE("DocCache: a successor keeps the documents it is told to, same bytes, 
   CHECK(c.get(doc_key(DocKind::kStyles, 3)).bytes == "doc3");
 }
 
+TEST_CASE("DocCache: a successor's prefetch changes nothing, whatever the key") {
+  // The scan prefetches ids ahead of the row it checks: past the last id, ids of pages never
+  // allocated, ids past kMaxId. None of that may fault, keep or change anything.
+  DocCache c(8 << 20);
+  REQUIRE(c.put(doc_key(DocKind::kStyles, 1), c.generation(), "doc1") ==
+          DocCache::PutResult::kStored);
+  auto s = c.successor();
+  for (std::uint64_t id :
+       {1ull, 2ull, 17ull, 1ull << 20, 0x7fffffffull, 0x80000010ull, 0xffffffffull})
+    for (auto kind : {DocKind::kDetail, DocKind::kStyles, DocKind::kRelated})
+      s.prefetch((static_cast<std::uint64_t>(kind) << 32) | id);
+  CHECK(s.kept_entries() == 0);
+  CHECK(s.previous(doc_key(DocKind::kStyles, 1)) == "doc1");
+  CHECK(s.keep(doc_key(DocKind::kStyles, 1)));
+  REQUIRE(c.install(std::move(s), CatalogueId{"db", 2, 0}));
+  CHECK(c.entries() == 1);
+  CHECK(c.get(doc_key(DocKind::kStyles, 1)).bytes == "doc1");
+}
+
 TEST_CASE("DocCache: a successor is not installed over an invalidation") {
   DocCache c(8 << 20);
   REQUIRE(c.put(doc_key(DocKind::kDetail, 1), c.generation(), "x") == DocCache::PutResult::kStored);

@@ -30,10 +30,11 @@ struct ServerOptions {
   std::string cache_dir;       // the cache's snapshots (snapshot.hpp); "" = none (the binary's
                                // default: $XDG_CACHE_HOME/catwalk-api or ~/.cache/catwalk-api)
   std::size_t snapshot_write_limit = SIZE_MAX;  // tests: a full disk after this many bytes
-  int io_timeout_s = 5;          // idle keep-alive, and writing a response to a slow client
-  int header_timeout_s = 5;      // a request's head and body must arrive within this of its start
-  std::size_t max_queued = 512;  // connections waiting for a worker; beyond it new ones get 503
-  bool access_log = true;        // one stderr line per request
+  int snapshot_delay_ms = 10000;  // how long after a warm-up or a publish's swap it is written
+  int io_timeout_s = 5;           // idle keep-alive, and writing a response to a slow client
+  int header_timeout_s = 5;       // a request's head and body must arrive within this of its start
+  std::size_t max_queued = 512;   // connections waiting for a worker; beyond it new ones get 503
+  bool access_log = true;         // one stderr line per request
   int warm_wait_s = 0;  // > 0: warm_up() waits at most this long for a warm cache (--warm-wait)
 };
 
