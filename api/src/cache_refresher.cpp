@@ -257,7 +257,9 @@ void CacheRefresher::warm_loop() {
   // Not niced: measured at full scale, a warmer at nice 10 stalled requests for hundreds of
   // milliseconds (cold start p99 414 ms against 15 ms): preempted while holding a lock that
   // request threads take too (a malloc arena's, an atomic shared_ptr's), it kept them waiting
-  // until it ran again.
+  // until it ran again. The staged warm-up is niced all the same (kStagePriority, on a thread of
+  // its own): it fills chunks no request reads before the swap, and measured, it stalled
+  // requests less at nice 10 than at 0, not more.
   for (;;) {
     {
       std::unique_lock lock(mu_);
