@@ -32,6 +32,15 @@ std::uint32_t crc32(std::string_view data, std::uint32_t previous) {
   return libdeflate_crc32(previous, data.data(), data.size());
 }
 
+std::uint32_t content_check(std::string_view data) {
+  return libdeflate_adler32(1, data.data(), data.size());
+}
+
+std::uint32_t header_check(std::string_view member) {
+  if (!is_gzip(member)) return 0;
+  return le32(reinterpret_cast<const unsigned char*>(member.data()) + 4);
+}
+
 void Compressor::Deleter::operator()(libdeflate_compressor* c) const {
   libdeflate_free_compressor(c);
 }

@@ -523,15 +523,18 @@ SmallCompressor::~SmallCompressor() = default;
 void SmallCompressor::compress(std::string_view text, std::string& out) {
   if (text.size() > kMaxInput) {
     fallback_.compress(text, out);
+    store_le32(reinterpret_cast<unsigned char*>(out.data()) + 4, content_check(text));
     return;
   }
   State& s = *s_;
   const auto* in = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
   unsigned char* const start = s.buf.data();
-  // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255 (unknown): the same bytes on every system.
+  // ID1 ID2 CM=deflate FLG=0 MTIME XFL=0 OS=255 (unknown). MTIME holds content_check(text), not
+  // a time (gzip.hpp): the same text gets the same header on every system.
   const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
   std::memcpy(start, header, 10);
+  store_le32(start + 4, content_check(text));
   unsigned char* end =
       n < kStoreBelow ? stored_block(in, n, start + 10) : deflate(in, n, start + 10);
   store_le32(end, crc32(text));

@@ -76,8 +76,9 @@ CREATE TABLE cart_import (
 -- is not stored twice (it was a 289 MB text column at full scale: COPY and WAL of its own).
 -- STORAGE EXTERNAL: PostgreSQL must not try to compress them again.
 -- fp_*: each document's fingerprint, computed by PostgreSQL as the loader COPYs the row: its
--- stored length (int4, network order), then its last 8 bytes when it is a gzip member (the CRC-32
--- and length of its JSON), else the whole (short) JSON. The primary key carries them (INCLUDE,
+-- stored length (int4, network order), then, when it is a gzip member, its header's bytes 4-7
+-- (where the loader writes the Adler-32 of the JSON) and its last 8 bytes (the CRC-32 and length
+-- of the JSON), else the whole (short) JSON. The primary key carries them (INCLUDE,
 -- 004), so that catwalk-api, after a publish, reads every fingerprint with an index-only scan of
 -- about 70 MB instead of a scan of this 1.2 GB heap, and keeps the documents that match.
 CREATE TABLE product_docs (
@@ -88,13 +89,16 @@ CREATE TABLE product_docs (
   related bytea   NOT NULL,
   fp_detail bytea GENERATED ALWAYS AS (int4send(length(detail)) ||
     CASE WHEN length(detail) > 64 AND substring(detail FROM 1 FOR 2) = '\x1f8b'::bytea
-         THEN substring(detail FROM length(detail) - 7) ELSE detail END) STORED,
+         THEN substring(detail FROM 5 FOR 4) || substring(detail FROM length(detail) - 7)
+         ELSE detail END) STORED,
   fp_styles bytea GENERATED ALWAYS AS (int4send(length(styles)) ||
     CASE WHEN length(styles) > 64 AND substring(styles FROM 1 FOR 2) = '\x1f8b'::bytea
-         THEN substring(styles FROM length(styles) - 7) ELSE styles END) STORED,
+         THEN substring(styles FROM 5 FOR 4) || substring(styles FROM length(styles) - 7)
+         ELSE styles END) STORED,
   fp_related bytea GENERATED ALWAYS AS (int4send(length(related)) ||
     CASE WHEN length(related) > 64 AND substring(related FROM 1 FOR 2) = '\x1f8b'::bytea
-         THEN substring(related FROM length(related) - 7) ELSE related END) STORED
+         THEN substring(related FROM 5 FOR 4) || substring(related FROM length(related) - 7)
+         ELSE related END) STORED
 );
 ALTER TABLE product_docs
   ALTER COLUMN detail SET STORAGE EXTERNAL,

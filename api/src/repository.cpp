@@ -230,7 +230,8 @@ std::string compute_fingerprints_select() {
   for (const char* d : {"detail", "styles", "related"}) {  // DocKind's order
     q += fmt::format(
         ", int4send(length({0})) || CASE WHEN length({0}) > 64 AND substring({0} FROM 1 FOR 2) = "
-        "'\\x1f8b'::bytea THEN substring({0} FROM length({0}) - 7) ELSE {0} END",
+        "'\\x1f8b'::bytea THEN substring({0} FROM 5 FOR 4) || substring({0} FROM length({0}) - 7) "
+        "ELSE {0} END",
         d);
   }
   return q + " FROM catwalk.product_docs";
@@ -265,11 +266,15 @@ bool stream_product_docs(DbConnection& conn, std::chrono::milliseconds idle,
 
 bool matches(std::string_view cached, const DocFingerprint& f) {
   if (f.probe.size() == f.length) return cached == f.probe;  // a JSON document, whole
-  // A gzip member: the same JSON when the trailer is the same, whatever the compressed bytes
+  // A gzip member: the same JSON when its checks are the same, whatever the compressed bytes
   // (their length included): the loader's encoder writes a document's JSON according to the
   // documents before it, so an unchanged document may come back a few bytes longer or shorter.
-  return f.probe.size() == 8 && cached.size() > 8 && gzip::is_gzip(cached) &&
-         cached.ends_with(f.probe);
+  if (!gzip::is_gzip(cached)) return false;
+  // 12 bytes: the header's content check (bytes 4-7, gzip::header_check), then the trailer.
+  if (f.probe.size() == 12)
+    return cached.substr(4, 4) == f.probe.substr(0, 4) && cached.ends_with(f.probe.substr(4));
+  // 8: fp columns of a catalogue loaded before the check existed: the trailer alone.
+  return f.probe.size() == 8 && cached.ends_with(f.probe);
 }
 
 CatalogueId read_catalogue_id(DbConnection& conn, Deadline deadline) {

@@ -83,8 +83,9 @@ bool stream_product_docs(DbConnection& conn, std::chrono::milliseconds idle,
 
 // What the refresher compares to tell an unchanged document from a changed one without reading
 // it: its stored length and `probe`, the whole document when it is stored as JSON (or is short),
-// else the last 8 bytes of the gzip member (the CRC-32 and length of the JSON: what the ETag is
-// made of). Valid during the callback only.
+// else the gzip member's bytes 4-7 (the header's content check) and its last 8 bytes (the CRC-32
+// and length of the JSON: what the ETag is made of); 8 bytes only in fp columns loaded before the
+// check existed. Valid during the callback only.
 struct DocFingerprint {
   std::uint32_t length = 0;
   std::string_view probe;
@@ -94,10 +95,12 @@ struct ProductFingerprints {
   DocFingerprint docs[3];  // indexed by DocKind
 };
 // True when `cached` is the document `f` describes: the same JSON (equal bytes for a JSON
-// document; for a gzip member, a gzip member with the same trailer, of any length: the loader's
-// encoder may write the same JSON in other bytes from one load to the next. The trailer is how
-// the ETag tells documents apart: a CRC-32 collision between two versions of a document of the
-// same length is 1 in 2^32, and the ETag would not change either).
+// document; for a gzip member, a gzip member with the same content check in its header
+// (gzip::header_check, the Adler-32 of the JSON) and the same trailer (CRC-32 and length), of any
+// compressed length: the loader's encoder may write the same JSON in other bytes from one load
+// to the next. The trailer alone would leave a same-length change 1 chance in 2^32 of being
+// taken for the old document; with the header's check, 64 bits decide. The fp columns of a
+// catalogue loaded before the check existed hold the trailer alone: then the trailer decides.
 bool matches(std::string_view cached, const DocFingerprint& f);
 
 // The catalogue `conn` reads: the database's name and catwalk_publish's row. Throws pg::DbError.

@@ -66,3 +66,31 @@ TEST_CASE("matches: a fingerprint tells an unchanged stored document from a chan
   const std::string fake = std::string(a.size() - 8, '{') + a.substr(a.size() - 8);
   CHECK_FALSE(matches(fake, tail(a)));
 }
+
+TEST_CASE("matches: the header's content check decides with the trailer (12-byte probes)") {
+  using catwalk::api::DocFingerprint;
+  using catwalk::api::matches;
+  // What the fp_* columns hold for a gzip member: bytes 4-7, then the last 8.
+  auto checks = [](const std::string& s) { return s.substr(4, 4) + s.substr(s.size() - 8); };
+  std::string text = "{\"results\":[";
+  for (unsigned k = 0; k < 300; ++k) text += "{\"sku\":" + std::to_string(k * 37 % 1000) + "},";
+  text += "{}]}";
+  // The same JSON from two compressors (other bytes, other histories): kept.
+  catwalk::gzip::SmallCompressor one, two;
+  std::string warm, x, y;
+  for (int k = 0; k < 5; ++k) two.compress(text.substr(0, text.size() - 10 * k) + "]}", warm);
+  one.compress(text, x);
+  two.compress(text, y);
+  CHECK(catwalk::gzip::header_check(x) == catwalk::gzip::content_check(text));
+  const std::string px = checks(x), py = checks(y);
+  CHECK(matches(x, DocFingerprint{static_cast<std::uint32_t>(y.size()), py}));
+  CHECK(matches(y, DocFingerprint{static_cast<std::uint32_t>(x.size()), px}));
+  // Another JSON whose trailer happens to be the same (a CRC-32 collision, forged here by
+  // giving the member another header check): the header's check tells them apart.
+  std::string collided = x;
+  collided[5] = static_cast<char>(collided[5] ^ 0x5a);
+  CHECK_FALSE(
+      matches(x, DocFingerprint{static_cast<std::uint32_t>(collided.size()), checks(collided)}));
+  // An 8-byte probe (fp columns from before the check): the trailer alone, as before.
+  CHECK(matches(collided, DocFingerprint{static_cast<std::uint32_t>(x.size()), px.substr(4)}));
+}

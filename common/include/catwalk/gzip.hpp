@@ -33,6 +33,14 @@ std::optional<Trailer> trailer(std::string_view member);
 // followed by `data` (a CRC computed piece by piece).
 std::uint32_t crc32(std::string_view data, std::uint32_t previous = 0);
 
+// A second check of a document's content, independent of its CRC-32: its Adler-32. The loader's
+// members carry it in the header's MTIME field (bytes 4-7, little-endian; inflaters ignore it), so
+// that catwalk-api tells two versions of a document apart by 64 bits of checks plus the length
+// (the trailer alone is 32 bits: a same-length change has a 1 in 2^32 chance of keeping it).
+// A member written without one (MTIME 0: an older loader, or Compressor) has header_check 0.
+std::uint32_t content_check(std::string_view data);
+std::uint32_t header_check(std::string_view member);  // 0 when `member` is not gzip
+
 class Compressor {
  public:
   // `level` 1 (fastest) to 12 (smallest).
@@ -41,6 +49,7 @@ class Compressor {
   Compressor& operator=(const Compressor&) = delete;
   // Replaces `out` with one gzip member holding `in` (no file name, modification time 0: the
   // same input always gives the same bytes).
+  // SmallCompressor's members (its fallback included) carry content_check(in) there instead.
   void compress(std::string_view in, std::string& out);
 
  private:
