@@ -17,6 +17,7 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "catwalk/gzip.hpp"
@@ -446,6 +447,19 @@ void parse(std::uint32_t* table, std::uint32_t base, const unsigned char* in, st
 // most 7 + 7 bits each (4,498 bits), plus the writer's 8 bytes of room.
 constexpr std::size_t kHeaderRoom = 576 + 8;
 
+// Writes a match of `len` bytes at distance `dist` with code `c` (RFC 1951 3.2.5); returns its
+// length symbol (257-285) and distance symbol, for the callers' frequencies.
+inline std::pair<std::uint32_t, std::uint32_t> put_match(BitWriter& w, const BlockCode& c,
+                                                         std::uint32_t len, std::uint32_t dist) {
+  const std::uint32_t lc = kTables.len_code[len];
+  w.put(c.lit_code[257 + lc], c.lit_len[257 + lc]);
+  w.put(len - kLenBase[lc], kLenExtra[lc]);
+  const std::uint32_t dc = dist_code(dist);
+  w.put(c.dist_code[dc], c.dist_len[dc]);
+  w.put(dist - kDistBase[dc], kDistExtra[dc]);
+  return {257 + lc, dc};
+}
+
 }  // namespace
 
 // The semi-static code (see gzip.hpp): built from the symbol frequencies of the documents this
@@ -566,15 +580,10 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
           w.flush();
         },
         [&](std::uint32_t len, std::uint32_t dist) {
-          const std::uint32_t lc = kTables.len_code[len];
-          w.put(c.lit_code[257 + lc], c.lit_len[257 + lc]);
-          w.put(len - kLenBase[lc], kLenExtra[lc]);
-          const std::uint32_t dc = dist_code(dist);
-          w.put(c.dist_code[dc], c.dist_len[dc]);
-          w.put(dist - kDistBase[dc], kDistExtra[dc]);
-          missing |= c.lit_len[257 + lc] == 0;
+          const auto [ls, dc] = put_match(w, c, len, dist);
+          missing |= c.lit_len[ls] == 0;
           missing |= c.dist_len[dc] == 0;
-          ++lit_freq[257 + lc];
+          ++lit_freq[ls];
           ++dist_freq[dc];
           w.flush();
         });
@@ -611,14 +620,7 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
       if (item < kMatchFlag) {
         w.put(c.lit_code[item], c.lit_len[item]);
       } else {
-        const std::uint32_t len = item & 0xFFFF;
-        const std::uint32_t dist = item >> 16;
-        const std::uint32_t lc = kTables.len_code[len];
-        w.put(c.lit_code[257 + lc], c.lit_len[257 + lc]);
-        w.put(len - kLenBase[lc], kLenExtra[lc]);
-        const std::uint32_t dc = dist_code(dist);
-        w.put(c.dist_code[dc], c.dist_len[dc]);
-        w.put(dist - kDistBase[dc], kDistExtra[dc]);
+        put_match(w, c, item & 0xFFFF, item >> 16);
       }
       w.flush();
     }

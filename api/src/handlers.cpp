@@ -33,10 +33,13 @@ struct RequestState {
 };
 thread_local RequestState t_request;
 
-// A worker serves one request at a time: its inflater is reused, never shared.
-gzip::Inflater& worker_inflater() {
+// Replaces `out` with the JSON of the stored gzip member `stored`, with the worker's inflater (a
+// worker serves one request at a time: it is reused, never shared). A member that does not
+// inflate is a damaged catalogue: a 500, logged.
+void inflate_stored(std::string_view stored, std::string& out) {
   thread_local gzip::Inflater inflater;
-  return inflater;
+  if (!inflater.inflate(stored, out))
+    throw std::runtime_error("a stored document is not a valid gzip member; reload the catalogue");
 }
 
 void send_json(Response& res, int status, std::string body) {
@@ -234,9 +237,7 @@ void Handlers::send_document(const Request& req, Response& res, std::string_view
     res.set_header("Content-Encoding", "gzip");
     res.body.assign(stored);
   } else {
-    if (!worker_inflater().inflate(stored, res.body))
-      throw std::runtime_error(
-          "a stored document is not a valid gzip member; reload the catalogue");
+    inflate_stored(stored, res.body);
   }
 }
 
@@ -264,9 +265,7 @@ void Handlers::product_page(const Request& req, Response& res) {
     for (const std::string& stored : repo_.page_details(bounds->first, bounds->second)) {
       std::string_view detail = stored;
       if (gzip::trailer(stored)) {
-        if (!worker_inflater().inflate(stored, json))
-          throw std::runtime_error(
-              "a stored document is not a valid gzip member; reload the catalogue");
+        inflate_stored(stored, json);
         detail = json;
       }
       if (body.size() > 1) body.push_back(',');
