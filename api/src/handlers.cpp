@@ -223,8 +223,9 @@ void Handlers::send_document(const Request& req, Response& res, std::string_view
   // The ETag is of the JSON, whichever encoding goes out: gzip's trailer already holds its
   // CRC-32 and length, so a gzip member costs nothing to tag.
   const auto trailer = gzip::trailer(stored);
-  const std::string etag = trailer ? weak_etag(trailer->crc32, trailer->size)
-                                   : weak_etag(gzip::crc32(stored), stored.size());
+  const std::string etag =
+      trailer ? weak_etag(trailer->crc32, trailer->size, gzip::header_check(stored))
+              : weak_etag(gzip::crc32(stored), stored.size());
   // Every answer of these routes may differ by Accept-Encoding (shared caches must key on it).
   res.set_header("Vary", "Accept-Encoding");
   const bool send_gzip = trailer && accepts_gzip(req.get_header_value("Accept-Encoding"));

@@ -78,8 +78,9 @@ bool accepts_gzip(std::string_view header) {
   return gzip > 0 && gzip >= identity;
 }
 
-std::string weak_etag(std::uint32_t crc32, std::uint64_t length) {
-  return fmt::format("W/\"{:08x}-{:x}\"", crc32, length);
+std::string weak_etag(std::uint32_t crc32, std::uint64_t length, std::uint32_t check) {
+  if (check == 0) return fmt::format("W/\"{:08x}-{:x}\"", crc32, length);
+  return fmt::format("W/\"{:08x}-{:x}-{:08x}\"", crc32, length, check);
 }
 
 bool if_none_match(std::string_view header, std::string_view etag) {

@@ -13,10 +13,12 @@ namespace catwalk::api {
 // "identity", "br" alone, or garbage: false. A malformed q-value counts as q=0 for its coding.
 bool accepts_gzip(std::string_view accept_encoding);
 
-// A weak entity tag, W/"<crc32>-<length>" of the identity body (hex). Weak: one tag stands for
+// A weak entity tag, W/"<crc32>-<length>" of the identity body (hex), W/"<crc32>-<length>-<check>"
+// when a second check of the content is known (a stored gzip member's gzip::header_check, non-0):
+// then 64 bits of checks tell two versions of a document apart, not 32. Weak: one tag stands for
 // both encodings of the same JSON (they are equivalent, not byte-identical), which is what
 // If-None-Match compares (weakly) and what a cache keyed with Vary: Accept-Encoding needs.
-std::string weak_etag(std::uint32_t crc32, std::uint64_t length);
+std::string weak_etag(std::uint32_t crc32, std::uint64_t length, std::uint32_t check = 0);
 
 // True when the If-None-Match field value matches `etag` by the weak comparison: "*", or a
 // listed tag whose opaque part equals etag's (W/ prefixes ignored). Malformed lists match

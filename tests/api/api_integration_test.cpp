@@ -2083,6 +2083,11 @@ TEST_CASE("gzip clients get the stored gzip, others the identical JSON, equal to
       // One tag for both encodings of the same JSON.
       CHECK(gz->get_header_value("ETag") == identity->get_header_value("ETag"));
       CHECK(identity->get_header_value("ETag").starts_with("W/\""));
+      // A gzip member's tag carries its header's content check too: crc-length-check.
+      if (gz->get_header_value("Content-Encoding") == "gzip") {
+        const std::string tag = gz->get_header_value("ETag");
+        CHECK(std::count(tag.begin(), tag.end(), '-') == 2);
+      }
       if (gz->get_header_value("Content-Encoding") == "gzip") {
         ++gzipped;
         std::string inflated;

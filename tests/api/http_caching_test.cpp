@@ -48,6 +48,9 @@ TEST_CASE("weak_etag and if_none_match") {
   const std::string tag = weak_etag(0xdeadbeef, 1234);
   CHECK(tag == "W/\"deadbeef-4d2\"");
   CHECK(weak_etag(1, 2) == "W/\"00000001-2\"");
+  // With a member's content check (the loader's gzip header): 64 bits of checks in the tag.
+  CHECK(weak_etag(1, 2, 0xabc) == "W/\"00000001-2-00000abc\"");
+  CHECK(weak_etag(1, 2, 0) == weak_etag(1, 2));  // a member without one (an older loader)
   struct Case {
     const char* header;
     bool match;
