@@ -102,22 +102,18 @@ bool CacheRefresher::catalogue_readable() {
 }
 
 void CacheRefresher::mark_not_loaded() {
-  bool first;
+  bool tell;
   {
     std::lock_guard lock(mu_);
-    first = !std::exchange(told_not_loaded_, true);
+    // Once, and not when a warm-up has completed already (a catalogue dropped by hand later).
+    tell = !std::exchange(told_not_loaded_, true) && !ready_;
   }
-  if (first && !ready_now()) {
+  if (tell) {
     catwalk::log(
         "document cache: nothing is published in this database yet (run catwalk-etl load); "
         "nothing to warm");
   }
   mark_ready();
-}
-
-bool CacheRefresher::ready_now() {
-  std::lock_guard lock(mu_);
-  return ready_;
 }
 
 void CacheRefresher::mark_ready() {
@@ -305,8 +301,8 @@ CacheRefresher::ScanEnd CacheRefresher::keep_unchanged(DbConnection& conn, const
     // products on are where the scan reads next. Without this, most of the scan's CPU time was
     // two cache misses per document (its first byte and its last 8), taken one after the other.
     // (An id past the last, or past kMaxId, finds nothing: prefetch() does nothing then.)
-    const std::uint32_t ahead = static_cast<std::uint32_t>(p.id) + kPrefetchAhead;
-    for (std::uint64_t k = 0; k < 3; ++k) s.prefetch((k << 32) | ahead);
+    const auto ahead = static_cast<std::int32_t>(static_cast<std::uint32_t>(p.id) + kPrefetchAhead);
+    for (int k = 0; k < 3; ++k) s.prefetch(doc_key(static_cast<DocKind>(k), ahead));
     bool miss = false;
     for (int k = 0; k < 3; ++k) {
       const auto key = doc_key(static_cast<DocKind>(k), p.id);
@@ -659,9 +655,9 @@ bool CacheRefresher::warm_ids(std::uint64_t generation, const std::vector<std::i
 // fit, what clients ask for beyond the warmed ids still gets cached.
 std::size_t CacheRefresher::warm_limit() const { return cache_.budget() - cache_.budget() / 8; }
 
-CacheRefresher::BatchEnd CacheRefresher::store_each(
-    const ProductDocsView& p, std::uint64_t& stored,
-    const std::function<DocCache::PutResult(std::uint64_t key, std::string_view doc)>& put) {
+template <typename Put>
+CacheRefresher::BatchEnd CacheRefresher::store_each(const ProductDocsView& p, std::uint64_t& stored,
+                                                    Put&& put) {
   const std::pair<DocKind, std::string_view> docs[] = {
       {DocKind::kStyles, p.styles}, {DocKind::kDetail, p.detail}, {DocKind::kRelated, p.related}};
   for (const auto& [kind, doc] : docs) {

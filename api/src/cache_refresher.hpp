@@ -110,7 +110,6 @@ class CacheRefresher {
   bool refresh();          // the warmer's job: see the class comment; true when complete
   void mark_ready();       // a refresh completed: wakes wait_ready()
   void mark_not_loaded();  // nothing is published: logs it once, then mark_ready()
-  bool ready_now();
   // How a fingerprint scan ended: stopping, a successor swapped in, the cache emptied for the
   // waste, or the generation lost to the watcher meanwhile.
   // kStage: keep nothing, warm the new catalogue beside the serving one (`may_stage`, and the
@@ -136,10 +135,12 @@ class CacheRefresher {
   enum class BatchEnd { kMore, kStale, kFull };
   BatchEnd store(const ProductDocsView& p, std::uint64_t generation, std::uint64_t& stored);
   // The three documents of `p` handed to `put` (the current generation's put, or a staged
-  // one's) as (key, document), counting what it stored; stops at the first kStale or kFull.
-  BatchEnd store_each(
-      const ProductDocsView& p, std::uint64_t& stored,
-      const std::function<DocCache::PutResult(std::uint64_t key, std::string_view doc)>& put);
+  // one's) as (key, document) -> DocCache::PutResult, counting what it stored; stops at the
+  // first kStale or kFull. A template (defined in the .cpp, its only user): it runs for every
+  // row of a warm-up, where a std::function would cost a call through a pointer per document
+  // and, capturing more than two references, an allocation per product.
+  template <typename Put>
+  BatchEnd store_each(const ProductDocsView& p, std::uint64_t& stored, Put&& put);
   // Where the warm-up stops filling (less than the budget: see store_each()'s callers).
   std::size_t warm_limit() const;
   bool stop_requested();
