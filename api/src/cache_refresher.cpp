@@ -88,12 +88,15 @@ void CacheRefresher::request_stop() {
   ready_cv_.notify_all();
 }
 
-CacheRefresher::WaitEnd CacheRefresher::wait_ready(Clock::time_point deadline) {
+CacheRefresher::WaitEnd CacheRefresher::wait_ready(Clock::time_point deadline,
+                                                   bool until_unreachable) {
   if (!opt_.cache_on) return WaitEnd::kReady;
   std::unique_lock lock(mu_);
-  if (!ready_cv_.wait_until(lock, deadline, [&] { return stopping_ || ready_; }))
+  if (!ready_cv_.wait_until(
+          lock, deadline, [&] { return stopping_ || ready_ || (until_unreachable && db_failed_); }))
     return WaitEnd::kTimeout;
-  return stopping_ ? WaitEnd::kStopped : WaitEnd::kReady;
+  if (stopping_) return WaitEnd::kStopped;
+  return ready_ ? WaitEnd::kReady : WaitEnd::kUnreachable;
 }
 
 bool CacheRefresher::catalogue_readable() {
@@ -212,8 +215,10 @@ void CacheRefresher::watch_loop() {
       {
         std::lock_guard lock(mu_);
         db_ok_ = false;
+        db_failed_ = true;
         update_usable();
       }
+      ready_cv_.notify_all();
       // Nothing of a catalogue that cannot be checked survives: when the database is back (maybe
       // restored, maybe another publish) the cache starts again from what it then holds.
       cache_.invalidate();

@@ -79,9 +79,11 @@ class CacheRefresher {
   // that completed: every document the budget allows, a budget that filled up counts), or the
   // database answers that nothing is published (no catalogue to warm: waiting would only delay
   // the 503 not_loaded), until `deadline`, or until request_stop(). With the cache off there is
-  // nothing to wait for. A database that does not answer is waited for: it may be starting.
-  enum class WaitEnd { kReady, kTimeout, kStopped };
-  WaitEnd wait_ready(std::chrono::steady_clock::time_point deadline);
+  // nothing to wait for. A database that does not answer is waited for (it may be starting),
+  // unless `until_unreachable`: then a poll that failed ends the wait (kUnreachable).
+  enum class WaitEnd { kReady, kTimeout, kStopped, kUnreachable };
+  WaitEnd wait_ready(std::chrono::steady_clock::time_point deadline,
+                     bool until_unreachable = false);
   // The watcher's last poll read the catalogue's identity (false: unreachable, or none loaded).
   bool catalogue_readable();
 
@@ -161,6 +163,7 @@ class CacheRefresher {
   bool stopping_ = false;
   bool refresh_wanted_ = false;    // the watcher saw a catalogue the cache is not labelled with
   bool db_ok_ = false;             // the watcher's last poll succeeded
+  bool db_failed_ = false;         // a poll has failed (it could not read the catalogue's id)
   bool unchecked_ = false;         // the generation is a snapshot not yet checked
   bool prefault_pending_ = false;  // a snapshot confirmed in start(): the warmer prefaults it
   bool ready_ = false;             // served completely once: see wait_ready()

@@ -191,9 +191,17 @@ std::optional<double> Server::warm_up() {
   if (im.opt.warm_wait_s <= 0) return 0.0;
   const auto t0 = Clock::now();
   im.refresher.start();
-  const auto end = im.refresher.wait_ready(t0 + std::chrono::seconds(im.opt.warm_wait_s));
+  const auto end = im.refresher.wait_ready(t0 + std::chrono::seconds(im.opt.warm_wait_s),
+                                           !im.opt.warm_wait_for_db);
   if (end == CacheRefresher::WaitEnd::kStopped) return std::nullopt;
   const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (end == CacheRefresher::WaitEnd::kUnreachable) {
+    // Nothing to warm from: serve (503 on the catalogue routes) rather than refuse connections;
+    // the warm-up starts once the database answers.
+    catwalk::log(
+        "catwalk-api: the catalogue cannot be read (database unreachable): listening without "
+        "a warm cache (an explicit --warm-wait S waits up to S seconds for the database)");
+  }
   if (end == CacheRefresher::WaitEnd::kTimeout) {
     // Serving as a start without the wait would: misses read the database, which answers 503
     // while it cannot be reached; the warm-up goes on in the background.

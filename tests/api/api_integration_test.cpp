@@ -1788,6 +1788,52 @@ TEST_CASE("--warm-wait with the database unreachable: listens after the wait, sa
   fs::remove_all(cache_dir);
 }
 
+TEST_CASE("the binary's default start listens once its cache is warm: the first request hits") {
+  api();  // the database is loaded
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-default-gate");
+  const int port = free_port();
+  // No --warm-wait: the default gate (a cold start listening at once answers from the database).
+  ApiProcess p({"--db", shared_server().url(), "--host", "127.0.0.1", "--port",
+                std::to_string(port), "--cache-dir", cache_dir, "--no-access-log"});
+  const PortWatch watch(port, std::chrono::seconds(30));
+  INFO(p.log());
+  REQUIRE(watch.accepted);
+  CHECK(p.wait_log("listening on http://127.0.0.1:" + std::to_string(port) + " after ",
+                   std::chrono::seconds(10)));
+  CHECK(p.log().find("warming the document cache before listening") != std::string::npos);
+  CHECK(metric_at(port, "catwalk_cache_warm_runs_completed_total") == 1);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10);
+  auto r = c.Get("/products/1/styles");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(metric_at(port, "catwalk_cache_hits_total") == 1);
+  CHECK(metric_at(port, "catwalk_cache_misses_total") == 0);
+  REQUIRE(::kill(p.pid, SIGTERM) == 0);
+  CHECK(p.wait_exit(std::chrono::seconds(15)) == 0);
+  fs::remove_all(cache_dir);
+}
+
+TEST_CASE("the binary's default gate does not wait for an unreachable database: 503 at once") {
+  const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-default-gate");
+  const int port = free_port();
+  ApiProcess p({"--db", kUnreachableDb, "--host", "127.0.0.1", "--port", std::to_string(port),
+                "--cache-dir", cache_dir, "--no-access-log"});
+  // The default gate lasts 60 s: the port opens as soon as the first poll failed.
+  const PortWatch watch(port, std::chrono::seconds(20));
+  INFO(p.log());
+  REQUIRE(watch.accepted);
+  CHECK(watch.seconds < 10);
+  CHECK(p.wait_log("the catalogue cannot be read (database unreachable): listening without",
+                   std::chrono::seconds(10)));
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(10);
+  check_503(c.Get("/products/1/styles"), "unavailable");
+  REQUIRE(::kill(p.pid, SIGTERM) == 0);
+  CHECK(p.wait_exit(std::chrono::seconds(15)) == 0);
+  fs::remove_all(cache_dir);
+}
+
 TEST_CASE("--warm-wait: SIGTERM during the wait exits 0 at once, without ever listening") {
   const std::string cache_dir = catwalk::test::make_temp_dir("catwalk-api-warm-wait");
   const int port = free_port();

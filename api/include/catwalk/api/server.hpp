@@ -36,6 +36,9 @@ struct ServerOptions {
   std::size_t max_queued = 512;   // connections waiting for a worker; beyond it new ones get 503
   bool access_log = true;         // one stderr line per request
   int warm_wait_s = 0;  // > 0: warm_up() waits at most this long for a warm cache (--warm-wait)
+  // warm_up() waits for a database that cannot be read (yet), up to warm_wait_s; false: a poll
+  // that failed ends the wait (catwalk-api's default gate, without an explicit --warm-wait).
+  bool warm_wait_for_db = true;
 };
 
 class Server {
@@ -58,8 +61,9 @@ class Server {
   // > 0, starts the cache's warm-up and waits until the cache serves the published catalogue
   // completely (at once when a snapshot of it was mapped), or warm_wait_s at most, which it
   // logs with the reason (a database that cannot be read never keeps the server from
-  // listening). Returns the seconds waited, or nothing when stop() came first (do not listen).
-  // With warm_wait_s 0 returns 0 at once: the warm-up starts in run(), while serving.
+  // listening longer; with warm_wait_for_db false not at all). Returns the seconds waited, or
+  // nothing when stop() came first (do not listen). With warm_wait_s 0 returns 0 at once: the
+  // warm-up starts in run(), while serving.
   std::optional<double> warm_up();
   // Serves until stop(). Returns after in-flight requests finish.
   void run();
