@@ -218,39 +218,66 @@ void sort_for_assembly(std::vector<Ref>& refs, std::uint32_t stride) {
   refs.swap(sorted);
 }
 
+// A partition's bytes as read back: a buffer that grows but never zeroes what it adds
+// (std::vector<char>::resize() zero-filled the whole partition before fread overwrote it: 3 GB of
+// memset in a full-scale load).
+class ReadBuffer {
+ public:
+  // Room for n bytes; the previous contents are dropped.
+  char* room(std::size_t n) {
+    if (n > capacity_) {
+      data_.reset();  // freed before the larger one is taken: peak memory, not both
+      capacity_ = n + n / 8;
+      data_.reset(new char[capacity_]);
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::size_t capacity_ = 0;
+};
+
 // Reads one partition's work files (one per table; missing or empty ones are skipped, each is
 // removed once read) into `buffer`, and lists their fragments in `refs` in assembly order: per
 // product, item, features, related, then each style (by id) with its photos and skus; within
 // each, export order. The files are ours, but they sit in a shared folder: a record that runs
 // past its file's end (a truncated or damaged file) stops the load instead of reading out of
 // bounds. `stride`: the partition count, how far apart the partition's product ids are.
-void read_partition(const std::vector<std::string>& paths, std::uint32_t stride,
-                    std::vector<char>& buffer, std::vector<Ref>& refs) {
-  buffer.clear();
+void read_partition(const std::vector<std::string>& paths, std::uint32_t stride, ReadBuffer& buffer,
+                    std::vector<Ref>& refs) {
   refs.clear();
-  std::vector<std::pair<std::size_t, const std::string*>> file_ends;  // where each file ends
+  std::vector<std::pair<const std::string*, std::size_t>> files;  // non-empty ones, and sizes
+  std::size_t total = 0;
   for (const std::string& path : paths) {
     std::error_code ec;
     auto size = fs::file_size(path, ec);
     if (ec || size == 0) continue;
-    std::size_t at = buffer.size();
-    buffer.resize(at + size);
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
+    files.emplace_back(&path, size);
+    total += size;
+  }
+  char* const data = buffer.room(total);
+  std::vector<std::pair<std::size_t, const std::string*>> file_ends;  // where each file ends
+  std::size_t filled = 0;
+  for (const auto& [path, size] : files) {
+    std::FILE* f = std::fopen(path->c_str(), "rb");
+    bool ok = f && std::fread(data + filled, 1, size, f) == size;
     if (f) std::fclose(f);
-    if (!ok) throw InputError("cannot read back the document work file " + path);
-    fs::remove(path, ec);
-    file_ends.emplace_back(buffer.size(), &path);
+    if (!ok) throw InputError("cannot read back the document work file " + *path);
+    std::error_code ec;
+    fs::remove(*path, ec);
+    filled += size;
+    file_ends.emplace_back(filled, path);
   }
   std::size_t at = 0;
   for (const auto& [end, path] : file_ends) {
     while (at < end) {
       RecordHeader h;
       if (end - at < sizeof h) damaged_work_file(*path);
-      std::memcpy(&h, buffer.data() + at, sizeof h);
+      std::memcpy(&h, data + at, sizeof h);
       at += sizeof h;
       if (h.length > end - at || h.kind > kSku) damaged_work_file(*path);
-      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
+      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, data + at});
       at += h.length;
     }
   }
@@ -536,7 +563,7 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     // mixture of the three would fit worse.
     gzip::SmallCompressor detail_z, styles_z, related_z;
     std::uint64_t written = 0;
-    std::vector<char> buffer;
+    ReadBuffer buffer;
     std::vector<Ref> refs;
     for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
       std::vector<std::string> paths;
