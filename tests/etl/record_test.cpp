@@ -126,7 +126,7 @@ TEST_CASE("read_header_line") {
 }
 
 TEST_CASE("LineSource: every over-long line is cut to the limit, even across read boundaries") {
-  // 40 lines of about 1.2 MiB: several cross the reader's 16 MiB read boundaries. Each must come
+  // 40 lines of about 1.2 MiB: several cross the reader's 4 MiB refills. Each must come
   // out as kMaxLineBytes + 1 bytes (rejected as line_too_long), never shorter (loaded cut).
   std::string dir = catwalk::test::make_temp_dir("catwalk-longlines");
   std::string path = dir + "/photos.csv";
