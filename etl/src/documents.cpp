@@ -54,15 +54,30 @@ enum Kind : std::uint8_t {
 };
 enum Table { kProducts, kFeatures, kRelatedTable, kStyles, kPhotos, kSkus, kTableCount };
 
-#pragma pack(push, 1)
-struct RecordHeader {
-  std::uint32_t product;
-  std::uint32_t style;
-  std::uint32_t pos;
-  std::uint32_t length;
-  std::uint8_t kind;
-};
-#pragma pack(pop)
+// A work file holds the fragments of one table, so of one kind (a table's index is its kind's).
+// A record: the product id (4 bytes, native order: the same process reads it back), for styles,
+// photos and skus the style id (4 bytes), then the fragment's values (their number is fixed per
+// kind): first each value's length (LEB128, at most 4 bytes), then their bytes back to back.
+// The JSON around the values, the same for every fragment of a kind (keys, braces), is not
+// written: kPieces holds it, and the assembly puts it back. Before, each record carried a
+// 17-byte header and its whole JSON fragment: about 0.9 GB more of the 3 GB spilled at full scale.
+constexpr std::array<int, 6> kValueCount = {6, 2, 1, 5, 2, 3};
+constexpr int kMaxValues = 6;
+// Value k of a fragment of kind K goes between kPieces[K][k] and kPieces[K][k + 1].
+constexpr std::array<std::array<std::string_view, kMaxValues + 1>, 6> kPieces = {{
+    {"{\"id\":", ",\"name\":", ",\"slogan\":", ",\"description\":", ",\"category\":",
+     ",\"default_price\":", "}"},
+    {"{\"feature\":", ",\"value\":", "}"},
+    {"", ""},
+    // A style stays open: its photos and skus follow when it is assembled.
+    {"{\"style_id\":", ",\"name\":", ",\"original_price\":", ",\"sale_price\":", ",\"default?\":",
+     ""},
+    {"{\"thumbnail_url\":", ",\"url\":", "}"},
+    {"\"", "\":{\"quantity\":", ",\"size\":", "}"},
+}};
+constexpr std::size_t kMaxLengthBytes = 4;  // a value under 2^28 bytes (a line is under 1 MiB)
+// The most a record's header takes: product, style, and every value's length.
+constexpr std::size_t kMaxRecordHead = 8 + kMaxValues * kMaxLengthBytes;
 
 // Which spill table a file's fragments go to, by its role; -1: the file has no document part.
 int table_of(const TableSpec& spec) {
@@ -153,14 +168,37 @@ std::string_view stored_form(gzip::SmallCompressor& z, const std::string& json, 
       path));
 }
 
-// A fragment read back from a work file: where it goes (product, style, kind, export line) and
-// its bytes, inside the partition's buffer.
+// A fragment read back from a work file: where it goes (product, style, kind) and its values'
+// lengths and bytes (`data`: the first length), inside the partition's buffer, checked to lie
+// within it.
 struct Ref {
-  std::uint32_t product, style, pos;
+  std::uint32_t product, style;
   std::uint8_t kind;
-  std::uint32_t length;
   const char* data;
 };
+
+// Appends the fragment `r` as JSON: its values with the kind's constant text around them.
+void append_fragment(std::string& out, const Ref& r) {
+  const auto& pieces = kPieces[r.kind];
+  const int n = kValueCount[r.kind];
+  std::array<std::uint32_t, kMaxValues> length;
+  const auto* p = reinterpret_cast<const unsigned char*>(r.data);
+  for (int k = 0; k < n; ++k) {
+    std::uint32_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      const unsigned char b = *p++;
+      v |= static_cast<std::uint32_t>(b & 0x7F) << shift;
+      if (b < 0x80) break;
+    }
+    length[k] = v;
+  }
+  out += pieces[0];
+  for (int k = 0; k < n; ++k) {
+    out.append(reinterpret_cast<const char*>(p), length[k]);
+    p += length[k];
+    out += pieces[k + 1];
+  }
+}
 
 // Where a fragment goes within its product, as one number: item, features, related (kinds 0-2,
 // style 0), then per style by id: the style, its photos, its skus.
@@ -218,40 +256,87 @@ void sort_for_assembly(std::vector<Ref>& refs, std::uint32_t stride) {
   refs.swap(sorted);
 }
 
+// A partition's bytes as read back: a buffer that grows but never zeroes what it adds
+// (std::vector<char>::resize() zero-filled the whole partition before fread overwrote it: 3 GB of
+// memset in a full-scale load).
+class ReadBuffer {
+ public:
+  // Room for n bytes; the previous contents are dropped.
+  char* room(std::size_t n) {
+    if (n > capacity_) {
+      data_.reset();  // freed before the larger one is taken: peak memory, not both
+      capacity_ = n + n / 8;
+      data_.reset(new char[capacity_]);
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::size_t capacity_ = 0;
+};
+
 // Reads one partition's work files (one per table; missing or empty ones are skipped, each is
 // removed once read) into `buffer`, and lists their fragments in `refs` in assembly order: per
 // product, item, features, related, then each style (by id) with its photos and skus; within
 // each, export order. The files are ours, but they sit in a shared folder: a record that runs
 // past its file's end (a truncated or damaged file) stops the load instead of reading out of
 // bounds. `stride`: the partition count, how far apart the partition's product ids are.
-void read_partition(const std::vector<std::string>& paths, std::uint32_t stride,
-                    std::vector<char>& buffer, std::vector<Ref>& refs) {
-  buffer.clear();
+void read_partition(const std::vector<std::string>& paths, std::uint32_t stride, ReadBuffer& buffer,
+                    std::vector<Ref>& refs) {
   refs.clear();
-  std::vector<std::pair<std::size_t, const std::string*>> file_ends;  // where each file ends
-  for (const std::string& path : paths) {
+  // The non-empty files, their sizes and kinds (a path's index is its table's, so its kind).
+  struct File {
+    const std::string* path;
+    std::size_t size;
+    std::uint8_t kind;
+  };
+  std::vector<File> files;
+  std::size_t total = 0;
+  for (std::size_t t = 0; t < paths.size(); ++t) {
     std::error_code ec;
-    auto size = fs::file_size(path, ec);
+    auto size = fs::file_size(paths[t], ec);
     if (ec || size == 0) continue;
-    std::size_t at = buffer.size();
-    buffer.resize(at + size);
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    bool ok = f && std::fread(buffer.data() + at, 1, size, f) == size;
+    files.push_back({&paths[t], size, static_cast<std::uint8_t>(t)});
+    total += size;
+  }
+  char* const data = buffer.room(total);
+  std::size_t filled = 0;
+  for (const File& file : files) {
+    std::FILE* f = std::fopen(file.path->c_str(), "rb");
+    bool ok = f && std::fread(data + filled, 1, file.size, f) == file.size;
     if (f) std::fclose(f);
-    if (!ok) throw InputError("cannot read back the document work file " + path);
-    fs::remove(path, ec);
-    file_ends.emplace_back(buffer.size(), &path);
+    if (!ok) throw InputError("cannot read back the document work file " + *file.path);
+    std::error_code ec;
+    fs::remove(*file.path, ec);
+    filled += file.size;
   }
   std::size_t at = 0;
-  for (const auto& [end, path] : file_ends) {
+  for (const File& file : files) {
+    const std::size_t end = at + file.size;
+    const auto* bytes = reinterpret_cast<const unsigned char*>(data);
+    const std::size_t ids = file.kind >= kStyle ? 8 : 4;
     while (at < end) {
-      RecordHeader h;
-      if (end - at < sizeof h) damaged_work_file(*path);
-      std::memcpy(&h, buffer.data() + at, sizeof h);
-      at += sizeof h;
-      if (h.length > end - at || h.kind > kSku) damaged_work_file(*path);
-      refs.push_back({h.product, h.style, h.pos, h.kind, h.length, buffer.data() + at});
-      at += h.length;
+      Ref r{0, 0, file.kind, nullptr};
+      if (end - at < ids) damaged_work_file(*file.path);
+      std::memcpy(&r.product, data + at, 4);
+      if (ids == 8) std::memcpy(&r.style, data + at + 4, 4);
+      at += ids;
+      r.data = data + at;
+      std::size_t values = 0;
+      for (int k = 0; k < kValueCount[file.kind]; ++k) {
+        std::size_t v = 0;
+        for (std::size_t i = 0;; ++i) {
+          if (at == end || i == kMaxLengthBytes) damaged_work_file(*file.path);
+          const unsigned char b = bytes[at++];
+          v |= static_cast<std::size_t>(b & 0x7F) << (7 * i);
+          if (b < 0x80) break;
+        }
+        values += v;
+      }
+      if (values > end - at) damaged_work_file(*file.path);
+      at += values;
+      refs.push_back(r);
     }
   }
   sort_for_assembly(refs, stride);
@@ -267,7 +352,9 @@ struct ProductTexts {
 void build_product(const std::vector<Ref>& refs, std::size_t begin, std::size_t end,
                    std::uint32_t product, ProductTexts& t) {
   // The item fragment is the list entry, {...}: the detail is it with "features" added.
-  t.detail.assign(refs[begin].data, refs[begin].length - 1);
+  t.detail.clear();
+  append_fragment(t.detail, refs[begin]);
+  t.detail.pop_back();  // its closing brace
   t.detail += ",\"features\":[";
   t.related.clear();  // not `= "["`: GCC 12 warns falsely (-Wrestrict) on that assignment
   t.related.push_back('[');
@@ -278,17 +365,17 @@ void build_product(const std::vector<Ref>& refs, std::size_t begin, std::size_t 
     if (r.kind == kFeature) {
       if (!first_feature) t.detail.push_back(',');
       first_feature = false;
-      t.detail.append(r.data, r.length);
+      append_fragment(t.detail, r);
       ++k;
     } else if (r.kind == kRelated) {
       if (!first_related) t.related.push_back(',');
       first_related = false;
-      t.related.append(r.data, r.length);
+      append_fragment(t.related, r);
       ++k;
     } else if (r.kind == kStyle) {
       if (!first_style) t.styles.push_back(',');
       first_style = false;
-      t.styles.append(r.data, r.length);
+      append_fragment(t.styles, r);
       std::size_t s = k + 1;
       // The style's fragments of one kind, comma-separated, or the reference service's
       // shape for "none" (front ends test for it).
@@ -297,7 +384,7 @@ void build_product(const std::vector<Ref>& refs, std::size_t begin, std::size_t 
         for (; s < end && refs[s].style == r.style && refs[s].kind == kind; ++s) {
           if (any) t.styles.push_back(',');
           any = true;
-          t.styles.append(refs[s].data, refs[s].length);
+          append_fragment(t.styles, refs[s]);
         }
         if (!any) t.styles += none;
       };
@@ -418,13 +505,36 @@ void DocumentStore::Writer::close() {
   files_.clear();
 }
 
-void DocumentStore::Writer::put(std::uint32_t product, std::uint32_t style, std::uint32_t pos,
-                                std::uint8_t kind, std::string_view json) {
-  RecordHeader h{product, style, pos, static_cast<std::uint32_t>(json.size()), kind};
+void DocumentStore::Writer::end_value() { value_ends_[values_++] = scratch_.size(); }
+
+void DocumentStore::Writer::put(std::uint32_t product, std::uint32_t style, std::uint8_t kind) {
+  // The record's head is written right before the values, into the room scratch_ keeps for it,
+  // so that the record goes out in one fwrite.
+  static_assert(kMaxRecordHead <= kRecordRoom);
+  unsigned char head[kMaxRecordHead];
+  std::size_t h = 0;
+  std::memcpy(head, &product, 4);
+  h = 4;
+  if (kind >= kStyle) {
+    std::memcpy(head + 4, &style, 4);
+    h = 8;
+  }
+  std::size_t prev = kRecordRoom;
+  for (int k = 0; k < values_; ++k) {
+    std::size_t v = value_ends_[k] - prev;
+    prev = value_ends_[k];
+    // A value comes from one line (at most 1 MiB, 6 MiB once escaped): 4 bytes always do.
+    if (v >> (7 * kMaxLengthBytes)) throw std::length_error("a document value over 256 MiB");
+    for (; v >= 0x80; v >>= 7) head[h++] = static_cast<unsigned char>(v | 0x80);
+    head[h++] = static_cast<unsigned char>(v);
+  }
+  char* record = scratch_.data() + kRecordRoom - h;
+  std::memcpy(record, head, h);
+  const std::size_t size = scratch_.size() - (kRecordRoom - h);
   std::size_t p = product % files_.size();
-  std::FILE* f = files_[p].get();
-  if (std::fwrite(&h, sizeof h, 1, f) != 1 ||
-      std::fwrite(json.data(), 1, json.size(), f) != json.size()) {
+  // Unlocked: a writer's files are used by its own thread only, and one lock per record (26 M
+  // of them at full scale) is not free.
+  if (fwrite_unlocked(record, 1, size, files_[p].get()) != size) {
     write_failed(static_cast<int>(p), errno);
   }
 }
@@ -437,69 +547,61 @@ std::uint32_t to_u32(const std::optional<std::string_view>& v) {
 }
 }  // namespace
 
-void DocumentStore::Writer::add_row(const RowValidator& row, std::uint32_t pos) {
+void DocumentStore::Writer::add_row(const RowValidator& row) {
   std::string& j = scratch_;
-  j.clear();
-  // A column of this file by name; the spec has every column its fragment reads.
+  j.assign(kRecordRoom, '\0');
+  values_ = 0;
+  // A column of this file by name; the spec has every column its fragment reads. Each value is
+  // appended as its JSON text (kPieces says what goes around it).
   auto value = [&](Col c) -> const std::optional<std::string_view>& { return row.value(at_[c]); };
+  auto raw = [&](Col c) {
+    j += *value(c);
+    end_value();
+  };
   auto text = [&](Col c) {
     const auto& v = value(c);
     if (v)
       append_json_string(j, *v);
     else
       j += "null";
+    end_value();
+  };
+  auto money = [&](Col c) {
+    append_money_json(j, value(c));
+    end_value();
   };
   switch (table_) {
     case kProducts:
-      j += "{\"id\":";
-      j += *value(kColId);
-      j += ",\"name\":", text(kColName);
-      j += ",\"slogan\":", text(kColSlogan);
-      j += ",\"description\":", text(kColDescription);
-      j += ",\"category\":", text(kColCategory);
-      j += ",\"default_price\":", append_money_json(j, value(kColDefaultPrice));
-      j += "}";
-      put(to_u32(value(kColId)), 0, pos, kItem, j);
+      raw(kColId), text(kColName), text(kColSlogan), text(kColDescription), text(kColCategory);
+      money(kColDefaultPrice);
+      put(to_u32(value(kColId)), 0, kItem);
       break;
     case kFeatures:
-      j += "{\"feature\":", text(kColFeature);
-      j += ",\"value\":", text(kColValue);
-      j += "}";
-      put(to_u32(value(kColProductId)), 0, pos, kFeature, j);
+      text(kColFeature), text(kColValue);
+      put(to_u32(value(kColProductId)), 0, kFeature);
       break;
     case kRelatedTable:
-      put(to_u32(value(kColCurrentProductId)), 0, pos, kRelated, *value(kColRelatedProductId));
+      raw(kColRelatedProductId);
+      put(to_u32(value(kColCurrentProductId)), 0, kRelated);
       break;
     case kStyles: {
       std::uint32_t id = to_u32(value(kColId)), product = to_u32(value(kColProductId));
       store_.set_style_product(id, product);
-      j += "{\"style_id\":";
-      j += *value(kColId);
-      j += ",\"name\":", text(kColName);
-      j += ",\"original_price\":", append_money_json(j, value(kColOriginalPrice));
-      j += ",\"sale_price\":", append_money_json(j, value(kColSalePrice));
-      j += ",\"default?\":";
-      j += *value(kColDefaultStyle);
-      put(product, id, pos, kStyle, j);  // closed with photos and skus when assembled
+      raw(kColId), text(kColName), money(kColOriginalPrice), money(kColSalePrice);
+      raw(kColDefaultStyle);
+      put(product, id, kStyle);  // closed with photos and skus when assembled
       break;
     }
     case kPhotos: {
       std::uint32_t style = to_u32(value(kColStyleId));
-      j += "{\"thumbnail_url\":", text(kColThumbnailUrl);
-      j += ",\"url\":", text(kColUrl);
-      j += "}";
-      put(store_.product_of_style(style), style, pos, kPhoto, j);
+      text(kColThumbnailUrl), text(kColUrl);
+      put(store_.product_of_style(style), style, kPhoto);
       break;
     }
     case kSkus: {
       std::uint32_t style = to_u32(value(kColStyleId));
-      j += "\"";
-      j += *value(kColId);
-      j += "\":{\"quantity\":";
-      j += *value(kColQuantity);
-      j += ",\"size\":", text(kColSize);
-      j += "}";
-      put(store_.product_of_style(style), style, pos, kSku, j);
+      raw(kColId), raw(kColQuantity), text(kColSize);
+      put(store_.product_of_style(style), style, kSku);
       break;
     }
   }
@@ -536,7 +638,7 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     // mixture of the three would fit worse.
     gzip::SmallCompressor detail_z, styles_z, related_z;
     std::uint64_t written = 0;
-    std::vector<char> buffer;
+    ReadBuffer buffer;
     std::vector<Ref> refs;
     for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
       std::vector<std::string> paths;

@@ -41,16 +41,17 @@ class DocumentStore {
     Writer(DocumentStore& store, const TableSpec& spec);  // use DocumentStore::writer()
     Writer(const Writer&) = delete;                       // owns its files
     Writer& operator=(const Writer&) = delete;
-    // Adds the fragment of a row the validator just accepted (line `pos` of the file).
+    // Adds the fragment of a row the validator just accepted (rows are added in export order).
     // Throws InputError when the work file cannot be written (e.g. disk full).
-    void add_row(const RowValidator& row, std::uint32_t pos);
+    void add_row(const RowValidator& row);
     void close();  // flushes; throws InputError on a write error (e.g. disk full)
     ~Writer();     // closes files not close()d, quietly (another error is being handled)
 
    private:
     friend class DocumentStore;
-    void put(std::uint32_t product, std::uint32_t style, std::uint32_t pos, std::uint8_t kind,
-             std::string_view json);
+    // Writes the record of the values in scratch_ (documents.cpp says the format).
+    void put(std::uint32_t product, std::uint32_t style, std::uint8_t kind);
+    void end_value();  // the value appended to scratch_ last ends here
     [[noreturn]] void write_failed(int partition, int err) const;
     struct Close {
       void operator()(std::FILE* f) const { std::fclose(f); }
@@ -61,7 +62,11 @@ class DocumentStore {
     // Per column the fragments read (see documents.cpp), its index in the spec's columns.
     std::vector<std::size_t> at_;
     std::vector<std::unique_ptr<std::FILE, Close>> files_;
+    // The record being built: kRecordRoom bytes kept for its head, then its values.
+    static constexpr std::size_t kRecordRoom = 32;
     std::string scratch_;
+    std::size_t value_ends_[6] = {};
+    int values_ = 0;
   };
   std::unique_ptr<Writer> writer(const TableSpec& spec);
 

@@ -444,7 +444,7 @@ class Run {
       if (validator.validate(source.line_number(), line, buffer, repaired, error)) {
         ++st.loaded;
         st.repaired += repaired;
-        if (docs) docs->add_row(validator, static_cast<std::uint32_t>(source.line_number()));
+        if (docs) docs->add_row(validator);
         if (copy)
           copy->send_if_full();
         else

@@ -1,9 +1,6 @@
-// fast-cpp-csv-parser copies file names with strncpy into fixed buffers, which GCC flags when
-// inlined here; the truncation is its documented behaviour, not ours to fix.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wstringop-truncation"
-#include <libfccp/csv.h>
-#pragma GCC diagnostic pop
+// Reading an export file: the line source (our own, flat-memory line splitter over plain or
+// gzip input), the RFC 4180 field splitter, UTF-8 validation and header normalisation.
+#include "record.hpp"
 
 #include <fmt/format.h>
 #include <zlib.h>
@@ -14,7 +11,6 @@
 #include <fstream>
 
 #include "catwalk/etl/errors.hpp"
-#include "record.hpp"
 
 namespace catwalk::etl {
 
@@ -181,8 +177,6 @@ std::string normalize_column_name(std::string_view raw) {
   return out;
 }
 
-namespace {
-
 // The bytes of an export file, plain or gzip-compressed (by its name: *.gz), read in order.
 // read() returns 0 at the end and throws InputError when the data cannot be read: a corrupt or
 // truncated gzip stream must never look like a shorter file.
@@ -193,6 +187,8 @@ class RawInput {
   // Bytes of the file itself consumed so far (compressed bytes for gzip), for progress.
   virtual std::uint64_t consumed() const = 0;
 };
+
+namespace {
 
 class PlainInput : public RawInput {
  public:
@@ -307,101 +303,86 @@ std::string read_header_line(const std::string& path) {
   return line;
 }
 
-namespace {
-
-// Feeds the line reader. Cuts over-long lines and replaces NUL bytes (see LineSource).
-class FilteringSource : public io::ByteSourceBase {
- public:
-  FilteringSource(std::unique_ptr<RawInput> input,
-                  std::shared_ptr<std::atomic<std::uint64_t>> counter,
-                  std::shared_ptr<std::atomic<std::uint64_t>> consumed)
-      : input_(std::move(input)),
-        counter_(std::move(counter)),
-        consumed_(std::move(consumed)),
-        in_(kChunk) {}
-
-  int read(char* out, int size) override {
-    int produced = 0;
-    while (produced < size) {
-      if (pos_ == end_) {
-        end_ = input_->read(in_.data(), in_.size());
-        pos_ = 0;
-        consumed_->store(input_->consumed(), std::memory_order_relaxed);
-        if (end_ == 0) break;
-        counter_->fetch_add(end_, std::memory_order_relaxed);
-      }
-      const char* chunk = in_.data() + pos_;
-      std::size_t avail = end_ - pos_;
-      const char* nl = static_cast<const char*>(std::memchr(chunk, '\n', avail));
-      if (dropping_) {
-        if (nl == nullptr) {
-          pos_ = end_;
-          continue;
-        }
-        pos_ += nl - chunk;  // keep the '\n' itself
-        dropping_ = false;
-        continue;
-      }
-      std::size_t seg = nl ? static_cast<std::size_t>(nl - chunk) + 1 : avail;  // incl. '\n'
-      std::size_t text = nl ? seg - 1 : seg;
-      std::size_t room_in_line = kMaxLineBytes + 1 - line_len_;
-      bool over = text > room_in_line;
-      std::size_t take = std::min<std::size_t>(over ? room_in_line : seg,
-                                               static_cast<std::size_t>(size - produced));
-      // Drop the rest of the line only once the kept part is complete: when the output window
-      // ends first, the next read() goes on copying the same line.
-      if (over && take == room_in_line) dropping_ = true;
-      std::memcpy(out + produced, chunk, take);
-      for (char* z = out + produced;
-           (z = static_cast<char*>(std::memchr(z, '\0', out + produced + take - z)));) {
-        *z = '\xFF';
-      }
-      // The line reader drops a CR before the end of a line: a cut line ending in one would come
-      // out at exactly kMaxLineBytes and be loaded cut short. Its kept bytes past the limit are
-      // never loaded nor shown (over-long lines are rejected, their first 4 KiB kept).
-      if (dropping_ && take > 0 && out[produced + take - 1] == '\r')
-        out[produced + take - 1] = '\xFF';
-      if (take > 0 && out[produced + take - 1] == '\n')
-        line_len_ = 0;
-      else
-        line_len_ += take;
-      produced += static_cast<int>(take);
-      pos_ += take;
-    }
-    return produced;
-  }
-
- private:
-  static constexpr std::size_t kChunk = 1 << 20;
-  std::unique_ptr<RawInput> input_;
-  std::shared_ptr<std::atomic<std::uint64_t>> counter_, consumed_;
-  std::vector<char> in_;
-  std::size_t pos_ = 0, end_ = 0;
-  std::size_t line_len_ = 0;
-  bool dropping_ = false;
-};
-
-}  // namespace
-
-LineSource::LineSource(const std::string& path)
-    : bytes_read_(std::make_shared<std::atomic<std::uint64_t>>(0)),
-      input_bytes_(std::make_shared<std::atomic<std::uint64_t>>(0)) {
-  auto input = open_input(path);
+LineSource::LineSource(const std::string& path) : input_(open_input(path)), buffer_(kBufferBytes) {
   std::error_code ec;
   file_size_ = std::filesystem::file_size(path, ec);
-  std::unique_ptr<io::ByteSourceBase> source =
-      std::make_unique<FilteringSource>(std::move(input), bytes_read_, input_bytes_);
-  reader_ = std::make_unique<io::LineReader>(path, std::move(source));
+  // A UTF-8 byte order mark before the header is dropped: read until 3 bytes are in (or the end).
+  while (end_ < 3 && fill()) {
+  }
+  if (end_ >= 3 && std::memcmp(buffer_.data(), "\xEF\xBB\xBF", 3) == 0) begin_ = scan_ = 3;
 }
 
 LineSource::~LineSource() = default;
 
-bool LineSource::next(std::string_view& line) {
-  char* l = reader_->next_line();
-  if (l == nullptr) return false;
-  line_number_ = reader_->get_file_line();
-  line = std::string_view(l);
+bool LineSource::fill() {
+  if (eof_) return false;
+  if (begin_ > 0) {
+    // Only the start of the line being read moves (at most kMaxLineBytes + 1 bytes, usually a
+    // few hundred): the rest of the buffer was consumed.
+    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    scan_ -= begin_;
+    begin_ = 0;
+  }
+  const std::size_t got = input_->read(buffer_.data() + end_, buffer_.size() - end_);
+  input_bytes_ = input_->consumed();
+  if (got == 0) {
+    eof_ = true;
+    return false;
+  }
+  end_ += got;
+  bytes_read_ += got;
   return true;
+}
+
+bool LineSource::next(std::string_view& line) {
+  char* const buf = buffer_.data();
+  for (;;) {
+    const char* nl = static_cast<const char*>(std::memchr(buf + scan_, '\n', end_ - scan_));
+    if (dropping_) {
+      // The rest of an over-long line already returned cut: skipped unread.
+      if (nl == nullptr) {
+        begin_ = scan_ = end_;
+        if (!fill()) return false;
+        continue;
+      }
+      begin_ = scan_ = static_cast<std::size_t>(nl - buf) + 1;
+      dropping_ = false;
+      continue;
+    }
+    std::size_t len;
+    std::size_t next_begin;
+    if (nl != nullptr) {
+      len = static_cast<std::size_t>(nl - buf) - begin_;
+      next_begin = len + begin_ + 1;
+    } else if (end_ - begin_ >= kMaxLineBytes + 2) {
+      // No end in sight and already too long even without a CR before its LF: it is returned
+      // cut (over the limit, so validation rejects it) and the rest is skipped.
+      len = kMaxLineBytes + 1;
+      next_begin = begin_ + len;
+      dropping_ = true;
+    } else {
+      scan_ = end_;
+      if (fill()) continue;
+      if (begin_ == end_) return false;
+      len = end_ - begin_;  // the last line, without a newline
+      next_begin = end_;
+    }
+    char* l = buf + begin_;
+    if (!dropping_ && len > 0 && l[len - 1] == '\r') --len;  // CRLF
+    if (len > kMaxLineBytes) {
+      // Cut to one byte over the limit: validation rejects it as line_too_long; nothing past
+      // the cut is ever loaded or shown. A CR there would read as a line end: flagged instead.
+      len = kMaxLineBytes + 1;
+      if (l[len - 1] == '\r') l[len - 1] = '\xFF';
+    }
+    // NUL bytes become 0xFF, which UTF-8 validation rejects (header comment).
+    for (char* z = l; (z = static_cast<char*>(std::memchr(z, '\0', l + len - z)));) *z = '\xFF';
+    begin_ = scan_ = next_begin;
+    ++line_number_;
+    line = std::string_view(l, len);
+    return true;
+  }
 }
 
 }  // namespace catwalk::etl

@@ -1,18 +1,15 @@
 #pragma once
 // Reading an export file: physical lines -> records of fields. One record per physical line
-// (the exports never put a newline inside a field), read with fast-cpp-csv-parser's LineReader.
-#include <atomic>
+// (the exports never put a newline inside a field), read by LineSource.
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace io {
-class LineReader;
-}
-
 namespace catwalk::etl {
+
+class RawInput;  // a file's bytes, plain or decompressed (record.cpp)
 
 // Lines longer than this are rejected as line_too_long (docs/csv-exports.md).
 inline constexpr std::size_t kMaxLineBytes = 1 << 20;
@@ -54,9 +51,13 @@ bool is_gzip_path(std::string_view path);
 // Throws InputError when the file cannot be opened, is empty, or (gzip) is not valid gzip.
 std::string read_header_line(const std::string& path);
 
-// Physical lines of one file, streamed with flat memory. Lines over kMaxLineBytes are cut to
-// kMaxLineBytes + 1 bytes before they reach the line reader (so the reader never fails and the
-// caller sees an over-long line to reject); NUL bytes become 0xFF so they fail UTF-8 validation.
+// Physical lines of one file, streamed with flat memory (one 4 MiB buffer). Lines over
+// kMaxLineBytes are returned cut to kMaxLineBytes + 1 bytes (the caller sees an over-long line to
+// reject; the rest of it is skipped unread); NUL bytes become 0xFF so they fail UTF-8 validation.
+// Our own splitter: the input is read straight into the buffer and each byte is looked at once
+// by memchr for the line end; only the unfinished line moves when the buffer is refilled
+// (fast-cpp-csv-parser's LineReader, used before, copied every byte three times and scanned it
+// byte by byte: about 2 CPU-seconds of a full-scale load, bench/README.md).
 // A *.gz path is decompressed as it is read (line numbers count decompressed lines); corrupt or
 // truncated gzip data throws InputError from next().
 class LineSource {
@@ -72,15 +73,25 @@ class LineSource {
   // 1-based physical line number of the line last returned (the header is line 1).
   std::uint64_t line_number() const { return line_number_; }
   // Bytes of CSV text read so far (decompressed for gzip: the summary's "bytes").
-  std::uint64_t bytes_read() const { return bytes_read_->load(std::memory_order_relaxed); }
+  std::uint64_t bytes_read() const { return bytes_read_; }
   // Bytes of the file itself read so far (compressed for gzip), to compare with file_size().
-  std::uint64_t input_bytes() const { return input_bytes_->load(std::memory_order_relaxed); }
+  std::uint64_t input_bytes() const { return input_bytes_; }
   // The file's size on disk.
   std::uint64_t file_size() const { return file_size_; }
 
  private:
-  std::shared_ptr<std::atomic<std::uint64_t>> bytes_read_, input_bytes_;
-  std::unique_ptr<io::LineReader> reader_;
+  static constexpr std::size_t kBufferBytes = std::size_t{4} << 20;  // > kMaxLineBytes + 2
+  // Moves the unread part to the buffer's start and reads more after it; false at the end.
+  bool fill();
+  static_assert(kBufferBytes > kMaxLineBytes + 2, "a cut line must fit with room to read");
+  std::unique_ptr<RawInput> input_;
+  std::vector<char> buffer_;
+  std::size_t begin_ = 0;  // the next line's first byte
+  std::size_t scan_ = 0;   // searched for '\n' up to here
+  std::size_t end_ = 0;    // bytes in the buffer
+  bool eof_ = false;
+  bool dropping_ = false;  // skipping the rest of an over-long line
+  std::uint64_t bytes_read_ = 0, input_bytes_ = 0;
   std::uint64_t line_number_ = 0;
   std::uint64_t file_size_ = 0;
 };

@@ -82,7 +82,7 @@ struct Feeder {
     bool repaired;
     RowError e;
     REQUIRE(v.validate(pos, line, copy, repaired, e));
-    w->add_row(v, pos);
+    w->add_row(v);
   }
 };
 }  // namespace
@@ -111,7 +111,8 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
       Feeder f(store, "features", "id,product_id,feature,value", features,
                {nullptr, &products, nullptr, nullptr});
       f.add(R"(2,5,"Sole",null)", 2);
-      f.add(R"(1,5,"Fabric","Mesh")", 3);
+      // A value over 127 bytes: its length takes two bytes in the work file.
+      f.add(R"(1,5,"Fabric","Mesh)" + std::string(300, 'h') + "\"", 3);
       f.w->close();
     }
     {
@@ -165,7 +166,8 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
                  "\\\"fast\\\" shoe\",\"category\":\"Kicks\",\"default_price\":\"99.50\","
                  "\"features\":[") != std::string::npos);
   CHECK(out.find(",\"features\":[{\"feature\":\"Sole\",\"value\":null},"
-                 "{\"feature\":\"Fabric\",\"value\":\"Mesh\"}]}\t") != std::string::npos);
+                 "{\"feature\":\"Fabric\",\"value\":\"Mesh" +
+                 std::string(300, 'h') + "\"}]}\t") != std::string::npos);
   CHECK(out.find(
             "{\"product_id\":\"5\",\"results\":["
             "{\"style_id\":4,\"name\":\"Blue\",\"original_price\":\"99.50\",\"sale_price\":\"80\","
@@ -301,11 +303,24 @@ TEST_CASE("DocumentStore: a damaged work file stops the assembly, never reads ou
     IdSet products;
     std::string path = two_products(store, products, tmp);
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(12);  // product, style, pos, then the length
-    std::uint32_t huge = 0x7FFFFFF0;
-    f.write(reinterpret_cast<const char*>(&huge), sizeof huge);
+    f.seekp(4);  // the product id, then the first value's length (LEB128): 2^28 - 1
+    const char huge[4] = {'\xFF', '\xFF', '\xFF', '\x7F'};
+    f.write(huge, sizeof huge);
     f.close();
     CHECK_THROWS_AS(store.assemble(products, [](const std::string&) {}), InputError);
+  }
+  {
+    // A length field that never ends (LEB128 bytes all with their high bit set).
+    DocumentStore store(tmp, 64);
+    IdSet products;
+    std::string path = two_products(store, products, tmp);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4);
+    const char endless[5] = {'\x80', '\x80', '\x80', '\x80', '\x80'};
+    f.write(endless, sizeof endless);
+    f.close();
+    CHECK_THROWS_WITH_AS(store.assemble(products, [](const std::string&) {}),
+                         doctest::Contains("is damaged"), InputError);
   }
   std::filesystem::remove_all(tmp);
 }

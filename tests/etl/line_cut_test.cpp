@@ -1,4 +1,4 @@
-// The byte filter's cut of over-long lines (LineSource), in the cases the fuzz target found: a
+// The line reader's cut of over-long lines (LineSource), in the cases the fuzz target found: a
 // line over the limit must reach validation over the limit, whatever byte sits at the cut.
 #include <doctest/doctest.h>
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <queue>
 #include <random>
 #include <string>
 #include <vector>
@@ -274,6 +275,42 @@ TEST_CASE("limited_code_lengths: complete codes within the limit, even for skewe
   // Where no limit is needed the lengths are Huffman's: 1, 2, 3, 3 for 8, 4, 2, 2.
   auto plain = check({8, 4, 2, 2}, 15);
   CHECK(plain == std::vector<std::uint8_t>{1, 2, 3, 3});
+}
+
+TEST_CASE("limited_code_lengths: Huffman-optimal where the limit does not bind, any frequencies") {
+  // The frequencies are sorted by a radix sort whose bucket count follows their largest value
+  // (one to three passes): a wrong order would still give a complete code, only a worse one. So
+  // compare the code's cost (sum of frequency x length) with Huffman's, computed here with a
+  // priority queue, for random frequencies of every magnitude and symbol count.
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 3000; ++round) {
+    const int n = round % 3 == 0 ? 19 : round % 3 == 1 ? 30 : 286;
+    const std::uint32_t top = std::uint32_t{1} << (1 + round % 22);  // 2 to 2^22
+    std::vector<std::uint32_t> freq(static_cast<std::size_t>(n), 0);
+    const int used = 2 + static_cast<int>(rng() % 12);  // few symbols: no length reaches 15
+    for (int k = 0; k < used; ++k) freq[rng() % static_cast<std::uint32_t>(n)] = 1 + rng() % top;
+    std::vector<std::uint8_t> lens(freq.size());
+    gzip::detail::limited_code_lengths(freq.data(), n, 15, lens.data());
+    std::uint64_t cost = 0;
+    std::priority_queue<std::uint64_t, std::vector<std::uint64_t>, std::greater<>> queue;
+    for (int i = 0; i < n; ++i) {
+      cost += std::uint64_t{freq[i]} * lens[i];
+      if (freq[i] != 0) queue.push(freq[i]);
+    }
+    std::uint64_t huffman = 0;  // each merge adds its weight once per level it descends
+    while (queue.size() > 1) {
+      std::uint64_t a = queue.top();
+      queue.pop();
+      std::uint64_t b = queue.top();
+      queue.pop();
+      huffman += a + b;
+      queue.push(a + b);
+    }
+    CAPTURE(round);
+    if (std::count_if(freq.begin(), freq.end(), [](std::uint32_t f) { return f != 0; }) >= 2) {
+      CHECK(cost == huffman);
+    }
+  }
 }
 
 TEST_CASE("SmallCompressor: a code-length code that needs its 7-bit limit still inflates") {

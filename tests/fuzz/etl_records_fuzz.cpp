@@ -1,5 +1,5 @@
 // libFuzzer target for the loader's reading and validation: arbitrary bytes go through the same
-// path an export file takes (header check, byte filter, line reader, field splitter, row
+// path an export file takes (header check, line reader, field splitter, row
 // validator, rejects writer) and the contracts the README promises are checked on every line.
 // Memory errors and undefined behaviour are caught by ASan/UBSan (the sanitize build); a broken
 // contract prints what broke and aborts, so libFuzzer saves the input.
@@ -8,7 +8,7 @@
 // input carries its own header line (high bit; otherwise the table's canonical header is put in
 // front). The rest is the file, except that FE n c with n > 0 stands for n * 16 KiB copies of
 // byte c (FE 00 c is a literal FE then c), so that small inputs can hold the over-long lines that
-// cross the reader's 1 MiB chunks (at most kMaxExpanded bytes in all).
+// cross the line reader's refills of its 4 MiB buffer (at most kMaxExpanded bytes in all).
 //
 // Checked, per line of the file (the reference split is done here, independently):
 //   - every physical line after the header reaches the validator exactly once, with its line
@@ -47,7 +47,7 @@ namespace etl = catwalk::etl;
 namespace {
 
 constexpr std::size_t kExpandUnit = 16 * 1024;
-constexpr std::size_t kMaxExpanded = 40u << 20;  // past the reader's 32 MiB first window
+constexpr std::size_t kMaxExpanded = 40u << 20;  // several refills of the reader's 4 MiB
 constexpr std::size_t kRejectRawMax = 4096;      // RejectsWriter keeps this much of a long line
 constexpr std::size_t kMessageMax = 512;
 

@@ -39,9 +39,9 @@ RunSummary run(const LoadOptions& options);
 void request_stop();
 
 // Estimates behind the space check and the spill's partition count, per byte of CSV text
-// (decompressed): the document spill (measured 1.35 on bench/generate exports, see
-// bench/README.md) and the new catalogue in the database (tables, keys, indexes, documents:
-// measured 2.75), each with a margin.
+// (decompressed): the document spill (measured 0.96 on bench/generate exports since its records
+// leave out the constant JSON, 1.35 before; see bench/README.md) and the new catalogue in the
+// database (tables, keys, indexes, documents: measured 2.75), each with a margin.
 inline constexpr double kSpillPerTextByte = 1.5;
 inline constexpr double kDatabasePerTextByte = 3.0;
 
