@@ -7,11 +7,11 @@
 // never end. A miss used to cost a primary-key SELECT of its own: a round trip, a statement
 // and a wake-up of a PostgreSQL backend per request. A batch pays those once for all of them.
 //
-// How: a request that misses joins the queue. While fewer than `max_batches` batches run, it
-// leads one: it takes the queue (itself included, at most kMaxBatch requests) and runs the
-// query for all of them (Fetch: Repository::product_docs); requests arriving meanwhile queue for
-// the next batch, which the first of them to find a batch slot free leads. The leader hands each
-// request its document, or the batch's error, and stores the documents in the cache.
+// How: a request that misses joins the queue. While fewer than `max_batches` batches run (one
+// by default), it leads one: it takes the queue (itself included, at most kMaxBatch requests) and
+// runs the query for all of them (Fetch: Repository::product_docs); requests arriving meanwhile
+// queue for the next batch, which the first of them to find a batch slot free leads. The leader
+// hands each request its document, or the batch's error, and stores the documents in the cache.
 //
 // Bounds: each request keeps the deadline it would have had alone (its arrival plus the
 // repository's timeout): a batch's query ends by the earliest deadline among its requests, and
@@ -57,8 +57,11 @@ class MissBatcher {
       std::function<void(std::span<const DocRequest> wanted, Deadline deadline, const Sink& sink)>;
 
   // `timeout`: a request's whole wait (the repository's). `max_batches`: batches that may run
-  // at once (each holds one pooled connection while its query runs).
-  MissBatcher(DocCache& cache, Fetch fetch, std::chrono::milliseconds timeout, int max_batches = 2);
+  // at once (each holds one pooled connection while its query runs). One by default: measured
+  // at full scale in the first 5 s of a cold start (2 vCPU, wrk -c64 on styles), one at a time
+  // served 20-29k requests/s (p99 6-15 ms), two 18-26k (p99 30-40 ms: requests wait behind
+  // smaller batches), six or more fewer than a query per request did (bench/README.md).
+  MissBatcher(DocCache& cache, Fetch fetch, std::chrono::milliseconds timeout, int max_batches = 1);
 
   // The stored document (as Repository::product_doc returns it), cached when the cache is on;
   // nullopt for an unknown product. Throws PoolUnavailable or pg::DbError (is_unavailable())

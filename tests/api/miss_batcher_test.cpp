@@ -61,7 +61,7 @@ TEST_CASE("MissBatcher: concurrent misses share a query, each gets its document,
   cache.set_usable(true);
   cache.reset(CatalogueId{"db", 1, 1});
   FakeDb db;
-  MissBatcher misses(cache, db.fetch(), std::chrono::seconds(10), 1);
+  MissBatcher misses(cache, db.fetch(), std::chrono::seconds(10));
   constexpr int kRequests = 40;  // distinct documents, the last ones of unknown products
   std::vector<std::optional<std::string>> got(kRequests);
   std::vector<std::thread> threads;
@@ -117,38 +117,41 @@ TEST_CASE("MissBatcher: each request is answered by its own deadline behind a hu
   // Requests arrive every 100 ms while every batch hangs: each must end by its own arrival plus
   // the timeout, whatever batch it waited behind or ran in: the batch's deadline is its
   // earliest request's, and a request still queued gives up at its own.
-  DocCache cache(0);
   const auto timeout = std::chrono::milliseconds(1000);
-  MissBatcher misses(
-      cache,
-      [](std::span<const DocRequest>, Deadline deadline, const MissBatcher::Sink&) {
-        std::this_thread::sleep_until(deadline);
-        throw catwalk::pg::DbError("canceling statement due to the deadline", "57014");
-      },
-      timeout, 2);
-  constexpr int kRequests = 16;
-  std::vector<Clock::duration> waited(kRequests);
-  std::vector<int> unavailable(kRequests, 0);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kRequests; ++i) {
-    threads.emplace_back([&, i] {
-      const auto t0 = Clock::now();
-      try {
-        misses.get(DocKind::kDetail, i + 1);
-      } catch (const std::exception& e) {
-        unavailable[static_cast<std::size_t>(i)] = is_unavailable(e) ? 1 : 0;
-      }
-      waited[static_cast<std::size_t>(i)] = Clock::now() - t0;
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  for (auto& t : threads) t.join();
-  for (int i = 0; i < kRequests; ++i) {
-    CAPTURE(i);
-    CHECK(unavailable[static_cast<std::size_t>(i)] == 1);  // a 503, as alone
-    // The bound plus a margin for a loaded machine; a batch that took its own full timeout
-    // after waiting behind another would take up to twice the bound.
-    CHECK(waited[static_cast<std::size_t>(i)] < timeout + std::chrono::milliseconds(500));
+  for (const int max_batches : {1, 2}) {
+    CAPTURE(max_batches);
+    DocCache cache(0);
+    MissBatcher misses(
+        cache,
+        [](std::span<const DocRequest>, Deadline deadline, const MissBatcher::Sink&) {
+          std::this_thread::sleep_until(deadline);
+          throw catwalk::pg::DbError("canceling statement due to the deadline", "57014");
+        },
+        timeout, max_batches);
+    constexpr int kRequests = 16;
+    std::vector<Clock::duration> waited(kRequests);
+    std::vector<int> unavailable(kRequests, 0);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kRequests; ++i) {
+      threads.emplace_back([&, i] {
+        const auto t0 = Clock::now();
+        try {
+          misses.get(DocKind::kDetail, i + 1);
+        } catch (const std::exception& e) {
+          unavailable[static_cast<std::size_t>(i)] = is_unavailable(e) ? 1 : 0;
+        }
+        waited[static_cast<std::size_t>(i)] = Clock::now() - t0;
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    for (auto& t : threads) t.join();
+    for (int i = 0; i < kRequests; ++i) {
+      CAPTURE(i);
+      CHECK(unavailable[static_cast<std::size_t>(i)] == 1);  // a 503, as alone
+      // The bound plus a margin for a loaded machine; a batch that took its own full timeout
+      // after waiting behind another would take up to twice the bound.
+      CHECK(waited[static_cast<std::size_t>(i)] < timeout + std::chrono::milliseconds(500));
+    }
   }
 }
 
