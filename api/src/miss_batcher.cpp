@@ -34,6 +34,8 @@ std::optional<std::string> MissBatcher::get(DocKind kind, std::int32_t id) {
     }
     if (me.cv.wait_until(lock, me.deadline) == std::cv_status::timeout && !me.taken && !me.done) {
       std::erase(queue_, &me);
+      // It may have been the one woken to lead: the next in line leads instead.
+      if (running_ < max_batches_ && !queue_.empty()) queue_.front()->cv.notify_one();
       throw PoolUnavailable("the database did not answer in time; retry shortly");
     }
   }

@@ -60,7 +60,7 @@ class MissBatcher {
   // at once (each holds one pooled connection while its query runs). One by default: measured
   // at full scale in the first 5 s of a cold start (2 vCPU, wrk -c64 on styles), one at a time
   // served 20-29k requests/s (p99 6-15 ms), two 18-26k (p99 30-40 ms: requests wait behind
-  // smaller batches), six or more fewer than a query per request did (bench/README.md).
+  // smaller batches), six 19-23k (p99 46-160 ms); one query per miss 13-21k (bench/README.md).
   MissBatcher(DocCache& cache, Fetch fetch, std::chrono::milliseconds timeout, int max_batches = 1);
 
   // The stored document (as Repository::product_doc returns it), cached when the cache is on;
