@@ -96,7 +96,8 @@ TEST_CASE("MissBatcher: concurrent misses share a query, each gets its document,
   CHECK(misses.batches() <= 5);
 }
 
-TEST_CASE("MissBatcher: a batch's error reaches each of its requests; the next batch is fresh") {
+TEST_CASE(
+    "MissBatcher: a batch's error reaches each of its requests, and the next batch runs afresh") {
   DocCache cache(0);  // no cache: misses are still batched
   int calls = 0;
   MissBatcher misses(
