@@ -2,12 +2,33 @@
 #include "miss_batcher.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
+#include "catwalk/pg.hpp"
 #include "pool.hpp"
 
 namespace catwalk::api {
+
+namespace {
+// A copy of the batch's error for one of its requests: each request's thread then throws and
+// reads an exception object of its own, never one another thread may be freeing. The types the
+// handlers tell apart (a 503, a catalogue not loaded) are kept; anything else is a 500 anyway.
+std::exception_ptr own_copy(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const pg::DbError& e) {
+    return std::make_exception_ptr(e);
+  } catch (const PoolUnavailable& e) {
+    return std::make_exception_ptr(e);
+  } catch (const std::exception& e) {
+    return std::make_exception_ptr(std::runtime_error(e.what()));
+  } catch (...) {
+    return std::make_exception_ptr(std::runtime_error("unknown error reading documents"));
+  }
+}
+}  // namespace
 
 MissBatcher::MissBatcher(DocCache& cache, Fetch fetch, std::chrono::milliseconds timeout,
                          int max_batches)
@@ -78,8 +99,10 @@ void MissBatcher::run_batch(std::unique_lock<std::mutex>& lock) {
   --running_;
   for (Waiter* w : batch) {
     w->done = true;
-    if (error) w->doc.reset();
-    w->error = error;
+    if (error) {
+      w->doc.reset();
+      w->error = own_copy(error);
+    }
     w->cv.notify_one();  // under the lock: the waiter cannot have returned (and freed it) yet
   }
   // A batch slot is free: the oldest queued request leads the next batch.
