@@ -63,7 +63,7 @@ class MissBatcher {
   // smaller batches), six 19-23k (p99 46-160 ms); one query per miss 13-21k (bench/README.md).
   MissBatcher(DocCache& cache, Fetch fetch, std::chrono::milliseconds timeout, int max_batches = 1);
 
-  // The stored document (as Repository::product_doc returns it), cached when the cache is on;
+  // The stored document (as Repository::product_docs reads it), cached when the cache is on;
   // nullopt for an unknown product. Throws PoolUnavailable or pg::DbError (is_unavailable())
   // when the database does not answer by the request's deadline.
   std::optional<std::string> get(DocKind kind, std::int32_t id);

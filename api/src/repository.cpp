@@ -25,12 +25,6 @@ struct IntText {
 // All the SQL of the API. Names in catwalk.* are resolved again by PostgreSQL when the loader
 // swaps the schema and drops the old one (plan invalidation), so these survive a publish.
 // The documents are bytea (mostly gzip members): read in binary form, as their bytes.
-constexpr Statement kDetail{0, "detail",
-                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4", true};
-constexpr Statement kStyles{1, "styles",
-                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4", true};
-constexpr Statement kRelated{2, "related",
-                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4", true};
 // A page's entries are cut from the products' details (see list_item_of), not stored apart.
 constexpr Statement kPage{
     3, "page",
@@ -74,16 +68,6 @@ std::uint32_t be32(const char* p) {
          static_cast<std::uint32_t>(u[2]) << 8 | u[3];
 }
 
-const Statement& doc_statement(DocKind k) {
-  switch (k) {
-    case DocKind::kDetail:
-      return kDetail;
-    case DocKind::kStyles:
-      return kStyles;
-    default:
-      return kRelated;
-  }
-}
 }  // namespace
 
 bool is_unavailable(const std::exception& e) {
@@ -118,17 +102,6 @@ auto Repository::read(ConnectionPool& pool, Deadline deadline, F&& f) {
       throw;
     }
   }
-}
-
-std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id) {
-  IntText p(id);
-  const char* values[] = {p.c_str()};
-  const Deadline d = deadline();
-  return read(catalogue_, d, [&](PooledConnection& c) -> std::optional<std::string> {
-    auto r = c.exec(doc_statement(kind), 1, values, d);
-    if (r.rows() == 0) return std::nullopt;
-    return std::string(r.get(0, 0));
-  });
 }
 
 void Repository::product_docs(std::span<const DocRequest> wanted, Deadline deadline,
