@@ -93,10 +93,12 @@ bool has_body_method(std::string_view method) {
 
 }  // namespace
 
-Handlers::Handlers(Repository& repo, DocCache& cache, Metrics& metrics, const ConnectionPool& pool,
-                   const CacheRefresher& refresher, bool access_log, int max_age_s)
+Handlers::Handlers(Repository& repo, DocCache& cache, MissBatcher& misses, Metrics& metrics,
+                   const ConnectionPool& pool, const CacheRefresher& refresher, bool access_log,
+                   int max_age_s)
     : repo_(repo),
       cache_(cache),
+      misses_(misses),
       metrics_(metrics),
       pool_(pool),
       refresher_(refresher),
@@ -185,25 +187,20 @@ void Handlers::method_not_allowed(Route route, const Request& req, Response& res
                          allowed_methods(route)));
 }
 
-// The hot path: a cache lookup, else one prepared primary-key SELECT returning the stored
-// document; nothing is parsed, re-serialized or compressed.
+// The hot path: a cache lookup, else the stored document read from the database (with the
+// other requests' misses of the moment: MissBatcher) and cached; nothing is parsed,
+// re-serialized or compressed.
 void Handlers::product_doc(DocKind kind, const Request& req, std::string_view raw_id,
                            Response& res) {
   auto id = parse_id(raw_id);
   if (!id) return send_error(res, 400, "invalid_id", invalid_id_message(raw_id));
-  const std::uint64_t key = doc_key(kind, *id);
-  const bool use_cache = cache_.enabled();
-  std::uint64_t generation = 0;
-  if (use_cache) {
-    if (auto doc = cache_.get(key)) return send_document(req, res, doc.bytes);
-    // Read before the query: see DocCache::put.
-    generation = cache_.generation();
+  if (cache_.enabled()) {
+    if (auto doc = cache_.get(doc_key(kind, *id))) return send_document(req, res, doc.bytes);
   }
-  auto doc = repo_.product_doc(kind, *id);
+  auto doc = misses_.get(kind, *id);
   if (!doc) {
     return send_error(res, 404, "not_found", fmt::format("No product has id {}.", *id));
   }
-  if (use_cache) cache_.try_put(key, generation, *doc);
   send_document(req, res, *doc);
 }
 
@@ -379,6 +376,8 @@ void Handlers::render_metrics(Response& res) {
   c.snapshot_loads = refresher_.snapshot_loads();
   c.snapshot_writes = refresher_.snapshot_writes();
   c.refresh_last_seconds = refresher_.refresh_last_seconds();
+  c.miss_batches = misses_.batches();
+  c.miss_batched_requests = misses_.batched_requests();
   if (const auto catalogue = cache_.catalogue()) c.catalogue_version = catalogue->version;
   std::string out;
   out.reserve(8192);

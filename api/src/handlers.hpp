@@ -17,6 +17,7 @@
 #include "doc_cache.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
+#include "miss_batcher.hpp"
 #include "pool.hpp"
 #include "repository.hpp"
 #include "routes.hpp"
@@ -33,8 +34,10 @@ class Handlers {
   using HandlerResponse = httplib::Server::HandlerResponse;
 
   // `max_age_s`: the Cache-Control max-age of the catalogue routes' answers.
-  Handlers(Repository& repo, DocCache& cache, Metrics& metrics, const ConnectionPool& pool,
-           const CacheRefresher& refresher, bool access_log, int max_age_s);
+  // `misses` serves (and caches) the documents `cache` does not hold.
+  Handlers(Repository& repo, DocCache& cache, MissBatcher& misses, Metrics& metrics,
+           const ConnectionPool& pool, const CacheRefresher& refresher, bool access_log,
+           int max_age_s);
 
   // cpp-httplib's pre-routing hook: starts the request's clock and answers every method that
   // carries no body (GET, HEAD, OPTIONS) through dispatch(); returns Unhandled for the others,
@@ -79,6 +82,7 @@ class Handlers {
 
   Repository& repo_;
   DocCache& cache_;
+  MissBatcher& misses_;
   Metrics& metrics_;
   const ConnectionPool& pool_;
   const CacheRefresher& refresher_;

@@ -138,11 +138,17 @@ void render_cache_metrics(const CacheStats& c, std::string& out) {
       "catwalk_cache_refresh_last_seconds {:.3f}\n"
       "# HELP catwalk_cache_catalogue_version The publish version the cached documents belong "
       "to (-1: none); behind catwalk_publish_version until a publish is swapped in.\n"
-      "# TYPE catwalk_cache_catalogue_version gauge\ncatwalk_cache_catalogue_version {}\n",
+      "# TYPE catwalk_cache_catalogue_version gauge\ncatwalk_cache_catalogue_version {}\n"
+      "# HELP catwalk_cache_miss_batches_total Queries that read missed documents (one per "
+      "batch of concurrent misses).\n"
+      "# TYPE catwalk_cache_miss_batches_total counter\ncatwalk_cache_miss_batches_total {}\n"
+      "# HELP catwalk_cache_miss_batched_requests_total Requests those queries answered.\n"
+      "# TYPE catwalk_cache_miss_batched_requests_total counter\n"
+      "catwalk_cache_miss_batched_requests_total {}\n",
       c.hits, c.misses, c.invalidations, c.entries, c.bytes, c.warming ? 1 : 0, c.warm_runs,
       c.warm_runs_completed, c.warmed_documents, c.warm_last_seconds, c.publish_version,
       c.kept_documents, c.waste_resets, c.staged_swaps, c.snapshot_loads, c.snapshot_writes,
-      c.refresh_last_seconds, c.catalogue_version);
+      c.refresh_last_seconds, c.catalogue_version, c.miss_batches, c.miss_batched_requests);
 }
 
 }  // namespace catwalk::api

@@ -52,6 +52,8 @@ struct CacheStats {
   std::uint64_t kept_documents = 0, waste_resets = 0, staged_swaps = 0, snapshot_loads = 0,
                 snapshot_writes = 0;
   double refresh_last_seconds = 0;
+  // Queries that served misses (one per batch: MissBatcher) and the requests they served.
+  std::uint64_t miss_batches = 0, miss_batched_requests = 0;
   // The publish the cache's documents belong to (-1: none yet). It trails publish_version while
   // a publish is being checked (the previous one is served meanwhile): equal once swapped in.
   long long catalogue_version = -1;

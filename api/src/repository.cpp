@@ -25,12 +25,6 @@ struct IntText {
 // All the SQL of the API. Names in catwalk.* are resolved again by PostgreSQL when the loader
 // swaps the schema and drops the old one (plan invalidation), so these survive a publish.
 // The documents are bytea (mostly gzip members): read in binary form, as their bytes.
-constexpr Statement kDetail{0, "detail",
-                            "SELECT detail FROM catwalk.product_docs WHERE id = $1::int4", true};
-constexpr Statement kStyles{1, "styles",
-                            "SELECT styles FROM catwalk.product_docs WHERE id = $1::int4", true};
-constexpr Statement kRelated{2, "related",
-                             "SELECT related FROM catwalk.product_docs WHERE id = $1::int4", true};
 // A page's entries are cut from the products' details (see list_item_of), not stored apart.
 constexpr Statement kPage{
     3, "page",
@@ -57,17 +51,23 @@ constexpr Statement kCartAdd{
     "(SELECT coalesce(sum(quantity), 0) FROM public.cart WHERE user_session = $1::int4 "
     "AND product_id = $2::int4 AND active)"};
 constexpr Statement kPing{6, "ping", "SELECT 1"};
+// A batch of documents (MissBatcher): $1 the ids, $2 each one's DocKind; each row is a position
+// in the arrays (from 1) and that document. The CASE reads (and detoasts) only the column asked
+// for.
+constexpr Statement kDocs{
+    7, "docs",
+    "SELECT w.i::int4, CASE w.k WHEN 0 THEN d.detail WHEN 1 THEN d.styles ELSE d.related END "
+    "FROM unnest($1::int4[], $2::int4[]) WITH ORDINALITY AS w(id, k, i) "
+    "JOIN catwalk.product_docs d ON d.id = w.id",
+    true};
 
-const Statement& doc_statement(DocKind k) {
-  switch (k) {
-    case DocKind::kDetail:
-      return kDetail;
-    case DocKind::kStyles:
-      return kStyles;
-    default:
-      return kRelated;
-  }
+// A big-endian uint32 (binary results, COPY's binary format).
+std::uint32_t be32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<std::uint32_t>(u[0]) << 24 | static_cast<std::uint32_t>(u[1]) << 16 |
+         static_cast<std::uint32_t>(u[2]) << 8 | u[3];
 }
+
 }  // namespace
 
 bool is_unavailable(const std::exception& e) {
@@ -104,14 +104,32 @@ auto Repository::read(ConnectionPool& pool, Deadline deadline, F&& f) {
   }
 }
 
-std::optional<std::string> Repository::product_doc(DocKind kind, std::int32_t id) {
-  IntText p(id);
-  const char* values[] = {p.c_str()};
-  const Deadline d = deadline();
-  return read(catalogue_, d, [&](PooledConnection& c) -> std::optional<std::string> {
-    auto r = c.exec(doc_statement(kind), 1, values, d);
-    if (r.rows() == 0) return std::nullopt;
-    return std::string(r.get(0, 0));
+void Repository::product_docs(std::span<const DocRequest> wanted, Deadline deadline,
+                              const std::function<void(std::size_t, std::string_view)>& sink) {
+  if (wanted.empty()) return;
+  // int4[] parameters in their text form: only our own integers go in.
+  std::string ids = "{", kinds = "{";
+  for (const DocRequest& w : wanted) {
+    if (ids.size() > 1) {
+      ids += ',';
+      kinds += ',';
+    }
+    ids += std::to_string(w.id);
+    kinds += std::to_string(static_cast<int>(w.kind));
+  }
+  ids += '}';
+  kinds += '}';
+  const char* values[] = {ids.c_str(), kinds.c_str()};
+  read(catalogue_, deadline, [&](PooledConnection& c) {
+    auto r = c.exec(kDocs, 2, values, deadline);
+    for (int row = 0; row < r.rows(); ++row) {
+      const std::string_view at = r.get(row, 0);
+      if (at.size() != 4) throw std::runtime_error("a batch row's position is not an int4");
+      const std::uint32_t i = be32(at.data());
+      if (i < 1 || i > wanted.size()) throw std::runtime_error("a batch row's position is wrong");
+      sink(i - 1, r.get(row, 1));
+    }
+    return 0;
   });
 }
 
@@ -181,11 +199,6 @@ namespace {
 // per field an int32 length (-1: NULL) and the bytes, then an int16 -1.
 constexpr std::string_view kCopySignature{"PGCOPY\n\377\r\n\0", 11};
 
-std::uint32_t be32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<std::uint32_t>(u[0]) << 24 | static_cast<std::uint32_t>(u[1]) << 16 |
-         static_cast<std::uint32_t>(u[2]) << 8 | u[3];
-}
 }  // namespace
 
 namespace {

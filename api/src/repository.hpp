@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,12 @@ struct ProductDocsView {
   std::string_view detail, styles, related;
 };
 
+// One document a request asks for (MissBatcher batches them).
+struct DocRequest {
+  DocKind kind = DocKind::kDetail;
+  std::int32_t id = 0;
+};
+
 struct CartLine {
   std::int64_t sku_id = 0;
   std::int64_t count = 0;
@@ -46,10 +53,13 @@ class Repository {
              ConnectionPool* catalogue = nullptr)
       : pool_(pool), catalogue_(catalogue != nullptr ? *catalogue : pool), timeout_(timeout) {}
 
-  // The stored body of /products/:id, /styles or /related (gzip, or JSON where gzip would be
-  // longer, as ProductDocsView holds them); nullopt for an unknown product.
-  std::optional<std::string> product_doc(DocKind kind, std::int32_t id);
-  // The stored details (as product_doc's) of the products with rn in (lo, hi], in rn order: the
+  // The stored bodies of /products/:id, /styles or /related (gzip, or JSON where gzip would be
+  // longer, as ProductDocsView holds them) for many documents in one statement, by `deadline`
+  // (a batch of requests' misses: MissBatcher): sink(index in wanted, document) for each one
+  // found, in no particular order; an unknown product gets no call.
+  void product_docs(std::span<const DocRequest> wanted, Deadline deadline,
+                    const std::function<void(std::size_t, std::string_view)>& sink);
+  // The stored details (as product_docs') of the products with rn in (lo, hi], in rn order: the
   // page's entries are cut from them (list_item_of).
   std::vector<std::string> page_details(std::int32_t lo, std::int32_t hi);
   std::vector<CartLine> cart(std::int32_t session);

@@ -23,6 +23,7 @@
 #include "handlers.hpp"
 #include "http_server.hpp"
 #include "metrics.hpp"
+#include "miss_batcher.hpp"
 #include "pool.hpp"
 #include "repository.hpp"
 
@@ -61,7 +62,12 @@ struct Server::Impl {
                    opt.publish_poll_ms, opt.warm_batch_rows, opt.warm_pause_ms, opt.cache_dir,
                    opt.snapshot_write_limit, opt.snapshot_delay_ms},
                   repo, cache),
-        handlers(repo, cache, metrics, pool, refresher, opt.access_log, opt.max_age_s) {}
+        misses(
+            cache,
+            [this](std::span<const DocRequest> wanted, Deadline deadline,
+                   const MissBatcher::Sink& sink) { repo.product_docs(wanted, deadline, sink); },
+            std::chrono::milliseconds(opt.db_timeout_ms)),
+        handlers(repo, cache, misses, metrics, pool, refresher, opt.access_log, opt.max_age_s) {}
 
   ServerOptions opt;
   HttpServer http;
@@ -71,6 +77,7 @@ struct Server::Impl {
   DocCache cache;
   Metrics metrics;
   CacheRefresher refresher;
+  MissBatcher misses;
   Handlers handlers;
 
   std::mutex stop_mu;

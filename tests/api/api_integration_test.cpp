@@ -2269,3 +2269,147 @@ TEST_CASE("cache warm-up: a COPY longer than the requests' statement_timeout is 
   CHECK(p->log().find("cache warm-up paused") == std::string::npos);
   CHECK(metric_at(port, "catwalk_cache_warm_runs_total") == 1);
 }
+
+// ---------------------------------------------------------------- misses batched
+
+namespace {
+// A server whose warm-up stores the first product and then pauses for a minute: every other
+// document is a miss until a request brings it in.
+catwalk::api::ServerOptions cold_cache_options() {
+  catwalk::api::ServerOptions opt;
+  opt.cache_dir = "";
+  opt.warm_batch_rows = 1;
+  opt.warm_pause_ms = 60000;
+  return opt;
+}
+
+httplib::Result get_raw_at(int port, const std::string& path, httplib::Headers headers) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(5);
+  c.set_read_timeout(10);
+  c.set_decompress(false);
+  return c.Get(path.c_str(), headers);
+}
+}  // namespace
+
+TEST_CASE("concurrent misses are read in a few batched queries, byte-exact, then cached") {
+  api();  // the database is loaded; its warm cache gives the expected answers
+  OwnServer s(cold_cache_options());
+  REQUIRE(
+      s.wait_for([&] { return s.metric("catwalk_cache_entries") == 3; }, std::chrono::seconds(10)));
+  const auto ids = product_ids(s);
+  REQUIRE(ids.size() >= 10);
+  // One request of each encoding for every document, and a few unknown products.
+  struct Ask {
+    std::string path;
+    bool gzip;
+    std::optional<httplib::Result> answer{};
+  };
+  std::vector<Ask> asks;
+  for (int id : ids) {
+    for (const char* suffix : {"", "/styles", "/related"}) {
+      asks.push_back({"/products/" + std::to_string(id) + suffix, false, std::nullopt});
+      asks.push_back({"/products/" + std::to_string(id) + suffix, true, std::nullopt});
+    }
+  }
+  for (int unknown : {900001, 900002, 900003})
+    asks.push_back({"/products/" + std::to_string(unknown) + "/styles", false, std::nullopt});
+  // A connection in the pool before the freeze (a miss of an unknown product).
+  REQUIRE(s.get("/products/900000")->status == 404);
+  const double batches0 = s.metric("catwalk_cache_miss_batches_total");
+  const double requests0 = s.metric("catwalk_cache_miss_batched_requests_total");
+  {
+    // The database frozen for 400 ms: the first batches hang, every other miss queues behind
+    // them, and they all go in a batch or two once it thaws.
+    Frozen frozen;
+    std::vector<std::thread> threads;
+    for (auto& a : asks) {
+      threads.emplace_back([&a, port = s.port] {
+        httplib::Headers h;
+        if (a.gzip) h.emplace("Accept-Encoding", "gzip");
+        a.answer = get_raw_at(port, a.path, h);
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    shared_server().thaw();
+    for (auto& t : threads) t.join();
+  }
+  const double batches = s.metric("catwalk_cache_miss_batches_total") - batches0;
+  const double requests = s.metric("catwalk_cache_miss_batched_requests_total") - requests0;
+  INFO("batches " << batches << " for " << requests << " requests");
+  // Most requests missed (not those for the warmed product; a thread that started late may hit
+  // a document an earlier batch brought in).
+  CHECK(requests >= static_cast<double>(asks.size()) / 2);
+  CHECK(batches <= requests / 4);  // one query per request without batching
+  for (auto& a : asks) {
+    CAPTURE(a.path);
+    CAPTURE(a.gzip);
+    REQUIRE(a.answer);
+    REQUIRE(*a.answer);
+    auto expected =
+        get_raw_at(api().port, a.path,
+                   a.gzip ? httplib::Headers{{"Accept-Encoding", "gzip"}} : httplib::Headers{});
+    REQUIRE(expected);
+    const httplib::Response& got = **a.answer;
+    CHECK(got.status == expected->status);
+    CHECK(got.body == expected->body);
+    CHECK(got.get_header_value("Content-Encoding") ==
+          expected->get_header_value("Content-Encoding"));
+    CHECK(got.get_header_value("ETag") == expected->get_header_value("ETag"));
+  }
+  // Each batch stored what it read: every document is cached now, a second round all hits.
+  CHECK(s.metric("catwalk_cache_entries") == 3.0 * static_cast<double>(ids.size()));
+  const double misses = s.metric("catwalk_cache_misses_total");
+  for (int id : ids) CHECK(s.get("/products/" + std::to_string(id) + "/styles")->status == 200);
+  CHECK(s.metric("catwalk_cache_misses_total") == misses);
+}
+
+TEST_CASE("a frozen database: misses queued behind a hung batch answer 503 within the bound") {
+  api();
+  // No cache: every request is a miss (the batching is the same with or without one).
+  catwalk::api::ServerOptions opt;
+  opt.cache_mb = 0;
+  OwnServer s(opt);
+  const auto ids = product_ids(s);
+  REQUIRE(ids.size() >= 10);
+  REQUIRE(s.get("/products/900000")->status == 404);  // a pooled connection before the freeze
+  // One miss every 150 ms for 3 s while the database hangs: each joins a batch whose query
+  // hangs, or queues behind one. Each must be a 503 within the request bound (2 s, plus a
+  // margin), as a request alone gets: a batch that took its own full 2 s after waiting behind
+  // another would answer its first requests after up to 4 s.
+  constexpr int kRequests = 20;
+  std::vector<std::optional<httplib::Result>> answers(kRequests);
+  std::vector<Clock::duration> waited(kRequests);
+  std::vector<std::string> paths(kRequests);
+  {
+    Frozen frozen;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kRequests; ++i) {
+      const std::string path = "/products/" +
+                               std::to_string(ids[static_cast<std::size_t>(i) % ids.size()]) +
+                               (i % 2 ? "/styles" : "/related");
+      paths[static_cast<std::size_t>(i)] = path;
+      threads.emplace_back([&, i, path] {
+        const auto t0 = Clock::now();
+        answers[static_cast<std::size_t>(i)] = s.get(path);
+        waited[static_cast<std::size_t>(i)] = Clock::now() - t0;
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    }
+    for (auto& t : threads) t.join();
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    CAPTURE(i);
+    CAPTURE(paths[static_cast<std::size_t>(i)]);
+    REQUIRE(answers[static_cast<std::size_t>(i)]);
+    check_503(*answers[static_cast<std::size_t>(i)], "unavailable");
+    CHECK(waited[static_cast<std::size_t>(i)] < std::chrono::milliseconds(3000));
+  }
+  // Thawed: misses are served again.
+  CHECK(s.wait_for(
+      [&] {
+        auto r = s.get("/products/" + std::to_string(ids.back()) + "/styles");
+        return r && r->status == 200;
+      },
+      std::chrono::seconds(15)));
+}
