@@ -17,49 +17,78 @@
 -- step: products_keys after: products
 CREATE UNIQUE INDEX products_pkey ON products (id);
 ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY USING INDEX products_pkey;
+ANALYZE products;
 
 -- step: styles_keys after: styles
 CREATE INDEX styles_product_id_idx ON styles (product_id, id);
 CREATE UNIQUE INDEX styles_pkey ON styles (id);
 ALTER TABLE styles ADD CONSTRAINT styles_pkey PRIMARY KEY USING INDEX styles_pkey;
+ANALYZE styles;
 
 -- step: features_keys after: features
 CREATE INDEX features_product_id_idx ON features (product_id);
 CREATE UNIQUE INDEX features_pkey ON features (id);
 ALTER TABLE features ADD CONSTRAINT features_pkey PRIMARY KEY USING INDEX features_pkey;
+ANALYZE features;
 
 -- step: related_keys after: related
 CREATE INDEX related_product_id_idx ON related (current_product_id);
 CREATE UNIQUE INDEX related_pkey ON related (id);
 ALTER TABLE related ADD CONSTRAINT related_pkey PRIMARY KEY USING INDEX related_pkey;
+ANALYZE related;
 
 -- step: photos_keys after: photos
 CREATE INDEX photos_style_id_idx ON photos (style_id);
 CREATE UNIQUE INDEX photos_pkey ON photos (id);
 ALTER TABLE photos ADD CONSTRAINT photos_pkey PRIMARY KEY USING INDEX photos_pkey;
+ANALYZE photos;
 
 -- step: skus_keys after: skus
 CREATE INDEX skus_style_id_idx ON skus (style_id);
 CREATE UNIQUE INDEX skus_pkey ON skus (id);
 ALTER TABLE skus ADD CONSTRAINT skus_pkey PRIMARY KEY USING INDEX skus_pkey;
+ANALYZE skus;
 
--- step: foreign_keys after: products_keys, styles_keys, features_keys, related_keys, photos_keys, skus_keys
+-- Foreign keys, one step per child table, each as soon as its two tables have their keys (they
+-- ran as one step after every key before, last and alone while a core idled: 4-6 s at full
+-- scale). Two steps naming the same table wait for each other's lock in the database.
 -- Adding a foreign key makes PostgreSQL check every row (an anti-join of child and parent).
 -- Each child column but related_product_id leads an index built above, and COPY FREEZE left
 -- every page all-visible, so a merge anti-join of two index-only scans checks a key without
 -- reading the child's heap. Without statistics the planner picks a hash join over the whole
 -- heap instead: 2.4x slower for skus (3.4 s against 1.4 s at full scale) and 3.6x for photos,
--- whose heap is 1.5 GB. ANALYZE (a sample of each table, well under a second) tells the planner
--- that the pages are all-visible; the SET LOCALs end with this step's transaction.
-ANALYZE products, styles, features, related, photos, skus;
+-- whose heap is 1.5 GB. The ANALYZE of each keys step tells the planner that the pages are
+-- all-visible; the SET LOCALs end with the step's transaction.
+
+-- step: styles_fkeys after: products_keys, styles_keys
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_nestloop = off;
 SET LOCAL enable_seqscan = off;
 ALTER TABLE styles   ADD CONSTRAINT styles_product_id_fkey   FOREIGN KEY (product_id) REFERENCES products (id);
+
+-- step: features_fkeys after: products_keys, features_keys
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_nestloop = off;
+SET LOCAL enable_seqscan = off;
 ALTER TABLE features ADD CONSTRAINT features_product_id_fkey FOREIGN KEY (product_id) REFERENCES products (id);
-ALTER TABLE related  ADD CONSTRAINT related_current_product_id_fkey FOREIGN KEY (current_product_id) REFERENCES products (id);
+
+-- step: photos_fkeys after: styles_keys, photos_keys
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_nestloop = off;
+SET LOCAL enable_seqscan = off;
 ALTER TABLE photos   ADD CONSTRAINT photos_style_id_fkey     FOREIGN KEY (style_id) REFERENCES styles (id);
+
+-- step: skus_fkeys after: styles_keys, skus_keys
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_nestloop = off;
+SET LOCAL enable_seqscan = off;
 ALTER TABLE skus     ADD CONSTRAINT skus_style_id_fkey       FOREIGN KEY (style_id) REFERENCES styles (id);
+
+-- step: related_fkeys after: products_keys, related_keys
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_nestloop = off;
+SET LOCAL enable_seqscan = off;
+ALTER TABLE related  ADD CONSTRAINT related_current_product_id_fkey FOREIGN KEY (current_product_id) REFERENCES products (id);
 -- related_product_id has no index: related is read whole (4.5 M narrow rows). Sorting it and
 -- merging with products' index-only scan takes 1.4 s at full scale; the hash anti-join the planner
 -- picks otherwise takes 3.4 s (4.5 M probes of a 43 MB hash table, each a cache miss). The sort

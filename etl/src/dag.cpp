@@ -9,7 +9,15 @@
 namespace catwalk::etl {
 
 void run_dag(const std::vector<DagTask>& tasks, int workers,
-             const std::function<void(std::size_t, int)>& run, std::atomic<bool>& cancelled) {
+             const std::function<void(std::size_t, int)>& run, std::atomic<bool>& cancelled,
+             const std::vector<int>& group_limits) {
+  for (const auto& t : tasks) {
+    if (t.group >= static_cast<int>(group_limits.size()) ||
+        (t.group >= 0 && group_limits[t.group] < 1)) {
+      throw std::logic_error("run_dag: a task's group has no limit of at least 1");
+    }
+  }
+  std::vector<int> group_running(group_limits.size(), 0);
   enum class State { kPending, kRunning, kDone };
   std::vector<State> state(tasks.size(), State::kPending);
   std::mutex m;
@@ -21,6 +29,8 @@ void run_dag(const std::vector<DagTask>& tasks, int workers,
     std::ptrdiff_t best = -1;
     for (std::size_t i = 0; i < tasks.size(); ++i) {
       if (state[i] != State::kPending) continue;
+      int g = tasks[i].group;
+      if (g >= 0 && group_running[g] >= group_limits[g]) continue;
       bool ready = true;
       for (auto d : tasks[i].after) ready = ready && state[d] == State::kDone;
       if (ready && (best < 0 || tasks[i].priority > tasks[best].priority)) best = i;
@@ -49,6 +59,7 @@ void run_dag(const std::vector<DagTask>& tasks, int workers,
       }
       state[next] = State::kRunning;
       ++running;
+      if (tasks[next].group >= 0) ++group_running[tasks[next].group];
       lock.unlock();
       std::exception_ptr error;
       try {
@@ -58,6 +69,7 @@ void run_dag(const std::vector<DagTask>& tasks, int workers,
       }
       lock.lock();
       --running;
+      if (tasks[next].group >= 0) --group_running[tasks[next].group];
       state[next] = State::kDone;
       if (error && !failure) {
         failure = error;

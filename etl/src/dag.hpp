@@ -10,14 +10,18 @@ namespace catwalk::etl {
 struct DagTask {
   std::vector<std::size_t> after;  // indices of tasks that must finish first
   double priority = 0;             // among ready tasks, the highest starts first
+  int group = -1;  // index into run_dag's group_limits: at most that many of the group at once
 };
 
 // Calls run(task, worker) for every task, on `workers` threads (worker is 0-based, so callers
 // can keep one database connection per worker). When a call throws, no further task starts,
 // `cancelled` is set so running tasks can stop early, and the first exception is rethrown
 // once every worker has returned. Throws std::logic_error on a dependency cycle.
+// A task with a group (>= 0) starts only while fewer than group_limits[group] tasks of that
+// group run: the loader runs at most --jobs files at once, while the SQL steps that only wait
+// on PostgreSQL take the other workers.
 void run_dag(const std::vector<DagTask>& tasks, int workers,
              const std::function<void(std::size_t task, int worker)>& run,
-             std::atomic<bool>& cancelled);
+             std::atomic<bool>& cancelled, const std::vector<int>& group_limits = {});
 
 }  // namespace catwalk::etl

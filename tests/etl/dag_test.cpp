@@ -2,8 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "catwalk/etl/migrations.hpp"
 #include "table_spec.hpp"
@@ -74,9 +76,12 @@ TEST_CASE("post-data steps: parsed from the migrations with their dependencies")
     return nullptr;
   };
   REQUIRE(find("products_keys") != nullptr);
-  REQUIRE(find("foreign_keys") != nullptr);
+  for (auto child : {"styles", "features", "photos", "skus", "related"}) {
+    REQUIRE(find(std::string(child) + "_fkeys") != nullptr);
+    CHECK(find(std::string(child) + "_fkeys")->after.size() == 2);
+  }
   REQUIRE(find("product_docs_keys") != nullptr);
-  CHECK(find("foreign_keys")->after.size() == 6);
+  CHECK(find("photos_fkeys")->after == std::vector<std::string>{"styles_keys", "photos_keys"});
   // The documents' two indexes are built at once, then the key is attached.
   REQUIRE(find("product_docs_id_index") != nullptr);
   REQUIRE(find("product_docs_rn_index") != nullptr);
@@ -93,4 +98,30 @@ TEST_CASE("post-data steps: parsed from the migrations with their dependencies")
     CHECK(m.version > last);
     last = m.version;
   }
+}
+
+TEST_CASE("run_dag: a group never runs more tasks at once than its limit, and other tasks run beside it") {
+  // Six tasks of group 0 (limit 2) and four without a group, on five workers.
+  std::vector<DagTask> tasks;
+  for (int i = 0; i < 6; ++i) tasks.push_back({{}, 1, 0});
+  for (int i = 0; i < 4; ++i) tasks.push_back({{}, 0, -1});
+  std::mutex m;
+  int in_group = 0, max_in_group = 0, running = 0, max_running = 0;
+  std::atomic<bool> cancelled{false};
+  run_dag(tasks, 5,
+          [&](std::size_t i, int) {
+            {
+              std::lock_guard lock(m);
+              if (tasks[i].group == 0) max_in_group = std::max(max_in_group, ++in_group);
+              max_running = std::max(max_running, ++running);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(30));
+            std::lock_guard lock(m);
+            if (tasks[i].group == 0) --in_group;
+            --running;
+          },
+          cancelled, {2});
+  CHECK(max_in_group == 2);
+  CHECK(max_running > 2);  // the ungrouped tasks ran beside the group's two
+  CHECK_THROWS_AS(run_dag(tasks, 2, [](std::size_t, int) {}, cancelled, {}), std::logic_error);
 }
