@@ -14,39 +14,52 @@
 -- to the WAL. Within one parent id the list is in row order, which for these freshly COPYed
 -- tables is export (pos) order; a query wanting that order still says ORDER BY pos.
 
+-- Each keys step ends with ANALYZE: the foreign-key steps below need the planner to know that
+-- the pages are all-visible (COPY FREEZE), and the tables get statistics. It samples 3,000 rows
+-- (statistics target 10) instead of the default 30,000: at full scale the default took 2.4
+-- CPU-seconds of a load (5.7 s on its own: skus 2.6, photos 1.8, products 0.9), this about 0.2.
+-- Coarser histograms and most-common-value lists are enough for these key lookups; a DBA who
+-- wants the default ones runs ANALYZE on the published tables.
+
 -- step: products_keys after: products
 CREATE UNIQUE INDEX products_pkey ON products (id);
 ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY USING INDEX products_pkey;
+SET LOCAL default_statistics_target = 10;
 ANALYZE products;
 
 -- step: styles_keys after: styles
 CREATE INDEX styles_product_id_idx ON styles (product_id, id);
 CREATE UNIQUE INDEX styles_pkey ON styles (id);
 ALTER TABLE styles ADD CONSTRAINT styles_pkey PRIMARY KEY USING INDEX styles_pkey;
+SET LOCAL default_statistics_target = 10;
 ANALYZE styles;
 
 -- step: features_keys after: features
 CREATE INDEX features_product_id_idx ON features (product_id);
 CREATE UNIQUE INDEX features_pkey ON features (id);
 ALTER TABLE features ADD CONSTRAINT features_pkey PRIMARY KEY USING INDEX features_pkey;
+SET LOCAL default_statistics_target = 10;
 ANALYZE features;
 
 -- step: related_keys after: related
 CREATE INDEX related_product_id_idx ON related (current_product_id);
 CREATE UNIQUE INDEX related_pkey ON related (id);
 ALTER TABLE related ADD CONSTRAINT related_pkey PRIMARY KEY USING INDEX related_pkey;
+SET LOCAL default_statistics_target = 10;
 ANALYZE related;
 
 -- step: photos_keys after: photos
 CREATE INDEX photos_style_id_idx ON photos (style_id);
 CREATE UNIQUE INDEX photos_pkey ON photos (id);
 ALTER TABLE photos ADD CONSTRAINT photos_pkey PRIMARY KEY USING INDEX photos_pkey;
+SET LOCAL default_statistics_target = 10;
 ANALYZE photos;
 
 -- step: skus_keys after: skus
 CREATE INDEX skus_style_id_idx ON skus (style_id);
 CREATE UNIQUE INDEX skus_pkey ON skus (id);
 ALTER TABLE skus ADD CONSTRAINT skus_pkey PRIMARY KEY USING INDEX skus_pkey;
+SET LOCAL default_statistics_target = 10;
 ANALYZE skus;
 
 -- Foreign keys, one step per child table, each as soon as its two tables have their keys (they

@@ -1,5 +1,6 @@
 #include "documents.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -7,8 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -277,13 +281,13 @@ class ReadBuffer {
 };
 
 // Reads one partition's work files (one per table; missing or empty ones are skipped, each is
-// removed once read) into `buffer`, and lists their fragments in `refs` in assembly order: per
-// product, item, features, related, then each style (by id) with its photos and skus; within
-// each, export order. The files are ours, but they sit in a shared folder: a record that runs
-// past its file's end (a truncated or damaged file) stops the load instead of reading out of
-// bounds. `stride`: the partition count, how far apart the partition's product ids are.
+// handed to `done` once read, to be removed) into `buffer`, and lists their fragments in `refs` in
+// assembly order: per product, item, features, related, then each style (by id) with its photos and
+// skus; within each, export order. The files are ours, but they sit in a shared folder: a record
+// that runs past its file's end (a truncated or damaged file) stops the load instead of reading out
+// of bounds. `stride`: the partition count, how far apart the partition's product ids are.
 void read_partition(const std::vector<std::string>& paths, std::uint32_t stride, ReadBuffer& buffer,
-                    std::vector<Ref>& refs) {
+                    std::vector<Ref>& refs, const std::function<void(const std::string&)>& done) {
   refs.clear();
   // The non-empty files, their sizes and kinds (a path's index is its table's, so its kind).
   struct File {
@@ -307,8 +311,7 @@ void read_partition(const std::vector<std::string>& paths, std::uint32_t stride,
     bool ok = f && std::fread(data + filled, 1, file.size, f) == file.size;
     if (f) std::fclose(f);
     if (!ok) throw InputError("cannot read back the document work file " + *file.path);
-    std::error_code ec;
-    fs::remove(*file.path, ec);
+    done(*file.path);
     filled += file.size;
   }
   std::size_t at = 0;
@@ -625,6 +628,60 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     std::string header(copy_binary::kHeader);
     send(header);
   }
+  // Read work files are removed on a thread of their own: on a filesystem mounted with
+  // `discard` (as here) each removal waits for the disk to discard the file's blocks, which kept
+  // the assembling threads waiting for about 1.8 s of a full-scale load (measured off-CPU;
+  // bench/README.md). The thread is joined before this returns: the files are gone by then.
+  std::mutex remove_mu;
+  std::condition_variable remove_cv;
+  std::deque<std::string> to_remove;
+  bool no_more = false;
+  std::thread remover([&] {
+    std::unique_lock lock(remove_mu);
+    while (true) {
+      remove_cv.wait(lock, [&] { return no_more || !to_remove.empty(); });
+      if (to_remove.empty()) return;
+      std::string path = std::move(to_remove.front());
+      to_remove.pop_front();
+      lock.unlock();
+      std::error_code ec;
+      fs::remove(path, ec);
+      lock.lock();
+    }
+  });
+  struct JoinRemover {
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& no_more;
+    std::thread& thread;
+    ~JoinRemover() {
+      {
+        std::lock_guard lock(mu);
+        no_more = true;
+      }
+      cv.notify_one();
+      thread.join();
+    }
+  } join_remover{remove_mu, remove_cv, no_more, remover};
+  auto done_with = [&](const std::string& path) {
+    {
+      std::lock_guard lock(remove_mu);
+      to_remove.push_back(path);
+    }
+    remove_cv.notify_one();
+  };
+  const int n = std::clamp(threads, 1, partitions_);
+  // Asks the kernel to read a partition's work files ahead (they may have been written back
+  // and evicted from the page cache under the load's writes): a hint, errors change nothing.
+  auto prefetch_partition = [&](int p) {
+    if (p >= partitions_) return;
+    for (int t = 0; t < kTableCount; ++t) {
+      int fd = ::open(partition_path(t, p).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      ::posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+      ::close(fd);
+    }
+  };
   std::atomic<int> next_partition{0};
   std::atomic<std::uint64_t> total{0};
   // Partitions are independent: each thread takes the next one, with its own buffers and
@@ -643,7 +700,8 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     for (int p; (p = next_partition.fetch_add(1)) < partitions_;) {
       std::vector<std::string> paths;
       for (int t = 0; t < kTableCount; ++t) paths.push_back(partition_path(t, p));
-      read_partition(paths, static_cast<std::uint32_t>(partitions_), buffer, refs);
+      read_partition(paths, static_cast<std::uint32_t>(partitions_), buffer, refs, done_with);
+      prefetch_partition(p + n);  // read ahead while this one is assembled
       for (std::size_t i = 0; i < refs.size();) {
         std::uint32_t product = refs[i].product;
         std::size_t end = i;
@@ -671,7 +729,6 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
     if (!out.empty()) send(out);
     total.fetch_add(written);
   };
-  const int n = std::clamp(threads, 1, partitions_);
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
   std::vector<std::thread> pool;
   for (int t = 1; t < n; ++t) {
