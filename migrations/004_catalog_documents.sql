@@ -16,4 +16,7 @@ CREATE UNIQUE INDEX product_docs_rn_idx ON product_docs (rn);
 
 -- step: product_docs_keys after: product_docs_id_index, product_docs_rn_index
 ALTER TABLE product_docs ADD CONSTRAINT product_docs_pkey PRIMARY KEY USING INDEX product_docs_pkey;
+-- Statistics target 10 as for the catalogue's tables (003): the documents' columns need no
+-- histograms, only the planner's page counts (0.03 s instead of 0.4 s at full scale).
+SET LOCAL default_statistics_target = 10;
 ANALYZE product_docs;

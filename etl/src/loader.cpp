@@ -94,6 +94,11 @@ constexpr int kMinPartitions = 64;
 constexpr int kFileGroup = 0;
 constexpr int kExtraSqlWorkers = 2;
 
+int assembly_threads(int jobs) {
+  int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cores > 0 ? std::min(jobs, cores) : jobs);
+}
+
 int partitions_for(double spill_bytes, int jobs) {
   int wanted =
       std::max(kMinPartitions, static_cast<int>(std::ceil(spill_bytes / kPartitionBudget)));
@@ -346,14 +351,16 @@ class Run {
     std::exception_ptr assembly_error;
     std::thread assembler([&] {
       try {
-        // --jobs threads gzip the documents (the step's main CPU cost) while PostgreSQL
-        // ingests: each holds one spill partition (at most kPartitionBudget) at a time.
+        // --jobs threads, but no more than there are cores, gzip the documents (the step's
+        // main CPU cost) while PostgreSQL ingests: each holds one spill partition (at most
+        // kPartitionBudget) at a time, so each thread costs memory, and one more than the
+        // cores only waits for its turn.
         documents_->assemble(
             *products,
             [&](const std::string& chunk) {
               if (cancelled_ || g_stop_requested || !pipe.push(chunk)) throw Cancelled{};
             },
-            o_.jobs);
+            assembly_threads(o_.jobs));
       } catch (const Cancelled&) {
       } catch (...) {
         assembly_error = std::current_exception();

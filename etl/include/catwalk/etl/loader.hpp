@@ -14,7 +14,7 @@ struct LoadOptions {
   std::string dir;           // folder holding the export files
   bool use_database = true;  // false: `check`, validation only
   std::string db_url;        // libpq conninfo/URI; "" = libpq defaults
-  int jobs = 2;              // files read and copied at once (one connection each)
+  int jobs = 3;              // files read and copied at once (one connection each)
   std::string rejects_dir = "rejects";
   std::optional<std::uint64_t> max_rejects;  // more rejected lines than this: stop, publish nothing
   // Safety against a broken export replacing a good catalogue: a run whose product.csv yields
