@@ -560,11 +560,23 @@ TEST_CASE("when every worker is busy and the queue full a new connection gets 50
   CHECK(waited < 1s);  // not after the 10 s header timeout of the others
   for (int s : busy) ::close(s);
   // Counted in /metrics, like a routed answer (before, it showed nowhere but a log line).
+  // A /metrics probe sent before the workers have seen the closes is itself turned away with
+  // 503, and counted too (a loaded machine showed it): such probes add to the expected count.
+  const std::string key = "catwalk_http_requests_total{route=\"unmatched\",status=\"503\"} ";
   bool counted = false;
+  long turned_away = 0;
   for (auto t1 = Clock::now(); !counted && Clock::now() - t1 < 10s;) {
-    counted = unrouted_count(server.port, 503) == 1;
+    auto m = ask(server.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 20s);
+    if (m && m->status == 503) {
+      ++turned_away;
+    } else if (m && m->status == 200) {
+      const auto at = m->body.find(key);
+      counted =
+          at != std::string::npos && std::stol(m->body.substr(at + key.size())) == 1 + turned_away;
+    }
     if (!counted) std::this_thread::sleep_for(100ms);
   }
+  INFO("probes turned away: " << turned_away);
   CHECK(counted);
 }
 
