@@ -68,14 +68,14 @@ class Compressor {
 //
 // State carries from one call to the next: after the first document, documents are written with
 // a semi-static Huffman code, built from the symbols of the documents this compressor wrote
-// before and rebuilt after 1, 2, 4, ... of them, then every 16,384 (and soon after one with a
-// symbol the code lacks, which gets a code of its own). Its block header is computed once per
-// rebuild and copied into every member (each member stays self-contained), and its code lengths
-// are chosen to keep that header short: no code construction and no header writing per
-// document, one pass. So use one compressor per kind of document (they learn its shape), and
-// expect the same input to give other bytes after other documents: the content, and so the
-// trailer (CRC-32 and length of the input), never changes. The same sequence of inputs into a new
-// compressor gives the same bytes. Not thread-safe.
+// before (two codes: for documents shorter and longer than the recent average) and rebuilt after 1,
+// 2, 4, ... of them, then every 16,384 (and soon after one with a symbol the code lacks, which gets
+// a code of its own). Its block header is computed once per rebuild and copied into every member
+// (each member stays self-contained), and its code lengths are chosen to keep that header short: no
+// code construction and no header writing per document, one pass. So use one compressor per kind of
+// document (they learn its shape), and expect the same input to give other bytes after other
+// documents: the content, and so the trailer (CRC-32 and length of the input), never changes. The
+// same sequence of inputs into a new compressor gives the same bytes. Not thread-safe.
 class SmallCompressor {
  public:
   // The largest input this encoder handles itself: one stored block can still hold it when it
