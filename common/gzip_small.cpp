@@ -14,8 +14,8 @@
 // chosen for the header's size as much as for the symbols' (header_aware_lengths): with
 // Huffman's lengths the shared header listed every symbol the kind uses in about 74 bytes, a
 // detail document's own 48, which made a 400-byte document 11 % larger; with these the learnt
-// code's header is 45 bytes, and the detail documents are 2.9 % larger than with their own codes
-// at a third of the time (bench/README.md, "A learnt code for every document").
+// code's header is 45 bytes, and the detail documents are 2.5-2.7 % larger than with their own
+// codes, at a third of the time (bench/README.md, "A learnt code for every document").
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
