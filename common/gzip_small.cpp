@@ -715,7 +715,7 @@ struct SmallCompressor::Model {
   std::uint32_t since = 0;     // documents since the last rebuild of any kind
   bool missed = false;         // a document since then had a symbol the code lacks
   std::uint32_t interval = 1;  // documents between rebuilds: 1, 2, 4, ..., kRebuildEvery
-  // What the last rebuild found: each code-length symbol's bits in its header (0: none yet), and
+  // What the last rebuild found: each code-length symbol's bits in its header (once known), and
   // the Lagrange multipliers of its searches (where the next search starts).
   std::array<float, kNumCodeLen> cl_bits{};
   bool cl_bits_known = false;
@@ -769,7 +769,7 @@ struct SmallCompressor::Model {
       cl_bits_known = true;
     }
     for (int round = 0; round < (first ? 2 : 1); ++round) {
-      BlockCode candidate;
+      BlockCode candidate{};  // zeroed: codes of unused symbols are never garbage
       if (!header_aware_lengths(lit_per_doc.data(), kNumLitLen, cl_bits.data(), lambda_lit,
                                 candidate.lit_len.data()) ||
           !header_aware_lengths(dist_per_doc.data(), kNumDist, cl_bits.data(), lambda_dist,
