@@ -8,10 +8,14 @@
 // with every document, so entries of earlier documents are simply below the base); no
 // allocation per call. The cost is a few percent of size against libdeflate's level 1.
 //
-// Documents of kModelFrom bytes or more skip even the Huffman construction and the header: they
-// are written in one pass with a semi-static code (Model), learnt from the documents before;
-// that took the styles documents from 5.9 to 3.3 us each, for 3 % more size (the shared code's
-// header lists every symbol the kind uses, a document's own only those it uses).
+// After the first document, documents skip even the Huffman construction and the header: they
+// are written in one pass with a semi-static code (Model), learnt from the documents before,
+// whose header is computed once per rebuild and copied into each member. Its code lengths are
+// chosen for the header's size as much as for the symbols' (header_aware_lengths): with
+// Huffman's lengths the shared header listed every symbol the kind uses in about 74 bytes, a
+// detail document's own 48, which made a 400-byte document 11 % larger; with these the learnt
+// code's header is 45 bytes, and the detail documents are 2.5-2.7 % larger than with their own
+// codes, at a third of the time (bench/README.md, "A learnt code for every document").
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -20,6 +24,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -41,13 +46,10 @@ constexpr int kNumLitLen = 286;  // 0-255 literals, 256 end of block, 257-285 le
 constexpr int kNumDist = 30;
 constexpr int kNumCodeLen = 19;
 constexpr int kEndOfBlock = 256;
-// The semi-static code is rebuilt after 1, 2, 4, ... long documents, then every kRebuildEvery (32
-// to 1,024 measured: within 0.5 % of size and of time). Documents of at least kModelFrom bytes are
-// written with it; shorter ones get a code of their own, whose header, listing only the symbols
-// they use, is about 26 bytes shorter: 10 % of a 400-byte detail document, 1.5 % of a 2 KB
-// styles one (bench/README.md, "Our own encoder").
-constexpr std::uint32_t kRebuildEvery = 256;
-constexpr std::size_t kModelFrom = 800;
+// The learnt code is rebuilt after 1, 2, 4, ... documents, then every kRebuildEvery; and
+// kRebuildAfterMiss documents after one with a symbol it lacks.
+constexpr std::uint32_t kRebuildEvery = 16384;
+constexpr std::uint32_t kRebuildAfterMiss = 32;
 // The base is reset (and the table cleared) before it could overflow.
 constexpr std::uint32_t kBaseLimit = 0xFFFFFFFFu - 2 * (SmallCompressor::kMaxInput + 1);
 
@@ -383,8 +385,9 @@ void build_block_code(const std::uint32_t* lit_freq, const std::uint32_t* dist_f
 }
 
 // Writes a final dynamic block's header for `c` (RFC 1951 3.2.7): BFINAL, BTYPE, and the two
-// codes' lengths, themselves Huffman coded.
-void write_header(const BlockCode& c, BitWriter& w) {
+// codes' lengths, themselves Huffman coded. With `cl_lens`, also sets cl_lens[0..19) to the
+// code-length code's lengths (what each symbol of the header cost: header_aware_lengths's input).
+void write_header(const BlockCode& c, BitWriter& w, std::uint8_t* cl_lens = nullptr) {
   int hlit = kNumLitLen;
   while (hlit > 257 && c.lit_len[hlit - 1] == 0) --hlit;
   int hdist = kNumDist;
@@ -441,6 +444,7 @@ void write_header(const BlockCode& c, BitWriter& w) {
   std::array<std::uint8_t, kNumCodeLen> cl_len;
   std::array<std::uint16_t, kNumCodeLen> cl_code;
   build_code(cl_freq.data(), kNumCodeLen, 7, cl_len.data(), cl_code.data());
+  if (cl_lens != nullptr) std::copy_n(cl_len.begin(), kNumCodeLen, cl_lens);
   int hclen = kNumCodeLen;
   while (hclen > 4 && cl_len[kCodeLenOrder[hclen - 1]] == 0) --hclen;
 
@@ -519,16 +523,186 @@ inline std::pair<std::uint32_t, std::uint32_t> put_match(BitWriter& w, const Blo
   return {257 + lc, dc};
 }
 
+// Canonical codes (RFC 1951 3.2.2), bit-reversed as build_code makes them, for given lengths.
+void canonical_codes(const std::uint8_t* lens, int n, std::uint16_t* codes) {
+  std::array<int, 16> count{};
+  for (int k = 0; k < n; ++k) ++count[lens[k]];
+  count[0] = 0;
+  std::array<std::uint16_t, 16> next{};
+  std::uint32_t code = 0;
+  for (int bits = 1; bits <= 15; ++bits) {
+    code = (code + static_cast<std::uint32_t>(count[bits - 1])) << 1;
+    next[bits] = static_cast<std::uint16_t>(code);
+  }
+  for (int s = 0; s < n; ++s) {
+    const int len = lens[s];
+    if (len == 0) continue;
+    const std::uint32_t c = next[len]++;
+    const std::uint32_t r = static_cast<std::uint32_t>(kTables.reverse8[c & 0xFF]) << 8 |
+                            kTables.reverse8[(c >> 8) & 0xFF];
+    codes[s] = static_cast<std::uint16_t>(r >> (16 - len));
+  }
+}
+
+// Code lengths for a code whose header goes out with every document (the learnt code): they
+// minimise the header's bits plus the expected bits of one document's symbols, where Huffman's
+// lengths minimise the symbols' bits alone. A header lists the lengths run-length coded, so
+// lengths in long runs of one value cost little to send: on the detail documents (about 400
+// bytes) Huffman's learnt code has a 591-bit header against 386 bits for a document's own code
+// (it lists every symbol the kind uses), which made them 11.4 % larger; these lengths give a
+// 364-bit header for the same symbols (bench/README.md, "A learnt code for every document").
+//
+// A dynamic programme over the symbols in order, with what write_header would emit for each run
+// as the cost of the run (cl_bits: each code-length symbol's bits in the header, extra bits
+// added here), and the Kraft sum priced at `lambda` bits per unit (a Lagrangian relaxation: the
+// caller searches lambda for a sum of at most 1). Symbols with freq 0 may take a length too, when
+// that extends a run more cheaply than a run of zeros would break it (they then need no fallback).
+// freq: expected occurrences per document. Sets lens[0..n), returns the Kraft sum in units of
+// 2^-15. `back` is scratch (n x kDpStates).
+constexpr int kDpZeroStates = 11;  // runs of zeros: 1, 2, 3, ..., 10, 11 or more
+constexpr int kDpRunStates = 7;  // runs of a length v: v sent, then m repeats with m % 6 = 1..5, 0
+constexpr int kDpStates = kDpZeroStates + 15 * kDpRunStates;
+std::uint32_t lengths_for_lambda(const float* freq, int n, const float* cl_bits, float lambda,
+                                 std::uint8_t* back, std::uint8_t* lens) {
+  constexpr float kInf = 1e30f;
+  std::array<float, kDpStates> cur, nxt;
+  std::array<float, 16> kraft_price;
+  for (int v = 1; v <= 15; ++v) kraft_price[v] = lambda * std::ldexp(1.0f, -v);
+  const float c0 = cl_bits[0];
+  const float c16 = cl_bits[16] + 2, c17 = cl_bits[17] + 3, c18 = cl_bits[18] + 7;
+  cur.fill(kInf);
+  for (int i = 0; i < n; ++i) {
+    std::uint8_t* from = back + static_cast<std::size_t>(i) * kDpStates;
+    // A new run may follow any state (the one before it ends there); the first has no previous.
+    float best = i == 0 ? 0.0f : kInf;
+    int best_state = 0;
+    for (int st = 0; st < kDpStates; ++st) {
+      if (cur[st] < best) {
+        best = cur[st];
+        best_state = st;
+      }
+    }
+    auto set = [&](int st, float value, int prev) {
+      nxt[st] = value;
+      from[st] = static_cast<std::uint8_t>(prev);
+    };
+    if (freq[i] == 0) {
+      // Zeros: 0, 0, then 17 (3-10, 3 extra bits), then 18 (11-138, 7 extra bits; longer runs
+      // are rare enough to price as one).
+      set(0, best + c0, best_state);
+      set(1, cur[0] + c0, 0);
+      set(2, cur[1] + c17 - 2 * c0, 1);
+      for (int z = 3; z < 10; ++z) set(z, cur[z - 1], z - 1);
+      if (cur[9] + c18 - c17 < cur[10]) {
+        set(10, cur[9] + c18 - c17, 9);
+      } else {
+        set(10, cur[10], 10);
+      }
+    } else {
+      for (int z = 0; z < kDpZeroStates; ++z) set(z, kInf, 0);
+    }
+    for (int v = 1; v <= 15; ++v) {
+      const int b = kDpZeroStates + (v - 1) * kDpRunStates;
+      const float sym = freq[i] * static_cast<float>(v) + kraft_price[v];
+      const float cv = cl_bits[v];
+      // write_header: v, then 16 (3-6 repeats, 2 extra bits) while 3 or more are left, then v.
+      set(b, best + cv + sym, best_state);
+      if (cur[b] <= cur[b + 6]) {
+        set(b + 1, cur[b] + cv + sym, b);
+      } else {
+        set(b + 1, cur[b + 6] + cv + sym, b + 6);
+      }
+      set(b + 2, cur[b + 1] + cv + sym, b + 1);
+      set(b + 3, cur[b + 2] + c16 - 2 * cv + sym, b + 2);
+      set(b + 4, cur[b + 3] + sym, b + 3);
+      set(b + 5, cur[b + 4] + sym, b + 4);
+      set(b + 6, cur[b + 5] + sym, b + 5);
+    }
+    cur = nxt;
+  }
+  int st = 0;
+  for (int k = 1; k < kDpStates; ++k) {
+    if (cur[k] < cur[st]) st = k;
+  }
+  std::uint32_t kraft = 0;
+  for (int i = n - 1; i >= 0; --i) {
+    const int v = st < kDpZeroStates ? 0 : (st - kDpZeroStates) / kDpRunStates + 1;
+    lens[i] = static_cast<std::uint8_t>(v);
+    if (v != 0) kraft += 1u << (15 - v);
+    st = back[static_cast<std::size_t>(i) * kDpStates + st];
+  }
+  return kraft;
+}
+
+// The lengths of header-aware lengths' programme for the smallest lambda (searched from `lambda`,
+// which is updated) whose Kraft sum is at most 1, then made complete by shortening codewords.
+// False when that gives no valid code (fewer than two codewords, or no way to fill the sum):
+// the caller then takes Huffman's lengths.
+bool header_aware_lengths(const float* freq, int n, const float* cl_bits, float& lambda,
+                          std::uint8_t* lens) {
+  constexpr std::uint32_t kFull = 1u << 15;
+  std::vector<std::uint8_t> back(static_cast<std::size_t>(n) * kDpStates);
+  std::array<std::uint8_t, kNumLitLen> trial;
+  // A bracket around the last search's lambda (the code changes little between rebuilds), then
+  // bisection: each step is one pass of the programme.
+  float hi = lambda > 0 ? lambda * 1.25f : 64.0f;
+  for (int k = 0;
+       k < 40 && lengths_for_lambda(freq, n, cl_bits, hi, back.data(), trial.data()) > kFull; ++k) {
+    hi *= 2;
+  }
+  float lo = hi * 0.5f;
+  for (int k = 0; k < 40 && lo > 1e-3f &&
+                  lengths_for_lambda(freq, n, cl_bits, lo, back.data(), trial.data()) <= kFull;
+       ++k) {
+    hi = lo;
+    lo *= 0.5f;
+  }
+  for (int k = 0; k < 10; ++k) {
+    const float mid = 0.5f * (lo + hi);
+    if (lengths_for_lambda(freq, n, cl_bits, mid, back.data(), trial.data()) > kFull) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  lambda = hi;
+  std::uint32_t kraft = lengths_for_lambda(freq, n, cl_bits, hi, back.data(), lens);
+  if (kraft > kFull) return false;
+  // Fill the rest of the sum: shorten the most frequent codeword whose step still fits (the
+  // longest codeword's always does, so this ends exactly at 1 unless no codeword can shorten).
+  while (kraft < kFull) {
+    const std::uint32_t slack = kFull - kraft;
+    int pick = -1;
+    for (int s = 0; s < n; ++s) {
+      if (lens[s] > 1 && (1u << (15 - lens[s])) <= slack && (pick < 0 || freq[s] > freq[pick]))
+        pick = s;
+    }
+    if (pick < 0) return false;
+    kraft += 1u << (15 - lens[pick]);
+    --lens[pick];
+  }
+  int coded = 0;
+  for (int s = 0; s < n; ++s) coded += lens[s] != 0;
+  return coded >= 2;
+}
 }  // namespace
 
+namespace detail {
+
+bool learnt_code_lengths(const float* freq, int n, const float* cl_bits, std::uint8_t* lens) {
+  float lambda = 0;
+  return header_aware_lengths(freq, n, cl_bits, lambda, lens);
+}
+
+}  // namespace detail
+
 // The semi-static code (see gzip.hpp): built from the symbol frequencies of the documents this
-// compressor wrote before, halved every kRebuildEvery documents so that the recent ones weigh
-// most. Only the symbols seen lately get a codeword: covering all 286 + 30 made every header 16
-// bytes longer on the styles documents (its lengths no longer compress as runs of zeros), and so
-// would keeping every symbol ever seen (a long load meets ever more rare bytes; letting them
-// fade was also 0.3 % smaller on styles). A document with a symbol the code lacks (0.5 % of the
-// styles documents measured) is written with its own code instead, and the code is rebuilt at
-// once with the new symbol.
+// compressor wrote before, halved at every scheduled rebuild so that the recent ones weigh most.
+// Its lengths are header-aware (header_aware_lengths): the header goes out with every document,
+// so it is priced in, per document, against the symbols' bits. Symbols seen lately always get a
+// codeword; others only where that makes the header cheaper (a run of equal lengths through
+// them). A document with a symbol the code lacks is written with its own code instead, and the
+// code is rebuilt soon with the new symbol.
 struct SmallCompressor::Model {
   BlockCode code;
   std::array<unsigned char, kHeaderRoom> header{};
@@ -536,11 +710,33 @@ struct SmallCompressor::Model {
   bool ready = false;
   std::array<std::uint32_t, kNumLitLen> lit_freq{};
   std::array<std::uint32_t, kNumDist> dist_freq{};
+  std::uint32_t weight = 0;    // documents counted into the frequencies (halved with them)
   std::uint32_t docs = 0;      // documents since the last scheduled rebuild
+  std::uint32_t since = 0;     // documents since the last rebuild of any kind
+  bool missed = false;         // a document since then had a symbol the code lacks
   std::uint32_t interval = 1;  // documents between rebuilds: 1, 2, 4, ..., kRebuildEvery
+  // What the last rebuild found: each code-length symbol's bits in its header (once known), and
+  // the Lagrange multipliers of its searches (where the next search starts).
+  std::array<float, kNumCodeLen> cl_bits{};
+  bool cl_bits_known = false;
+  float lambda_lit = 0;
+  float lambda_dist = 0;
+
+  // Expected bits per document with `c`: its header plus the frequencies' codewords (extra
+  // bits left out: they are the same whatever the code); sets cl to its code-length code.
+  static float cost(const BlockCode& c, const float* lf, const float* df, std::uint8_t* cl) {
+    std::array<unsigned char, kHeaderRoom> scratch{};
+    BitWriter w(scratch.data());
+    write_header(c, w, cl);
+    float bits = static_cast<float>(w.bits_since(scratch.data()));
+    for (int k = 0; k < kNumLitLen; ++k) bits += lf[k] * static_cast<float>(c.lit_len[k]);
+    for (int k = 0; k < kNumDist; ++k) bits += df[k] * static_cast<float>(c.dist_len[k]);
+    return bits;
+  }
 
   // Builds the code and its header from the frequencies; `decay` halves them afterwards.
   void rebuild(bool decay) {
+    // Huffman's code first: the start of the search, and what stays if it finds nothing better.
     // build_code needs frequencies below 2^23 (a long run of large documents could pass it).
     std::uint32_t max = 0;
     for (std::uint32_t f : lit_freq) max = std::max(max, f);
@@ -555,6 +751,41 @@ struct SmallCompressor::Model {
       df[k] = dist_freq[k] == 0 ? 0 : std::max(dist_freq[k] >> shift, 1u);
     lf[kEndOfBlock] = 1 + (lit_freq[kEndOfBlock] >> shift);
     build_block_code(lf.data(), df.data(), code);
+
+    // Then header-aware lengths, per document: frequencies over the documents counted.
+    const float docs_counted = static_cast<float>(std::max(weight, 1u));
+    std::array<float, kNumLitLen> lit_per_doc;
+    std::array<float, kNumDist> dist_per_doc;
+    for (int k = 0; k < kNumLitLen; ++k) lit_per_doc[k] = static_cast<float>(lf[k]) / docs_counted;
+    for (int k = 0; k < kNumDist; ++k) dist_per_doc[k] = static_cast<float>(df[k]) / docs_counted;
+    std::array<std::uint8_t, kNumCodeLen> cl;
+    float best = cost(code, lit_per_doc.data(), dist_per_doc.data(), cl.data());
+    // The header's symbol costs are those of the code the search starts from: the last
+    // rebuild's (the code changes little), else Huffman's; a second round with the costs of
+    // the first one's result when there was no last rebuild.
+    const bool first = !cl_bits_known;
+    if (first) {
+      for (int k = 0; k < kNumCodeLen; ++k) cl_bits[k] = cl[k] != 0 ? cl[k] : 7.0f;
+      cl_bits_known = true;
+    }
+    for (int round = 0; round < (first ? 2 : 1); ++round) {
+      BlockCode candidate{};  // zeroed: codes of unused symbols are never garbage
+      if (!header_aware_lengths(lit_per_doc.data(), kNumLitLen, cl_bits.data(), lambda_lit,
+                                candidate.lit_len.data()) ||
+          !header_aware_lengths(dist_per_doc.data(), kNumDist, cl_bits.data(), lambda_dist,
+                                candidate.dist_len.data())) {
+        break;
+      }
+      canonical_codes(candidate.lit_len.data(), kNumLitLen, candidate.lit_code.data());
+      canonical_codes(candidate.dist_len.data(), kNumDist, candidate.dist_code.data());
+      const float bits = cost(candidate, lit_per_doc.data(), dist_per_doc.data(), cl.data());
+      for (int k = 0; k < kNumCodeLen; ++k) cl_bits[k] = cl[k] != 0 ? cl[k] : 7.0f;
+      if (bits < best) {
+        best = bits;
+        code = candidate;
+      }
+    }
+
     header.fill(0);
     BitWriter w(header.data());
     write_header(code, w);
@@ -563,6 +794,7 @@ struct SmallCompressor::Model {
     if (decay) {
       for (auto& f : lit_freq) f >>= 1;
       for (auto& f : dist_freq) f >>= 1;
+      weight >>= 1;
     }
     ready = true;
   }
@@ -576,7 +808,12 @@ struct SmallCompressor::State {
   // Room for the worst case: the block header (< 600 bytes) plus at most 48 bits (a match's
   // codes and extra bits) per 4 input bytes or 15 bits per literal, plus the writer's 8.
   std::vector<unsigned char> buf = std::vector<unsigned char>(2 * kMaxInput + 1024);
-  Model model;
+  // Two learnt codes: for the documents shorter than a moving average of the lengths, and for
+  // the others. Short documents have more of the kind's fixed keys and punctuation, long ones
+  // more text: on 20,000 detail documents 0.3 % smaller than one code, on styles 0.8 %, at the
+  // same speed (a code per length class beyond two gained nothing, measured offline).
+  std::array<Model, 2> models;
+  float mean_length = 0;  // over about the last 256 documents
 
   // The base for a document of n bytes (the table cleared before the base could overflow).
   std::uint32_t take_base(std::size_t n) {
@@ -619,11 +856,12 @@ void SmallCompressor::compress(std::string_view text, std::string& out) {
 unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
                                         unsigned char* dst) {
   State& s = *s_;
-  Model& m = s.model;
+  Model& m = s.models[static_cast<float>(n) >= s.mean_length];
+  s.mean_length += (static_cast<float>(n) - s.mean_length) * (1.0f / 256);
   std::uint32_t* table = s.table.data();
   unsigned char* end = nullptr;
   bool missing = false;
-  if (m.ready && n >= kModelFrom) {
+  if (m.ready) {
     // One pass with the model's code: its header copied, each item written as it is found.
     std::memcpy(dst, m.header.data(), (m.header_bits + 7) / 8);
     BitWriter w(dst, m.header_bits);
@@ -651,9 +889,9 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
     end = w.finish();
   }
   if (end == nullptr || missing) {
-    // A code of the document's own: the items, then the code, then the block. For a short
-    // document (its header is a larger share of it), the first one, and one with a symbol the
-    // model lacks (whose frequencies the model pass above has counted already).
+    // A code of the document's own: the items, then the code, then the block. For the first
+    // document, and one with a symbol the model lacks (whose frequencies the model pass above
+    // has counted already).
     std::array<std::uint32_t, kNumLitLen> lit_freq{};
     std::array<std::uint32_t, kNumDist> dist_freq{};
     std::uint32_t* items = s.items.data();
@@ -685,21 +923,27 @@ unsigned char* SmallCompressor::deflate(const unsigned char* in, std::size_t n,
     }
     w.put(c.lit_code[kEndOfBlock], c.lit_len[kEndOfBlock]);
     end = w.finish();
-    if (!missing && n >= kModelFrom) {
+    if (!missing) {
       for (int k = 0; k < kNumLitLen; ++k) m.lit_freq[k] += lit_freq[k];
       for (int k = 0; k < kNumDist; ++k) m.dist_freq[k] += dist_freq[k];
     }
   }
-  // The code learns from the documents it is for only: the short ones would pay for the
-  // bookkeeping (3 % of a detail document's time) and blur the statistics.
-  if (n >= kModelFrom) {
-    if (++m.docs >= m.interval) {
-      m.rebuild(true);
-      m.docs = 0;
-      m.interval = std::min(2 * m.interval, kRebuildEvery);
-    } else if (missing) {
-      m.rebuild(false);  // with the symbol it lacked
-    }
+  // Rebuilds: scheduled ones (1, 2, 4, ... documents, then every kRebuildEvery), and soon after a
+  // document the code could not write (not at once: a rebuild costs as much as a few hundred
+  // documents, and a new symbol often comes with others).
+  ++m.weight;
+  ++m.since;
+  m.missed |= missing;
+  if (++m.docs >= m.interval) {
+    m.rebuild(true);
+    m.docs = 0;
+    m.since = 0;
+    m.missed = false;
+    m.interval = std::min(2 * m.interval, kRebuildEvery);
+  } else if (m.missed && m.since >= kRebuildAfterMiss) {
+    m.rebuild(false);  // with the symbols it lacked
+    m.since = 0;
+    m.missed = false;
   }
 
   // Data that does not compress: one stored block instead, at most 5 bytes more than the data.

