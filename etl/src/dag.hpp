@@ -3,7 +3,10 @@
 #include <atomic>
 #include <cstddef>
 #include <functional>
+#include <string>
 #include <vector>
+
+#include "catwalk/etl/migrations.hpp"
 
 namespace catwalk::etl {
 
@@ -23,5 +26,19 @@ struct DagTask {
 void run_dag(const std::vector<DagTask>& tasks, int workers,
              const std::function<void(std::size_t task, int worker)>& run,
              std::atomic<bool>& cancelled, const std::vector<int>& group_limits = {});
+
+// A load's graph: one task per file (index i for files[i]), then, with `documents`, the
+// documents task (index files.size()) and one per step (in order, after it). Files come first,
+// each by the bytes on its longest chain of dependent files (styles.csv gates photos.csv, the
+// longest file, so it starts before larger files nothing waits for), all in `file_group`. A step
+// follows the files, steps and "documents" it names; one that names none of them may read any
+// table and waits for every file. Steps go critical path first.
+struct GraphFile {
+  std::string table;
+  std::vector<std::size_t> parents;  // indices into the files
+  double bytes = 0;
+};
+std::vector<DagTask> build_run_graph(const std::vector<GraphFile>& files, bool documents,
+                                     const std::vector<Step>& steps, int file_group);
 
 }  // namespace catwalk::etl

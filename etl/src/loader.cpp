@@ -237,57 +237,18 @@ class Run {
   // critical path first.
   void run_graph(RunSummary& summary) {
     progress_ = std::make_unique<Progress>(tasks_, o_.progress);
-    // Files first, each by the bytes on its longest chain of dependent files: styles.csv (80 MB)
-    // gates photos.csv (1.4 GB, the longest file), so it starts before the larger
-    // features.csv and related.csv, which nothing waits for.
-    std::vector<double> chain_bytes(tasks_.size());
-    for (std::size_t i = 0; i < tasks_.size(); ++i) chain_bytes[i] = tasks_[i]->size;
-    for (int pass = 0; pass < static_cast<int>(tasks_.size()); ++pass) {
-      for (std::size_t i = 0; i < tasks_.size(); ++i) {
-        for (auto p : tasks_[i]->parent_tasks) {
-          chain_bytes[p] =
-              std::max(chain_bytes[p], static_cast<double>(tasks_[p]->size) + chain_bytes[i]);
-        }
-      }
+    std::vector<GraphFile> files;
+    for (const auto& t : tasks_) {
+      files.push_back({t->spec->table, t->parent_tasks, static_cast<double>(t->size)});
     }
-    std::vector<DagTask> dag;
-    for (std::size_t i = 0; i < tasks_.size(); ++i) {
-      dag.push_back({tasks_[i]->parent_tasks, 1e12 + chain_bytes[i], kFileGroup});
-    }
-    std::vector<std::size_t> all_files(tasks_.size());
-    for (std::size_t i = 0; i < tasks_.size(); ++i) all_files[i] = i;
-
     std::vector<Step> steps;
-    std::size_t docs_task = dag.size();
     if (o_.use_database) {
-      dag.push_back({all_files, 0});
       std::vector<std::string> external = {"documents"};
       for (const auto& spec : table_specs()) external.push_back(spec.table);
       steps = post_data_steps(external);
-      for (std::size_t i = 0; i < steps.size(); ++i) {
-        DagTask t;
-        bool waits_for_a_table = false;
-        for (const auto& name : steps[i].after) {
-          if (name == "documents") t.after.push_back(docs_task), waits_for_a_table = true;
-          for (std::size_t f = 0; f < tasks_.size(); ++f) {
-            if (tasks_[f]->spec->table == name) t.after.push_back(f), waits_for_a_table = true;
-          }
-          for (std::size_t j = 0; j < i; ++j) {
-            if (steps[j].name == name) t.after.push_back(docs_task + 1 + j);
-          }
-        }
-        // A step that names no table may read any of them: it waits for every file.
-        if (!waits_for_a_table) t.after.insert(t.after.end(), all_files.begin(), all_files.end());
-        dag.push_back(std::move(t));
-      }
-      // Critical path first: priority is the longest chain of tasks waiting on a task
-      // (dependencies only point backwards, so one reverse pass computes it); ties in order.
-      std::vector<int> chain(dag.size(), 0);
-      for (std::size_t i = dag.size(); i-- > docs_task;) {
-        for (auto d : dag[i].after) chain[d] = std::max(chain[d], chain[i] + 1);
-      }
-      for (std::size_t i = docs_task; i < dag.size(); ++i) dag[i].priority = chain[i] * 1000.0 - i;
     }
+    std::vector<DagTask> dag = build_run_graph(files, o_.use_database, steps, kFileGroup);
+    const std::size_t docs_task = tasks_.size();
     std::vector<double> seconds(dag.size(), 0);
     std::atomic<std::size_t> files_done{0};
     Clock::time_point post_start = Clock::now();
