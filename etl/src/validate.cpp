@@ -228,7 +228,9 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
         error, line_number, kWholeLine, RejectKind::kLineTooLong,
         fmt::format("line is longer than {} bytes; split or shorten the record", kMaxLineBytes));
   }
-  if (!valid_utf8(line)) {
+  // One pass: the encoding, and whether any field could need JSON escaping (json_plain()).
+  const LineScan scan = scan_line(line);
+  if (!scan.valid_utf8) {
     return fail(error, line_number, kWholeLine, RejectKind::kEncoding,
                 "line is not valid UTF-8 (or holds a NUL byte); re-export it as UTF-8");
   }
@@ -246,6 +248,7 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
   std::size_t mark = copy_out.size();
   copy_binary::row(copy_out, static_cast<std::uint16_t>(spec_.columns.size() + 1));  // + pos
   values_.assign(spec_.columns.size(), std::nullopt);
+  json_plain_.assign(spec_.columns.size(), 0);
   std::int64_t row_id = 0;
   std::size_t orphan_col = kWholeLine;
   std::int64_t orphan_value = 0;
@@ -321,10 +324,12 @@ bool RowValidator::validate(std::uint64_t line_number, std::string_view line, st
           break;
         }
         values_[c] = v;
+        json_plain_[c] = !scan.json_specials && f.quoted && !f.escaped;
         copy_binary::text_field(copy_out, v);
         break;
       case ColumnType::kText:
         values_[c] = v;
+        json_plain_[c] = !scan.json_specials && f.quoted && !f.escaped;
         copy_binary::text_field(copy_out, v);
         break;
     }

@@ -67,6 +67,10 @@ class RowValidator {
   // After a successful validate(): the value of spec column `c` as loaded (numbers trimmed,
   // booleans as "true"/"false"), or nullopt for SQL NULL. Valid until the next validate().
   const std::optional<std::string_view>& value(std::size_t c) const { return values_[c]; }
+  // After a successful validate(), for a text column: true when value(c) needs no JSON escaping
+  // (it was quoted without a doubled quote, on a line without a backslash or control
+  // character), so its JSON string is the text between two quotes. False says nothing.
+  bool json_plain(std::size_t c) const { return json_plain_[c] != 0; }
 
  private:
   bool fail(RowError& e, std::uint64_t line, std::size_t spec_col, RejectKind kind,
@@ -77,6 +81,7 @@ class RowValidator {
   IdSet& own_ids_;
   std::vector<Field> fields_;
   std::vector<std::optional<std::string_view>> values_;
+  std::vector<char> json_plain_;  // per spec column, see json_plain()
   std::string scratch_;
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "catwalk/etl/errors.hpp"
+#include "catwalk/json.hpp"
 #include "copy_decode.hpp"
 
 using namespace catwalk::etl;
@@ -257,4 +258,50 @@ TEST_CASE("header: a column named twice is refused with a message naming it") {
       CHECK(std::string(e.what()).find("appears twice in the header") != std::string::npos);
     }
   }
+}
+
+TEST_CASE("json_plain: a value said to need no escaping is its JSON string between two quotes") {
+  // Lines whose text fields hold every kind of byte JSON escapes, alone or with a quoted field
+  // beside them: where json_plain() says true, append_json_string must add nothing but quotes.
+  Harness h("features", "id,product_id,feature,value");
+  const std::vector<std::string> texts = {
+      R"("plain")", R"("a ""q"" b")", R"("back\slash")",         "\"tab\there\"",
+      "unquoted",   "un\"quoted",     "\"caf\xC3\xA9\"",         "\"ctl\x01\"",
+      R"("")",      "\"nl\x1F\"",     R"("https://x/y?a=1&b=2")"};
+  std::size_t plain = 0, not_plain = 0;
+  std::int64_t id = 1;
+  for (const auto& a : texts) {
+    for (const auto& b : texts) {
+      const std::string line = std::to_string(id++) + ",1," + a + "," + b;
+      CAPTURE(line);
+      std::string copy;
+      bool repaired = false;
+      RowError error;
+      REQUIRE(h.validator.validate(2, line, copy, repaired, error));
+      for (std::size_t c = 2; c < 4; ++c) {
+        const auto& v = h.validator.value(c);
+        if (!v) continue;
+        std::string escaped;
+        catwalk::append_json_string(escaped, *v);
+        std::string quoted(1, '"');  // not "\"" + ...: GCC 12 warns falsely (-Wrestrict)
+        quoted.append(*v);
+        quoted.push_back('"');
+        const bool same = escaped == quoted;
+        if (h.validator.json_plain(c)) {
+          CHECK(same);
+          ++plain;
+        } else {
+          ++not_plain;
+        }
+        // A quoted field on a line free of specials is plain whenever it can be.
+        if (same && line.find('\\') == std::string::npos && line.find('\t') == std::string::npos &&
+            line.find('\x01') == std::string::npos && line.find('\x1F') == std::string::npos &&
+            (c == 2 ? a : b).front() == '"') {
+          CHECK(h.validator.json_plain(c));
+        }
+      }
+    }
+  }
+  CHECK(plain > 10);
+  CHECK(not_plain > 10);
 }
