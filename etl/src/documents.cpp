@@ -78,6 +78,8 @@ constexpr std::array<std::array<std::string_view, kMaxValues + 1>, 6> kPieces = 
 constexpr std::size_t kMaxLengthBytes = 4;  // a value under 2^28 bytes (a line is under 1 MiB)
 // The most a record's header takes: product, style, and every value's length.
 constexpr std::size_t kMaxRecordHead = 8 + kMaxValues * kMaxLengthBytes;
+// How much of a work file is read at a time when it is read back (see read_partition).
+constexpr std::size_t kReadPiece = std::size_t{256} << 10;
 
 // Which spill table a file's fragments go to, by its role; -1: the file has no document part.
 int table_of(const TableSpec& spec) {
@@ -301,43 +303,68 @@ void read_partition(const std::vector<std::string>& paths, std::uint32_t stride,
     total += size;
   }
   char* const data = buffer.room(total);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(data);
   std::size_t filled = 0;
   for (const File& file : files) {
+    // Read in pieces, each one's records listed as soon as it is in: while it is still in the
+    // cache. Reading the whole file first and then walking it (18 MB per partition at full
+    // scale) made every record a cache miss: read_partition was 6.5 % of a load's CPU.
     std::FILE* f = std::fopen(file.path->c_str(), "rb");
-    bool ok = f && std::fread(data + filled, 1, file.size, f) == file.size;
-    if (f) std::fclose(f);
-    if (!ok) throw InputError("cannot read back the document work file " + *file.path);
+    if (f == nullptr) throw InputError("cannot read back the document work file " + *file.path);
+    const std::size_t end = filled + file.size;
+    const std::size_t ids = file.kind >= kStyle ? 8 : 4;
+    const int value_count = kValueCount[file.kind];
+    std::size_t at = filled;     // the next record's first byte
+    std::size_t avail = filled;  // bytes read so far (absolute)
+    while (avail < end) {
+      const std::size_t want = std::min(kReadPiece, end - avail);
+      if (std::fread(data + avail, 1, want, f) != want) {
+        std::fclose(f);
+        throw InputError("cannot read back the document work file " + *file.path);
+      }
+      avail += want;
+      // The records wholly within what was read; one cut by the piece's end waits for the next
+      // piece. Past the file's end, it is damaged.
+      while (at < avail) {
+        std::size_t p = at;
+        Ref r{0, 0, file.kind, nullptr};
+        bool whole = avail - p >= ids;
+        if (whole) {
+          std::memcpy(&r.product, data + p, 4);
+          if (ids == 8) std::memcpy(&r.style, data + p + 4, 4);
+          p += ids;
+          r.data = data + p;
+          std::size_t values = 0;
+          for (int k = 0; k < value_count && whole; ++k) {
+            std::size_t v = 0;
+            for (std::size_t i = 0;; ++i) {
+              if (i == kMaxLengthBytes) damaged_work_file(*file.path);
+              if (p == avail) {
+                whole = false;
+                break;
+              }
+              const unsigned char b = bytes[p++];
+              v |= static_cast<std::size_t>(b & 0x7F) << (7 * i);
+              if (b < 0x80) break;
+            }
+            values += v;
+          }
+          whole = whole && values <= avail - p;
+          p += values;
+        }
+        if (!whole) {
+          if (avail == end) damaged_work_file(*file.path);
+          break;
+        }
+        at = p;
+        refs.push_back(r);
+      }
+    }
+    std::fclose(f);
+    if (at != end) damaged_work_file(*file.path);
     std::error_code ec;
     fs::remove(*file.path, ec);
-    filled += file.size;
-  }
-  std::size_t at = 0;
-  for (const File& file : files) {
-    const std::size_t end = at + file.size;
-    const auto* bytes = reinterpret_cast<const unsigned char*>(data);
-    const std::size_t ids = file.kind >= kStyle ? 8 : 4;
-    while (at < end) {
-      Ref r{0, 0, file.kind, nullptr};
-      if (end - at < ids) damaged_work_file(*file.path);
-      std::memcpy(&r.product, data + at, 4);
-      if (ids == 8) std::memcpy(&r.style, data + at + 4, 4);
-      at += ids;
-      r.data = data + at;
-      std::size_t values = 0;
-      for (int k = 0; k < kValueCount[file.kind]; ++k) {
-        std::size_t v = 0;
-        for (std::size_t i = 0;; ++i) {
-          if (at == end || i == kMaxLengthBytes) damaged_work_file(*file.path);
-          const unsigned char b = bytes[at++];
-          v |= static_cast<std::size_t>(b & 0x7F) << (7 * i);
-          if (b < 0x80) break;
-        }
-        values += v;
-      }
-      if (values > end - at) damaged_work_file(*file.path);
-      at += values;
-      refs.push_back(r);
-    }
+    filled = end;
   }
   sort_for_assembly(refs, stride);
 }
