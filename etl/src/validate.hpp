@@ -50,6 +50,10 @@ struct HeaderMap {
 };
 HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const std::string& path);
 
+// `s` as a whole number: 1 to 19 ASCII digits (leading zeros allowed, no sign, no spaces) whose
+// value is at most INT64_MAX. False otherwise, `out` untouched.
+bool parse_decimal_int(std::string_view s, std::int64_t& out);
+
 // Validates the records of one file. Not thread-safe: one per file task.
 class RowValidator {
  public:
