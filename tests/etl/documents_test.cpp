@@ -50,6 +50,31 @@ TEST_CASE("append_money_json: whole amounts bare, others with two decimals, NULL
   }
 }
 
+TEST_CASE("StrideDivider: n / d for every 32-bit n, by a multiplication") {
+  std::uint64_t seed = 3;
+  auto next = [&] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<std::uint32_t>(seed >> 32);
+  };
+  std::vector<std::uint32_t> divisors = {1,   2,    3,     7,          64,          118,
+                                         127, 1000, 65537, 0x7FFFFFFF, 0x80000000u, 0xFFFFFFFFu};
+  for (int i = 0; i < 50; ++i) divisors.push_back(next() % 5000 + 1);
+  for (std::uint32_t d : divisors) {
+    CAPTURE(d);
+    const StrideDivider div(d);
+    std::vector<std::uint32_t> ns = {0,         1,           d - 1,       d,          d + 1,
+                                     2 * d - 1, 0xFFFFFFFFu, 0xFFFFFFFEu, 0x80000000u};
+    for (int k = 0; k < 2000; ++k) ns.push_back(next());
+    for (std::uint32_t n : ns) {
+      if (div(n) != n / d) {
+        CAPTURE(n);
+        FAIL_CHECK("wrong quotient");
+      }
+    }
+  }
+  CHECK(StrideDivider(0)(17) == 17);  // 0 is taken as 1, as the assembly's stride is
+}
+
 TEST_CASE("IdSet rank: 1-based position among members") {
   IdSet s;
   for (int id : {10, 3, 7, 1000, 64, 63}) s.insert(id);
