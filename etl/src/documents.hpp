@@ -27,6 +27,18 @@ namespace catwalk::etl {
 // Money as the contract's JSON value: "140" when whole, "99.50" otherwise, or null.
 void append_money_json(std::string& out, const std::optional<std::string_view>& money);
 
+// n / d for 32-bit n by one multiplication (d fixed, d >= 1; 0 is taken as 1): the assembly
+// divides every fragment's product id by the partition count. Exact for every n.
+class StrideDivider {
+ public:
+  explicit StrideDivider(std::uint32_t d);
+  std::uint32_t operator()(std::uint32_t n) const;
+
+ private:
+  std::uint64_t m_;
+  std::uint32_t d_;
+};
+
 class DocumentStore {
  public:
   // Spill files go to a new folder under `temp_root`, removed with the store.

@@ -13,6 +13,10 @@
 
 #include "catwalk/etl/errors.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace catwalk::etl {
 
 SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std::string& scratch) {
@@ -47,7 +51,7 @@ SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std:
         if (escaped) scratch.append(p, q - p);
         fields.push_back({escaped ? std::string_view(scratch).substr(scratch_begin)
                                   : std::string_view(start, q - start),
-                          true});
+                          true, escaped});
         p = q + 1;
         closed = true;
         break;
@@ -57,7 +61,7 @@ SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std:
         if (escaped) scratch.append(p, end - p);
         fields.push_back({escaped ? std::string_view(scratch).substr(scratch_begin)
                                   : std::string_view(start, end - start),
-                          true});
+                          true, escaped});
         result.status = SplitStatus::kRepaired;
         return result;
       }
@@ -82,6 +86,38 @@ SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std:
   }
 }
 
+namespace {
+
+// The length of the well-formed multi-byte UTF-8 sequence at `p` (its lead byte is >= 0x80),
+// or 0 when it is not one (no overlongs, no surrogates, nothing past U+10FFFF).
+std::size_t utf8_multibyte(const unsigned char* p, const unsigned char* end) {
+  const unsigned char c = *p;
+  int n;
+  std::uint32_t cp;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 1, cp = c & 0x1F;
+  else if (c >= 0xE0 && c <= 0xEF)
+    n = 2, cp = c & 0x0F;
+  else if (c >= 0xF0 && c <= 0xF4)
+    n = 3, cp = c & 0x07;
+  else
+    return 0;
+  if (end - p <= n) return 0;
+  for (int i = 1; i <= n; ++i) {
+    if ((p[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3F);
+  }
+  if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+      (n == 3 && (cp < 0x10000 || cp > 0x10FFFF))) {
+    return 0;
+  }
+  return static_cast<std::size_t>(n) + 1;
+}
+
+bool is_json_special(unsigned char c) { return c < 0x20 || c == '\\'; }
+
+}  // namespace
+
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();
@@ -95,33 +131,80 @@ bool valid_utf8(std::string_view s) {
         continue;
       }
     }
-    unsigned char c = *p;
-    if (c < 0x80) {
+    if (*p < 0x80) {
       ++p;
       continue;
     }
-    int n;
-    std::uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF)
-      n = 1, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-      n = 2, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-      n = 3, cp = c & 0x07;
-    else
-      return false;
-    if (end - p <= n) return false;
-    for (int i = 1; i <= n; ++i) {
-      if ((p[i] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (n == 3 && (cp < 0x10000 || cp > 0x10FFFF))) {
-      return false;
-    }
-    p += n + 1;
+    const std::size_t n = utf8_multibyte(p, end);
+    if (n == 0) return false;
+    p += n;
   }
   return true;
+}
+
+LineScan scan_line_portable(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  LineScan r;
+  bool specials = false;
+  while (p < end) {
+    if (*p < 0x80) {
+      specials |= is_json_special(*p);
+      ++p;
+      continue;
+    }
+    const std::size_t n = utf8_multibyte(p, end);
+    if (n == 0) return r;
+    p += n;
+  }
+  r.valid_utf8 = true;
+  r.json_specials = specials;
+  return r;
+}
+
+LineScan scan_line(std::string_view s) {
+#if defined(__SSE2__)
+  // Per 16 bytes: their high bits (any non-ASCII byte goes to the scalar decoder, one sequence,
+  // then back here) and whether one is a backslash or below 0x20 (min(c, 0x1F) == c). A byte
+  // >= 0x80 is never such a byte, so a block's special bits count whatever else it holds, and
+  // a block seen twice (after a multi-byte sequence) only sets them again.
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  const __m128i k1f = _mm_set1_epi8(0x1F);
+  const __m128i kBackslash = _mm_set1_epi8('\\');
+  int specials = 0;
+  LineScan r;
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(static_cast<const __m128i*>(static_cast<const void*>(p)));
+    const __m128i special =
+        _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(v, k1f), v), _mm_cmpeq_epi8(v, kBackslash));
+    specials |= _mm_movemask_epi8(special);
+    const int high = _mm_movemask_epi8(v);
+    if (high == 0) {
+      p += 16;
+      continue;
+    }
+    p += __builtin_ctz(static_cast<unsigned>(high));  // the first non-ASCII byte
+    const std::size_t n = utf8_multibyte(p, end);
+    if (n == 0) return r;
+    p += n;
+  }
+  for (; p < end;) {
+    if (*p < 0x80) {
+      specials |= is_json_special(*p);
+      ++p;
+      continue;
+    }
+    const std::size_t n = utf8_multibyte(p, end);
+    if (n == 0) return r;
+    p += n;
+  }
+  r.valid_utf8 = true;
+  r.json_specials = specials != 0;
+  return r;
+#else
+  return scan_line_portable(s);
+#endif
 }
 
 namespace {

@@ -17,6 +17,9 @@ inline constexpr std::size_t kMaxLineBytes = 1 << 20;
 struct Field {
   std::string_view text;
   bool quoted = false;
+  // A quoted field that held a doubled quote: its text (in `scratch`) contains '"'. A quoted
+  // field without one never does, which lets its JSON string skip the escaping scan.
+  bool escaped = false;
 };
 
 enum class SplitStatus { kOk, kRepaired, kMalformed };
@@ -34,6 +37,19 @@ SplitResult split_fields(std::string_view line, std::vector<Field>& fields, std:
 
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF).
 bool valid_utf8(std::string_view s);
+
+// What one pass over a line finds: whether it is valid UTF-8 (as valid_utf8), and whether it
+// holds a byte that a JSON string must escape other than '"': a backslash or a control character
+// (below 0x20). A line without one needs no escaping scan of its quoted, unescaped fields.
+struct LineScan {
+  bool valid_utf8 = false;
+  bool json_specials = false;
+};
+// 16 bytes at a time with SSE2 (always there on x86-64), else scan_line_portable().
+LineScan scan_line(std::string_view s);
+// The same result without SIMD: the path for other CPUs, and the reference the tests compare
+// the SSE2 path with.
+LineScan scan_line_portable(std::string_view s);
 
 // `s` made safe to show a person (messages, the summary, JSON): each byte that is not part of
 // valid UTF-8 becomes U+FFFD, control characters other than tab become '?', and text over

@@ -50,6 +50,10 @@ struct HeaderMap {
 };
 HeaderMap map_header(const TableSpec& spec, std::string_view header_line, const std::string& path);
 
+// `s` as a whole number: 1 to 19 ASCII digits (leading zeros allowed, no sign, no spaces) whose
+// value is at most INT64_MAX. False otherwise, `out` untouched.
+bool parse_decimal_int(std::string_view s, std::int64_t& out);
+
 // Validates the records of one file. Not thread-safe: one per file task.
 class RowValidator {
  public:
@@ -67,6 +71,10 @@ class RowValidator {
   // After a successful validate(): the value of spec column `c` as loaded (numbers trimmed,
   // booleans as "true"/"false"), or nullopt for SQL NULL. Valid until the next validate().
   const std::optional<std::string_view>& value(std::size_t c) const { return values_[c]; }
+  // After a successful validate(), for a text column: true when value(c) needs no JSON escaping
+  // (it was quoted without a doubled quote, on a line without a backslash or control
+  // character), so its JSON string is the text between two quotes. False says nothing.
+  bool json_plain(std::size_t c) const { return json_plain_[c] != 0; }
 
  private:
   bool fail(RowError& e, std::uint64_t line, std::size_t spec_col, RejectKind kind,
@@ -77,6 +85,7 @@ class RowValidator {
   IdSet& own_ids_;
   std::vector<Field> fields_;
   std::vector<std::optional<std::string_view>> values_;
+  std::vector<char> json_plain_;  // per spec column, see json_plain()
   std::string scratch_;
 };
 

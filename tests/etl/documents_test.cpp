@@ -50,6 +50,31 @@ TEST_CASE("append_money_json: whole amounts bare, others with two decimals, NULL
   }
 }
 
+TEST_CASE("StrideDivider: n / d for every 32-bit n, by a multiplication") {
+  std::uint64_t seed = 3;
+  auto next = [&] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<std::uint32_t>(seed >> 32);
+  };
+  std::vector<std::uint32_t> divisors = {1,   2,    3,     7,          64,          118,
+                                         127, 1000, 65537, 0x7FFFFFFF, 0x80000000u, 0xFFFFFFFFu};
+  for (int i = 0; i < 50; ++i) divisors.push_back(next() % 5000 + 1);
+  for (std::uint32_t d : divisors) {
+    CAPTURE(d);
+    const StrideDivider div(d);
+    std::vector<std::uint32_t> ns = {0,         1,           d - 1,       d,          d + 1,
+                                     2 * d - 1, 0xFFFFFFFFu, 0xFFFFFFFEu, 0x80000000u};
+    for (int k = 0; k < 2000; ++k) ns.push_back(next());
+    for (std::uint32_t n : ns) {
+      if (div(n) != n / d) {
+        CAPTURE(n);
+        FAIL_CHECK("wrong quotient");
+      }
+    }
+  }
+  CHECK(StrideDivider(0)(17) == 17);  // 0 is taken as 1, as the assembly's stride is
+}
+
 TEST_CASE("IdSet rank: 1-based position among members") {
   IdSet s;
   for (int id : {10, 3, 7, 1000, 64, 63}) s.insert(id);
@@ -323,6 +348,67 @@ TEST_CASE("DocumentStore: a damaged work file stops the assembly, never reads ou
                          doctest::Contains("is damaged"), InputError);
   }
   std::filesystem::remove_all(tmp);
+}
+
+TEST_CASE("DocumentStore: work files of many read pieces, records cut between pieces") {
+  // One partition: about 2 MB of product records, several of the 256 KiB pieces the assembly
+  // reads at a time, so records are cut at every piece's end; one record of 600 KB spans three
+  // pieces. Every product's detail must come out whole, and a file cut short is still damaged.
+  for (bool cut : {false, true}) {
+    CAPTURE(cut);
+    std::string tmp = catwalk::test::make_temp_dir("catwalk-docs-pieces");
+    std::vector<std::string> details;
+    std::string binary;
+    bool threw = false;
+    {
+      DocumentStore store(tmp, 1);
+      IdSet products;
+      {
+        Feeder f(store, "products", "id,name,slogan,description,category,default_price", products,
+                 {});
+        for (int id = 1; id <= 5000; ++id) {
+          const std::size_t length = id == 2500 ? 600000 : static_cast<std::size_t>(id * 37 % 800);
+          std::string description(length, static_cast<char>('a' + id % 26));
+          if (id % 7 == 0) description += "\xC3\xA9 \"\"q\"\"";  // escaped on the way in
+          f.add(fmt::format(R"({},"N{}","S","{}","C",{})", id, id, description, id % 90 + 1),
+                static_cast<std::uint32_t>(id + 1));
+          if (id % 7 == 0) description.replace(description.size() - 6, 6, " \\\"q\\\"");
+          details.push_back(fmt::format(
+              R"({{"id":{},"name":"N{}","slogan":"S","description":"{}","category":"C",)"
+              R"("default_price":"{}","features":[]}})",
+              id, id, description, id % 90 + 1));
+        }
+        f.w->close();
+      }
+      products.finalize();
+      if (cut) {
+        std::string path = work_dir(tmp) + "/0.0";
+        REQUIRE(std::filesystem::file_size(path) > 4 * (std::size_t{256} << 10));
+        std::filesystem::resize_file(path, std::filesystem::file_size(path) - 1);
+      }
+      try {
+        store.assemble(products, [&](const std::string& c) { binary += c; });
+      } catch (const InputError& e) {
+        threw = std::string(e.what()).find("is damaged") != std::string::npos;
+      }
+    }
+    if (cut) {
+      CHECK(threw);
+    } else {
+      REQUIRE_FALSE(threw);
+      using catwalk::test::Bin;
+      const std::string out = catwalk::test::decode_rows(
+          binary, {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument, Bin::kDocument},
+          copy_binary::kHeader.size());
+      std::size_t found = 0;
+      for (std::size_t i = 0; i < details.size(); ++i) {
+        const std::string row = fmt::format("{}\t{}\t{}\t", i + 1, i + 1, details[i]);
+        found += out.find(row) != std::string::npos;
+      }
+      CHECK(found == details.size());
+    }
+    std::filesystem::remove_all(tmp);
+  }
 }
 
 TEST_CASE("DocumentStore: a failed work-file write stops at once with a clear error") {

@@ -45,6 +45,107 @@ TEST_CASE("split_fields: plain, quoted, escaped and empty fields") {
   }
 }
 
+namespace {
+// RFC 4180 as split_fields reads it, one byte at a time: the reference for random lines.
+struct RefSplit {
+  SplitStatus status = SplitStatus::kOk;
+  std::vector<std::string> fields;
+  std::vector<bool> quoted, escaped;
+};
+RefSplit reference_split(std::string_view line) {
+  RefSplit r;
+  std::size_t i = 0;
+  while (true) {
+    std::string text;
+    if (i < line.size() && line[i] == '"') {
+      bool closed = false, esc = false;
+      for (++i; i < line.size(); ++i) {
+        if (line[i] != '"') {
+          text.push_back(line[i]);
+        } else if (i + 1 < line.size() && line[i + 1] == '"') {
+          text.push_back('"');
+          esc = true;
+          ++i;
+        } else {
+          closed = true;
+          ++i;
+          break;
+        }
+      }
+      r.fields.push_back(text), r.quoted.push_back(true), r.escaped.push_back(esc);
+      if (!closed) {
+        r.status = SplitStatus::kRepaired;
+        return r;
+      }
+      if (i == line.size()) return r;
+      if (line[i] != ',') {
+        r.status = SplitStatus::kMalformed;
+        return r;
+      }
+      ++i;
+    } else {
+      while (i < line.size() && line[i] != ',') text.push_back(line[i++]);
+      r.fields.push_back(text), r.quoted.push_back(false), r.escaped.push_back(false);
+      if (i == line.size()) return r;
+      ++i;
+    }
+    if (i == line.size()) {
+      r.fields.emplace_back(), r.quoted.push_back(false), r.escaped.push_back(false);
+      return r;
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("split_fields: random lines split as a byte-by-byte reference does") {
+  // Fields of every length around the 16 bytes that one compare covers, quoted or not, with
+  // doubled quotes, stray quotes and commas, so every field end falls at every offset.
+  std::uint64_t seed = 11;
+  auto next = [&] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<std::uint32_t>(seed >> 33);
+  };
+  std::size_t repaired = 0, malformed = 0, long_fields = 0;
+  for (int i = 0; i < 30000; ++i) {
+    std::string line;
+    const std::uint32_t count = next() % 6 + 1;
+    for (std::uint32_t f = 0; f < count; ++f) {
+      if (f) line.push_back(',');
+      const std::uint32_t length = next() % 40;
+      const bool quoted = next() % 2;
+      if (quoted) line.push_back('"');
+      for (std::uint32_t k = 0; k < length; ++k) {
+        const std::uint32_t r = next() % 40;
+        line += r == 0 ? (quoted ? "\"\"" : "\"") : r == 1 ? "," : std::string(1, 'a' + r % 26);
+      }
+      long_fields += length >= 16;
+      if (quoted && next() % 30) line.push_back('"');  // now and then left open
+      if (next() % 50 == 0) line.push_back('x');       // now and then text after the quote
+    }
+    CAPTURE(line);
+    std::vector<Field> fields;
+    std::string scratch;
+    const SplitResult got = split_fields(line, fields, scratch);
+    const RefSplit want = reference_split(line);
+    REQUIRE(got.status == want.status);
+    repaired += want.status == SplitStatus::kRepaired;
+    malformed += want.status == SplitStatus::kMalformed;
+    if (want.status == SplitStatus::kMalformed) {
+      CHECK(got.bad_field == want.fields.size() - 1);
+      continue;
+    }
+    REQUIRE(fields.size() == want.fields.size());
+    for (std::size_t k = 0; k < fields.size(); ++k) {
+      CHECK(fields[k].text == want.fields[k]);
+      CHECK(fields[k].quoted == want.quoted[k]);
+      CHECK(fields[k].escaped == want.escaped[k]);
+    }
+  }
+  CHECK(repaired > 100);
+  CHECK(malformed > 100);
+  CHECK(long_fields > 10000);
+}
+
 TEST_CASE("split_fields: a missing closing quote is closed at the end of the line") {
   CHECK(split(R"(10,6,"https://a/b?x=1","https://a/c?w=300)", SplitStatus::kRepaired) ==
         std::vector<std::string>{"10", "6", "https://a/b?x=1", "https://a/c?w=300"});
@@ -70,6 +171,103 @@ TEST_CASE("valid_utf8") {
   CHECK_FALSE(valid_utf8("overlong \xC0\xAF"));
   CHECK_FALSE(valid_utf8("surrogate \xED\xA0\x80"));
   CHECK_FALSE(valid_utf8("too big \xF4\x90\x80\x80"));
+}
+
+namespace {
+// The reference the line scan is held to: valid_utf8 and a byte-by-byte look for a backslash or
+// a control character.
+LineScan reference_scan(std::string_view s) {
+  LineScan r;
+  r.valid_utf8 = valid_utf8(s);
+  if (!r.valid_utf8) return r;
+  for (char c : s) r.json_specials |= static_cast<unsigned char>(c) < 0x20 || c == '\\';
+  return r;
+}
+}  // namespace
+
+TEST_CASE("scan_line: the SSE2 and portable paths agree with a byte-by-byte reference") {
+  // Pieces placed at every offset around the 16-byte blocks: multi-byte characters across a
+  // block's end, invalid sequences (a stray continuation, an overlong, a surrogate, past
+  // U+10FFFF, a truncated sequence at the very end), and each special byte alone.
+  const std::vector<std::string> pieces = {"\xC3\xA9",
+                                           "\xE2\x82\xAC",
+                                           "\xF0\x9F\x91\x9F",
+                                           "\x80",
+                                           "\xC0\xAF",
+                                           "\xED\xA0\x80",
+                                           "\xF4\x90\x80\x80",
+                                           "\xE2\x82",
+                                           "\xC3",
+                                           "\\",
+                                           std::string(1, 0),
+                                           "\x1F",
+                                           "\n",
+                                           "\t",
+                                           "\x7F",
+                                           "\"",
+                                           "\xEF\xBF\xBD\\",
+                                           "\xFF",
+                                           "\xF4\x8F\xBF\xBF"};
+  std::size_t checked = 0, invalid = 0, special = 0;
+  for (const auto& piece : pieces) {
+    for (std::size_t before = 0; before <= 40; ++before) {
+      for (std::size_t after : {0, 1, 7, 15, 16, 17, 33}) {
+        const std::string line = std::string(before, 'a') + piece + std::string(after, 'b');
+        CAPTURE(line);
+        const LineScan want = reference_scan(line);
+        for (const LineScan got : {scan_line(line), scan_line_portable(line)}) {
+          CHECK(got.valid_utf8 == want.valid_utf8);
+          CHECK(got.json_specials == want.json_specials);
+        }
+        ++checked;
+        invalid += !want.valid_utf8;
+        special += want.json_specials;
+      }
+    }
+  }
+  // Both outcomes were exercised many times (a reference that always said one thing would not).
+  CHECK(invalid > 1000);
+  CHECK(special > 1000);
+  // Random lines of mostly ASCII with some multi-byte characters and the odd special or bad byte.
+  std::uint64_t seed = 42;
+  auto next = [&] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<std::uint32_t>(seed >> 33);
+  };
+  for (int i = 0; i < 20000; ++i) {
+    std::string line;
+    const std::size_t n = next() % 200;
+    while (line.size() < n) {
+      const std::uint32_t r = next() % 1000;
+      if (r < 900)
+        line.push_back(static_cast<char>(0x20 + next() % 0x5F));
+      else if (r < 990)
+        line += pieces[next() % 3];
+      else
+        line += pieces[next() % pieces.size()];
+    }
+    CAPTURE(line);
+    const LineScan want = reference_scan(line);
+    CHECK(scan_line(line).valid_utf8 == want.valid_utf8);
+    CHECK(scan_line(line).json_specials == want.json_specials);
+    CHECK(scan_line_portable(line).valid_utf8 == want.valid_utf8);
+    CHECK(scan_line_portable(line).json_specials == want.json_specials);
+    ++checked;
+  }
+  CHECK(checked > 25000);
+}
+
+TEST_CASE("split_fields: escaped marks a quoted field that held a doubled quote") {
+  std::vector<Field> fields;
+  std::string scratch;
+  split_fields(R"(1,"a ""b""","c",d"e,"open ""x)", fields, scratch);
+  REQUIRE(fields.size() == 5);
+  CHECK_FALSE(fields[0].escaped);
+  CHECK(fields[1].escaped);
+  CHECK(fields[1].text == "a \"b\"");
+  CHECK_FALSE(fields[2].escaped);
+  CHECK_FALSE(fields[3].quoted);  // an unquoted field may hold a quote: never json_plain
+  CHECK(fields[4].escaped);       // the repaired last field, with a doubled quote
 }
 
 TEST_CASE("normalize_column_name") {

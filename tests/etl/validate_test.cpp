@@ -2,9 +2,11 @@
 
 #include <doctest/doctest.h>
 
+#include <charconv>
 #include <chrono>
 
 #include "catwalk/etl/errors.hpp"
+#include "catwalk/json.hpp"
 #include "copy_decode.hpp"
 
 using namespace catwalk::etl;
@@ -256,5 +258,117 @@ TEST_CASE("header: a column named twice is refused with a message naming it") {
     } catch (const InputError& e) {
       CHECK(std::string(e.what()).find("appears twice in the header") != std::string::npos);
     }
+  }
+}
+
+TEST_CASE("json_plain: a value said to need no escaping is its JSON string between two quotes") {
+  // Lines whose text fields hold every kind of byte JSON escapes, alone or with a quoted field
+  // beside them: where json_plain() says true, append_json_string must add nothing but quotes.
+  Harness h("features", "id,product_id,feature,value");
+  const std::vector<std::string> texts = {
+      R"("plain")", R"("a ""q"" b")", R"("back\slash")",         "\"tab\there\"",
+      "unquoted",   "un\"quoted",     "\"caf\xC3\xA9\"",         "\"ctl\x01\"",
+      R"("")",      "\"nl\x1F\"",     R"("https://x/y?a=1&b=2")"};
+  std::size_t plain = 0, not_plain = 0;
+  std::int64_t id = 1;
+  for (const auto& a : texts) {
+    for (const auto& b : texts) {
+      const std::string line = std::to_string(id++) + ",1," + a + "," + b;
+      CAPTURE(line);
+      std::string copy;
+      bool repaired = false;
+      RowError error;
+      REQUIRE(h.validator.validate(2, line, copy, repaired, error));
+      for (std::size_t c = 2; c < 4; ++c) {
+        const auto& v = h.validator.value(c);
+        if (!v) continue;
+        std::string escaped;
+        catwalk::append_json_string(escaped, *v);
+        std::string quoted(1, '"');  // not "\"" + ...: GCC 12 warns falsely (-Wrestrict)
+        quoted.append(*v);
+        quoted.push_back('"');
+        const bool same = escaped == quoted;
+        if (h.validator.json_plain(c)) {
+          CHECK(same);
+          ++plain;
+        } else {
+          ++not_plain;
+        }
+        // A quoted field on a line free of specials is plain whenever it can be.
+        if (same && line.find('\\') == std::string::npos && line.find('\t') == std::string::npos &&
+            line.find('\x01') == std::string::npos && line.find('\x1F') == std::string::npos &&
+            (c == 2 ? a : b).front() == '"') {
+          CHECK(h.validator.json_plain(c));
+        }
+      }
+    }
+  }
+  CHECK(plain > 10);
+  CHECK(not_plain > 10);
+}
+
+namespace {
+// The rule parse_decimal_int keeps: digits only, at most 19 of them, and from_chars' value.
+bool reference_int(std::string_view s, std::int64_t& out) {
+  if (s.empty() || s.size() > 19) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+}  // namespace
+
+TEST_CASE("parse_decimal_int: digits only, up to INT64_MAX, as from_chars reads them") {
+  struct Case {
+    std::string in;
+    bool ok;
+    std::int64_t value;
+  };
+  const std::vector<Case> cases = {
+      {"0", true, 0},
+      {"7", true, 7},
+      {"2147483647", true, 2147483647},
+      {"9223372036854775807", true, INT64_MAX},
+      {"9223372036854775808", false, 0},
+      {"9999999999999999999", false, 0},
+      {"0000000000000000001", true, 1},
+      {"00000000000000000001", false, 0},  // 20 characters
+      {"", false, 0},
+      {"-1", false, 0},
+      {"+1", false, 0},
+      {" 1", false, 0},
+      {"1 ", false, 0},
+      {"1a", false, 0},
+      {"/", false, 0},
+      {":", false, 0},
+      {"1.0", false, 0},
+      {"\xB1", false, 0},
+      {std::string("1\0", 2), false, 0},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.in);
+    std::int64_t n = -5;
+    CHECK(parse_decimal_int(c.in, n) == c.ok);
+    CHECK(n == (c.ok ? c.value : -5));
+  }
+  // Random strings of digits and near-digits, every length up to 20, against the reference.
+  std::uint64_t seed = 7;
+  const std::string alphabet = "0123456789999/:a \xB0";
+  for (int i = 0; i < 200000; ++i) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    std::string s;
+    const std::size_t length = (seed >> 40) % 21;
+    for (std::size_t k = 0; k < length; ++k) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      // Mostly digits, so long valid numbers (and overflows) come up often.
+      s.push_back((seed >> 61) == 0 ? alphabet[(seed >> 33) % alphabet.size()]
+                                    : static_cast<char>('0' + (seed >> 33) % 10));
+    }
+    std::int64_t got = -1, want = -1;
+    const bool ok = parse_decimal_int(s, got);
+    CAPTURE(s);
+    REQUIRE(ok == reference_int(s, want));
+    if (ok) REQUIRE(got == want);
   }
 }
