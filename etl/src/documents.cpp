@@ -65,6 +65,10 @@ enum Table { kProducts, kFeatures, kRelatedTable, kStyles, kPhotos, kSkus, kTabl
 // The JSON around the values, the same for every fragment of a kind (keys, braces), is not
 // written: kPieces holds it, and the assembly puts it back. Before, each record carried a
 // 17-byte header and its whole JSON fragment: about 0.9 GB more of the 3 GB spilled at full scale.
+// A photo's url (its second value) is written against its thumbnail_url, which it nearly always
+// repeats but for a size parameter: the length of their common prefix (LEB128), then the rest of
+// the url. About 0.65 GB less of the 2.1 GB spilled at full scale (5.7 M photos).
+
 constexpr std::array<int, 6> kValueCount = {6, 2, 1, 5, 2, 3};
 constexpr int kMaxValues = 6;
 // Value k of a fragment of kind K goes between kPieces[K][k] and kPieces[K][k + 1].
@@ -199,9 +203,26 @@ void append_fragment(std::string& out, const Ref& r) {
     length[k] = v;
   }
   out += pieces[0];
+  const unsigned char* first = p;
   for (int k = 0; k < n; ++k) {
-    out.append(reinterpret_cast<const char*>(p), length[k]);
-    p += length[k];
+    if (r.kind == kPhoto && k == 1) {
+      // The url: the first `shared` bytes of the thumbnail_url, then the rest as written.
+      const unsigned char* end = p + length[k];
+      std::uint32_t shared = 0;
+      for (int shift = 0;; shift += 7) {
+        if (p == end || shift > 28) throw InputError("a document work file is damaged");
+        const unsigned char b = *p++;
+        shared |= static_cast<std::uint32_t>(b & 0x7F) << shift;
+        if (b < 0x80) break;
+      }
+      if (shared > length[0]) throw InputError("a document work file is damaged");
+      out.append(reinterpret_cast<const char*>(first), shared);
+      out.append(reinterpret_cast<const char*>(p), static_cast<std::size_t>(end - p));
+      p = end;
+    } else {
+      out.append(reinterpret_cast<const char*>(p), length[k]);
+      p += length[k];
+    }
     out += pieces[k + 1];
   }
 }
@@ -531,7 +552,7 @@ DocumentStore::Writer::~Writer() = default;
 void DocumentStore::Writer::write_failed(int partition, int err) const {
   throw InputError(fmt::format(
       "cannot write the document work file {}: {}; nothing was published and the work files "
-      "are removed. They need about 1.35x the export's size: free some room, or pass "
+      "are removed. They need up to about the export's size: free some room, or pass "
       "--work-dir DIR (or set TMPDIR) on a disk with more",
       store_.partition_path(table_, partition), std::strerror(err)));
 }
@@ -603,18 +624,21 @@ void DocumentStore::Writer::add_row(const RowValidator& row) {
     j += *value(c);
     end_value();
   };
-  auto text = [&](Col c) {
+  auto json_text = [&](Col c, std::string& out) {
     const auto& v = value(c);
     if (!v) {
-      j += "null";
+      out += "null";
     } else if (row.json_plain(at_[c])) {
       // Nothing to escape (the validator's line scan says so): no second scan of the text.
-      j.push_back('"');
-      j.append(*v);
-      j.push_back('"');
+      out.push_back('"');
+      out.append(*v);
+      out.push_back('"');
     } else {
-      append_json_string(j, *v);
+      append_json_string(out, *v);
     }
+  };
+  auto text = [&](Col c) {
+    json_text(c, j);
     end_value();
   };
   auto money = [&](Col c) {
@@ -645,7 +669,25 @@ void DocumentStore::Writer::add_row(const RowValidator& row) {
     }
     case kPhotos: {
       std::uint32_t style = to_u32(value(kColStyleId));
-      text(kColThumbnailUrl), text(kColUrl);
+      text(kColThumbnailUrl);
+      // The url against the thumbnail_url (the record format above): their common prefix's
+      // length, then the rest.
+      std::string& url = delta_;
+      url.clear();
+      json_text(kColUrl, url);
+      const std::string_view thumb(j.data() + kRecordRoom, j.size() - kRecordRoom);
+      const std::size_t limit = std::min(thumb.size(), url.size());
+      std::size_t shared = 0;
+      while (shared < limit && thumb[shared] == url[shared]) ++shared;
+      for (std::size_t v = shared;; v >>= 7) {
+        if (v < 0x80) {
+          j.push_back(static_cast<char>(v));
+          break;
+        }
+        j.push_back(static_cast<char>((v & 0x7F) | 0x80));
+      }
+      j.append(url, shared, std::string::npos);
+      end_value();
       put(store_.product_of_style(style), style, kPhoto);
       break;
     }

@@ -77,6 +77,7 @@ class DocumentStore {
     // The record being built: kRecordRoom bytes kept for its head, then its values.
     static constexpr std::size_t kRecordRoom = 32;
     std::string scratch_;
+    std::string delta_;  // a photo's url before it is written against its thumbnail_url
     std::size_t value_ends_[6] = {};
     int values_ = 0;
   };

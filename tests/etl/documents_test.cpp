@@ -207,6 +207,75 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
   std::filesystem::remove_all(tmp);
 }
 
+TEST_CASE("DocumentStore: a photo's url written against its thumbnail_url comes back whole") {
+  // url and thumbnail_url: equal, one a prefix of the other, a shared prefix of over 127 bytes
+  // (two bytes of length), nothing shared, escapes in the shared part, either one a bare null.
+  const std::string longp = "https://images.example.com/photo-" + std::string(300, 'p');
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\"same\"", "\"same\""},  {"\"abc\"", "\"abcdef\""},
+      {"\"abcdef\"", "\"abc\""}, {"\"" + longp + "?w=668\"", "\"" + longp + "?w=300\""},
+      {"\"xyz\"", "\"uvw\""},    {R"("a ""q"" \ b1")", R"("a ""q"" \ b2")"},
+      {"null", "\"t\""},         {"\"u\"", "null"},
+      {"\"\"", "\"\""},
+  };
+  auto json = [](const std::string& csv) {
+    // Photos' url columns are NOT NULL: a bare null is the text "null" (as the loader stores it).
+    if (csv == "null") return std::string("\"null\"");
+    std::string inner = csv.substr(1, csv.size() - 2), out;
+    for (std::size_t i = 0; i < inner.size(); ++i) {
+      if (inner[i] == '"') ++i;  // a doubled quote
+      out.push_back(inner[i]);
+    }
+    std::string j;
+    catwalk::append_json_string(j, out);
+    return j;
+  };
+  std::string tmp = catwalk::test::make_temp_dir("catwalk-docs-url");
+  std::string out;
+  {
+    DocumentStore store(tmp, 2);
+    IdSet products, styles, photos;
+    {
+      Feeder f(store, "products", "id,name,slogan,description,category,default_price", products,
+               {});
+      f.add(R"(1,"P","S","D","C",1)", 2);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "styles", "id,productId,name,sale_price,original_price,default_style", styles,
+               {nullptr, &products, nullptr, nullptr, nullptr, nullptr});
+      f.add(R"(3,1,"R",null,1,1)", 2);
+      f.w->close();
+    }
+    {
+      Feeder f(store, "photos", "id,styleId,url,thumbnail_url", photos,
+               {nullptr, &styles, nullptr, nullptr});
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        f.add(std::to_string(i + 1) + ",3," + cases[i].first + "," + cases[i].second, i + 2);
+      }
+      f.w->close();
+    }
+    products.finalize();
+    std::string binary;
+    store.assemble(
+        products, [&](const std::string& chunk) { binary += chunk; }, 1);
+    using catwalk::test::Bin;
+    out = catwalk::test::decode_rows(
+        binary, {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument, Bin::kDocument},
+        copy_binary::kHeader.size());
+  }
+  std::string expected = "\"photos\":[";
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    if (i) expected += ",";
+    expected +=
+        "{\"thumbnail_url\":" + json(cases[i].second) + ",\"url\":" + json(cases[i].first) + "}";
+  }
+  expected += "]";
+  INFO(out);
+  CHECK(out.find(expected) != std::string::npos);
+  std::filesystem::remove_all(tmp);
+}
+
 TEST_CASE("DocumentStore: products sharing a partition, ids near or far apart, assemble in order") {
   // Product 7 and product `big` in one partition. Ids 2,000,000,000 apart: the assembly's
   // counting pass by product does not apply and one comparison sort orders them. Ids 7 and 11
