@@ -305,9 +305,11 @@ class Run {
     pg::Transaction tx(c);
     // Truncated in this transaction: COPY may FREEZE and, with wal_level=minimal, skip WAL.
     c.exec("TRUNCATE product_docs");
-    pg::CopyIn copy(c,
-                    "COPY product_docs (id, rn, detail, styles, related) FROM STDIN "
-                    "WITH (FORMAT binary, FREEZE)");
+    pg::CopyIn copy(
+        c,
+        "COPY product_docs (id, rn, detail, styles, related, fp_detail, fp_styles, fp_related) "
+        "FROM STDIN "
+        "WITH (FORMAT binary, FREEZE)");
     ChunkPipe pipe(4);
     std::exception_ptr assembly_error;
     std::thread assembler([&] {

@@ -170,13 +170,15 @@ TEST_CASE("DocumentStore assembles every document of a product in the contract's
     REQUIRE(binary.starts_with(copy_binary::kHeader));
     CHECK(binary.ends_with("\xFF\xFF"));
     using catwalk::test::Bin;
-    out = catwalk::test::decode_rows(
-        binary, {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument, Bin::kDocument},
-        copy_binary::kHeader.size());
+    out = catwalk::test::decode_rows(binary,
+                                     {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument,
+                                      Bin::kDocument, Bin::kSkip, Bin::kSkip, Bin::kSkip},
+                                     copy_binary::kHeader.size());
     // Stored as the API sends them to gzip clients: product 5's styles (long) as a gzip member,
     // the short related lists as they are (gzip would make them longer).
     raw = catwalk::test::decode_rows(binary,
-                                     {Bin::kInt4, Bin::kInt4, Bin::kText, Bin::kText, Bin::kText},
+                                     {Bin::kInt4, Bin::kInt4, Bin::kText, Bin::kText, Bin::kText,
+                                      Bin::kSkip, Bin::kSkip, Bin::kSkip},
                                      copy_binary::kHeader.size());
   }
   CHECK(std::filesystem::is_empty(tmp));  // the store removed its work folder
@@ -260,9 +262,10 @@ TEST_CASE("DocumentStore: a photo's url written against its thumbnail_url comes 
     store.assemble(
         products, [&](const std::string& chunk) { binary += chunk; }, 1);
     using catwalk::test::Bin;
-    out = catwalk::test::decode_rows(
-        binary, {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument, Bin::kDocument},
-        copy_binary::kHeader.size());
+    out = catwalk::test::decode_rows(binary,
+                                     {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument,
+                                      Bin::kDocument, Bin::kSkip, Bin::kSkip, Bin::kSkip},
+                                     copy_binary::kHeader.size());
   }
   std::string expected = "\"photos\":[";
   for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -330,9 +333,10 @@ TEST_CASE("DocumentStore: products sharing a partition, ids near or far apart, a
       std::string binary;
       CHECK(store.assemble(products, [&](const std::string& chunk) { binary += chunk; }) == 2);
       using catwalk::test::Bin;
-      out = catwalk::test::decode_rows(
-          binary, {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument, Bin::kDocument},
-          copy_binary::kHeader.size());
+      out = catwalk::test::decode_rows(binary,
+                                       {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument,
+                                        Bin::kDocument, Bin::kSkip, Bin::kSkip, Bin::kSkip},
+                                       copy_binary::kHeader.size());
     }
     // Product 7 first (rank 1); its features in export order; its styles by id, each with its
     // photos and skus in export order.
@@ -466,9 +470,11 @@ TEST_CASE("DocumentStore: work files of many read pieces, records cut between pi
     } else {
       REQUIRE_FALSE(threw);
       using catwalk::test::Bin;
-      const std::string out = catwalk::test::decode_rows(
-          binary, {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument, Bin::kDocument},
-          copy_binary::kHeader.size());
+      const std::string out =
+          catwalk::test::decode_rows(binary,
+                                     {Bin::kInt4, Bin::kInt4, Bin::kDocument, Bin::kDocument,
+                                      Bin::kDocument, Bin::kSkip, Bin::kSkip, Bin::kSkip},
+                                     copy_binary::kHeader.size());
       std::size_t found = 0;
       for (std::size_t i = 0; i < details.size(); ++i) {
         const std::string row = fmt::format("{}\t{}\t{}\t", i + 1, i + 1, details[i]);

@@ -255,6 +255,24 @@ TEST_CASE("the samples load with exact counts, rejects and table contents") {
       document(c, "detail", 1) ==
       R"({"id":1,"name":"Camo Onesie","slogan":"Blend in to your crowd","description":"The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.","category":"Jackets","default_price":"140","features":[{"feature":"Fabric","value":"Canvas"},{"feature":"Buttons","value":"Brass"}]})");
 
+  // The fingerprints the loader writes are what the generated columns computed before (and what
+  // catwalk-api's own fallback computes): the stored length, then for a gzip member of more than
+  // 64 bytes its bytes 4-7 and last 8, else the whole document.
+  auto fp_mismatches = [&](const std::string& col) {
+    const std::string expr =
+        "int4send(length(" + col + ")) || CASE WHEN length(" + col + ") > 64 AND substring(" + col +
+        " FROM 1 FOR 2) = '\\x1f8b'::bytea THEN substring(" + col + " FROM 5 FOR 4) || substring(" +
+        col + " FROM length(" + col + ") - 7) ELSE " + col + " END";
+    return rows(c, "SELECT count(*) FROM catwalk.product_docs WHERE fp_" + col +
+                       " IS DISTINCT FROM (" + expr + ")");
+  };
+  for (std::string col : {"detail", "styles", "related"}) {
+    INFO(col);
+    CHECK(fp_mismatches(col) == "0\n");
+  }
+  CHECK(rows(c, "SELECT count(*) > 0 FROM catwalk.product_docs WHERE length(fp_styles) = 16") ==
+        "t\n");  // gzip members among them, not only short documents
+
   // The rejects files: one per input file, every rejected line with its number and reason.
   std::string pr = read_file(rejects + "/product.rejects.csv");
   CHECK(
