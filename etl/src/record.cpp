@@ -189,18 +189,12 @@ LineScan scan_line(std::string_view s) {
     if (n == 0) return r;
     p += n;
   }
-  for (; p < end;) {
-    if (*p < 0x80) {
-      specials |= is_json_special(*p);
-      ++p;
-      continue;
-    }
-    const std::size_t n = utf8_multibyte(p, end);
-    if (n == 0) return r;
-    p += n;
-  }
+  // The last 0-15 bytes start at a sequence boundary: the portable scan finishes them.
+  const LineScan tail = scan_line_portable(
+      std::string_view(reinterpret_cast<const char*>(p), static_cast<std::size_t>(end - p)));
+  if (!tail.valid_utf8) return r;
   r.valid_utf8 = true;
-  r.json_specials = specials != 0;
+  r.json_specials = specials != 0 || tail.json_specials;
   return r;
 #else
   return scan_line_portable(s);
