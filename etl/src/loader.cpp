@@ -232,9 +232,10 @@ class Run {
     }
   }
 
-  // Everything between planning and publishing, as one graph over --jobs workers: the files
-  // (parents first, largest first), then the documents and the post-data steps (keys, indexes),
-  // critical path first.
+  // Everything between planning and publishing, as one graph (build_run_graph): the files,
+  // --jobs at once (parents first, then by the bytes waiting on them), then the documents and
+  // the post-data steps (keys, foreign keys, indexes), critical path first, on kExtraSqlWorkers
+  // more workers.
   void run_graph(RunSummary& summary) {
     progress_ = std::make_unique<Progress>(tasks_, o_.progress);
     std::vector<GraphFile> files;
