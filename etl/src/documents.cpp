@@ -176,13 +176,8 @@ std::string_view stored_form(gzip::SmallCompressor& z, const std::string& json, 
 // bytes, else the whole document. In `buf`, which the returned view points into.
 std::string_view fingerprint(std::string_view stored, std::string& buf) {
   buf.clear();
-  const auto n = static_cast<std::uint32_t>(stored.size());
-  buf.push_back(static_cast<char>(n >> 24));
-  buf.push_back(static_cast<char>(n >> 16));
-  buf.push_back(static_cast<char>(n >> 8));
-  buf.push_back(static_cast<char>(n));
-  if (stored.size() > 64 && static_cast<unsigned char>(stored[0]) == 0x1f &&
-      static_cast<unsigned char>(stored[1]) == 0x8b) {
+  copy_binary::be32(buf, static_cast<std::uint32_t>(stored.size()));
+  if (stored.size() > 64 && gzip::is_gzip(stored)) {
     buf.append(stored.substr(4, 4));
     buf.append(stored.substr(stored.size() - 8));
   } else {
