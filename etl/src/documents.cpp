@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -719,8 +720,16 @@ std::uint64_t DocumentStore::assemble(const IdSet& products,
                                       const std::function<void(const std::string&)>& sink,
                                       int threads) {
   // Every fragment has found its product: the style map's memory is better spent here.
-  style_product_ = {};
-  style_product_sparse_ = {};
+  // Swapped with empty ones: `= {}` would assign an empty list and keep the memory (the dense
+  // map's 32 MiB at scale 4.0 stayed through the whole assembly).
+  std::vector<std::uint32_t>().swap(style_product_);
+  decltype(style_product_sparse_)().swap(style_product_sparse_);
+  // Hands what the file phase freed back to the system before the assembly allocates its own.
+  // glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so the
+  // file phase's growing buffers (the style map: 31 MB at scale 4.0) end up in its heaps, and
+  // freeing them there does not lower the RSS: the assembly's memory came on top of the file
+  // phase's, and the peak grew with the export (142 MiB at scale 1.0, 200 MiB at 4.0).
+  ::malloc_trim(0);
   // The chunks go to `sink` one at a time, in no particular order of products (COPY does not
   // care): the header first, the trailer last.
   std::mutex sink_mu;
