@@ -543,6 +543,14 @@ std::uint32_t DocumentStore::product_of_style(std::uint32_t style) const {
   return it == style_product_sparse_.end() ? 0 : it->second;
 }
 
+std::size_t DocumentStore::style_map_bytes() const {
+  // An empty unordered_map has one bucket of its own, not allocated.
+  const std::size_t buckets = style_product_sparse_.bucket_count();
+  return style_product_.capacity() * sizeof(std::uint32_t) +
+         (buckets > 1 ? buckets * sizeof(void*) : 0) +
+         style_product_sparse_.size() * (2 * sizeof(std::uint32_t) + sizeof(void*));
+}
+
 std::unique_ptr<DocumentStore::Writer> DocumentStore::writer(const TableSpec& spec) {
   if (table_of(spec) < 0) return nullptr;  // cart rows have no document
   return std::make_unique<Writer>(*this, spec);

@@ -91,6 +91,10 @@ class DocumentStore {
   std::uint64_t assemble(const IdSet& products, const std::function<void(const std::string&)>& sink,
                          int threads = 1);
 
+  // Bytes the style -> product map holds (4 per style id up to the largest, more for sparse
+  // ids). The assembly no longer needs it and gives it back first: 0 from then on.
+  std::size_t style_map_bytes() const;
+
  private:
   std::string partition_path(int table, int partition) const;
   std::uint32_t product_of_style(std::uint32_t style) const;
