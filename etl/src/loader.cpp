@@ -144,6 +144,11 @@ class Run {
       log("another catwalk-etl load is running on this database; waiting for it to finish");
       main_->exec("SELECT pg_advisory_lock(hashtext('catwalk-load'))");
     }
+    // A load killed earlier may have left its unpublished schema behind, or (stopped between its
+    // swap and its drop) the catalogue it retired: their disk space is wanted, and counted by the
+    // space check.
+    main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
+    drop_retired(*main_);
     check_database_space();
     for (const auto& name : apply_missing_migrations(*main_)) log("applied migration {}", name);
     // What is published now, to compare the new catalogue with before replacing it.
@@ -157,8 +162,6 @@ class Run {
           main_->exec(fmt::format("SELECT count(*) FROM {}.products", kPublishedSchema));
       published_products_ = static_cast<std::uint64_t>(published.get_int(0, 0));
     }
-    // A load killed earlier may have left its unpublished schema behind.
-    main_->exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kStagingSchema));
     main_->exec(fmt::format("CREATE SCHEMA {}", kStagingSchema));
     replay_catalog_phase(*main_, kStagingSchema, MigrationScope::kCatalogPreData);
     int partitions = partitions_for(kSpillPerTextByte * document_text_bytes_, o_.jobs);
@@ -373,6 +376,10 @@ class Run {
         summary.cart_rows_kept = task->stats.loaded - cart_inserted;
     }
     summary.phases.push_back({"publish", since(t)});
+    log("published; dropping the previous catalogue");
+    t = Clock::now();
+    drop_retired(*main_);
+    summary.phases.push_back({"previous catalogue dropped", since(t)});
   }
 
   void collect(RunSummary& s) {

@@ -38,9 +38,11 @@ void check_catalogue_size(const FileStats& products, std::uint64_t published,
 std::uint64_t publish_staging(pg::Connection& c) {
   pg::Transaction tx(c);
   c.exec("SELECT version FROM public.catwalk_publish FOR UPDATE");
-  c.exec(fmt::format("ALTER SCHEMA {} RENAME TO catwalk_retired", kPublishedSchema));
+  // Left by a load stopped between its swap and its drop_retired (the load's start drops it
+  // too); absent, this takes no lock.
+  c.exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kRetiredSchema));
+  c.exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kPublishedSchema, kRetiredSchema));
   c.exec(fmt::format("ALTER SCHEMA {} RENAME TO {}", kStagingSchema, kPublishedSchema));
-  c.exec("DROP SCHEMA catwalk_retired CASCADE");
   // Carts written through the API survive: rows whose id is present are left alone.
   std::string cart_import = c.quote_ident(spec_of(TableRole::kCart).table);
   auto ins = c.exec(
@@ -54,6 +56,10 @@ std::uint64_t publish_staging(pg::Connection& c) {
   c.exec("UPDATE public.catwalk_publish SET version = version + 1, published_at = now()");
   tx.commit();
   return static_cast<std::uint64_t>(ins.get_int(0, 0));
+}
+
+void drop_retired(pg::Connection& c) {
+  c.exec(fmt::format("DROP SCHEMA IF EXISTS {} CASCADE", kRetiredSchema));
 }
 
 }  // namespace catwalk::etl

@@ -422,6 +422,61 @@ TEST_CASE("a load killed with SIGKILL mid-COPY leaves the published data, the ne
   fs::remove_all(rejects);
 }
 
+TEST_CASE("a session still reading the published catalogue does not hold up the publish") {
+  // A pg_dump or a report reading the old tables when a load publishes. The drop of the old
+  // catalogue was in the swap's transaction: it waited for that session's lock, and every new
+  // reader of the catalogue (the API's) queued behind the drop's locks, so nothing saw the new
+  // catalogue, or any catalogue, until the old reader ended. Now the swap commits first and
+  // only the loader's drop of the retired catalogue waits.
+  std::string url = fresh_database("oldreader");
+  std::string rejects = test::make_temp_dir("catwalk-oldreader");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  pg::Connection reader(url);
+  reader.exec("BEGIN");
+  reader.exec("SELECT count(*) FROM catwalk.skus");  // its lock lasts until the transaction ends
+  pg::Connection c(url);
+  c.exec("SET statement_timeout = '10s'");  // a read queued behind a lock fails, never hangs
+  const std::string before = rows(c, "SELECT version FROM public.catwalk_publish");
+  pid_t pid = spawn_load(url, rejects, samples());
+  bool published = false;
+  for (int i = 0; i < 600 && !published; ++i) {  // 60 s at most
+    published = rows(c, "SELECT version FROM public.catwalk_publish") != before;
+    if (!published) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(published);
+  if (published) {
+    // Readers get the new catalogue while the old reader still holds its lock, and the loader
+    // is still waiting to drop the retired one.
+    CHECK(rows(c, "SELECT count(*) FROM catwalk.products") == "12\n");
+    CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'catwalk_retired'") == "1\n");
+    CHECK(waitpid(pid, nullptr, WNOHANG) == 0);
+  }
+  reader.exec("COMMIT");
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'catwalk%'") == "1\n");
+  fs::remove_all(rejects);
+}
+
+TEST_CASE("a catalogue left retired by a load stopped after its swap is dropped by the next load") {
+  std::string url = fresh_database("retired");
+  std::string rejects = test::make_temp_dir("catwalk-retired");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  pg::Connection c(url);
+  // What a load killed between its swap and its drop leaves: the previous catalogue, renamed.
+  c.exec("CREATE SCHEMA catwalk_retired");
+  c.exec("CREATE TABLE catwalk_retired.products AS SELECT * FROM catwalk.products");
+  auto r = load(url, samples(), rejects);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("\"previous catalogue dropped\"") != std::string::npos);
+  CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'catwalk%'") == "1\n");
+  CHECK(rows(c, "SELECT count(*) FROM catwalk.products") == "12\n");
+  fs::remove_all(rejects);
+}
+
 TEST_CASE("migrate applies what is missing, once") {
   std::string url = fresh_database("migrate");
   auto first = run_command(etl_bin() + " migrate --db '" + url + "'");
