@@ -111,6 +111,18 @@ struct Feeder {
     w->add_row(v);
   }
 };
+
+// One file's rows fed to `store` (line numbers from 2), its writer closed.
+void feed(DocumentStore& store, std::string_view table, std::string_view header, IdSet& own,
+          std::vector<const IdSet*> parents, const std::vector<std::string>& lines) {
+  Feeder f(store, table, header, own, std::move(parents));
+  std::uint32_t pos = 2;
+  for (const auto& line : lines) f.add(line, pos++);
+  f.w->close();
+}
+constexpr std::string_view kProductsHeader = "id,name,slogan,description,category,default_price";
+constexpr std::string_view kStylesHeader =
+    "id,productId,name,sale_price,original_price,default_style";
 }  // namespace
 
 TEST_CASE("DocumentStore assembles every document of a product in the contract's shape and order") {
@@ -238,18 +250,9 @@ TEST_CASE("DocumentStore: a photo's url written against its thumbnail_url comes 
   {
     DocumentStore store(tmp, 2);
     IdSet products, styles, photos;
-    {
-      Feeder f(store, "products", "id,name,slogan,description,category,default_price", products,
-               {});
-      f.add(R"(1,"P","S","D","C",1)", 2);
-      f.w->close();
-    }
-    {
-      Feeder f(store, "styles", "id,productId,name,sale_price,original_price,default_style", styles,
-               {nullptr, &products, nullptr, nullptr, nullptr, nullptr});
-      f.add(R"(3,1,"R",null,1,1)", 2);
-      f.w->close();
-    }
+    feed(store, "products", kProductsHeader, products, {}, {R"(1,"P","S","D","C",1)"});
+    feed(store, "styles", kStylesHeader, styles,
+         {nullptr, &products, nullptr, nullptr, nullptr, nullptr}, {R"(3,1,"R",null,1,1)"});
     {
       Feeder f(store, "photos", "id,styleId,url,thumbnail_url", photos,
                {nullptr, &styles, nullptr, nullptr});
@@ -289,19 +292,10 @@ TEST_CASE("DocumentStore: the style map's memory is given back before the assemb
   {
     DocumentStore store(tmp, 2);
     IdSet products, styles;
-    {
-      Feeder f(store, "products", "id,name,slogan,description,category,default_price", products,
-               {});
-      f.add(R"(5,"Shoe","Run","Fast","Kicks",99)", 2);
-      f.w->close();
-    }
-    {
-      Feeder f(store, "styles", "id,productId,name,sale_price,original_price,default_style", styles,
-               {nullptr, &products, nullptr, nullptr, nullptr, nullptr});
-      f.add(R"(5000000,5,"Red",null,99,1)", 2);
-      f.add(R"(2000000000,5,"Blue",null,99,0)", 3);
-      f.w->close();
-    }
+    feed(store, "products", kProductsHeader, products, {}, {R"(5,"Shoe","Run","Fast","Kicks",99)"});
+    feed(store, "styles", kStylesHeader, styles,
+         {nullptr, &products, nullptr, nullptr, nullptr, nullptr},
+         {R"(5000000,5,"Red",null,99,1)", R"(2000000000,5,"Blue",null,99,0)"});
     CHECK(store.style_map_bytes() >= 5'000'000 * sizeof(std::uint32_t));
     products.finalize();
     std::optional<std::size_t> at_first_chunk;
