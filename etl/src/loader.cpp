@@ -378,8 +378,16 @@ class Run {
     summary.phases.push_back({"publish", since(t)});
     log("published; dropping the previous catalogue");
     t = Clock::now();
-    drop_retired(*main_);
-    summary.phases.push_back({"previous catalogue dropped", since(t)});
+    try {
+      drop_retired(*main_);
+      summary.phases.push_back({"previous catalogue dropped", since(t)});
+    } catch (const pg::DbError& e) {
+      // The new catalogue is published: the load succeeded. The old one only takes room until
+      // the next load, which drops it first.
+      log("the previous catalogue (schema {}) could not be dropped: {}; the next load drops it, "
+          "or DROP SCHEMA {} CASCADE does",
+          kRetiredSchema, printable_text(e.what(), 1024), kRetiredSchema);
+    }
   }
 
   void collect(RunSummary& s) {

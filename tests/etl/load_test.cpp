@@ -460,6 +460,35 @@ TEST_CASE("a session still reading the published catalogue does not hold up the 
   fs::remove_all(rejects);
 }
 
+TEST_CASE("a load whose drop of the previous catalogue fails is published all the same") {
+  // The drop comes after the swap has committed: failing there (here a lock_timeout while a
+  // session still reads the old tables) must not report the published load as failed.
+  std::string url = fresh_database("dropfails");
+  std::string rejects = test::make_temp_dir("catwalk-dropfails");
+  REQUIRE(load(url, samples(), rejects).exit_code == 0);
+  pg::Connection c(url);
+  const std::string db = rows(c, "SELECT current_database()");
+  const std::string name = db.substr(0, db.size() - 1);
+  c.exec("ALTER DATABASE " + c.quote_ident(name) + " SET lock_timeout = '3s'");
+  pg::Connection reader(url);
+  reader.exec("BEGIN");
+  reader.exec("SELECT count(*) FROM catwalk.skus");
+  const std::string before = rows(c, "SELECT version FROM public.catwalk_publish");
+  auto r = load(url, samples(), rejects);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("the previous catalogue (schema catwalk_retired) could not be dropped") !=
+        std::string::npos);
+  CHECK(rows(c, "SELECT version FROM public.catwalk_publish") != before);
+  CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'catwalk_retired'") == "1\n");
+  reader.exec("COMMIT");
+  c.exec("ALTER DATABASE " + c.quote_ident(name) + " RESET lock_timeout");
+  auto again = load(url, samples(), rejects);
+  CHECK(again.exit_code == 0);
+  CHECK(rows(c, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'catwalk%'") == "1\n");
+  fs::remove_all(rejects);
+}
+
 TEST_CASE("a catalogue left retired by a load stopped after its swap is dropped by the next load") {
   std::string url = fresh_database("retired");
   std::string rejects = test::make_temp_dir("catwalk-retired");
